@@ -1,0 +1,426 @@
+//! Wires the pipeline from a loaded config and owns its life: one cancellation token for every task, each task
+//! registered in `Health`, listeners bound before readiness is reported, and an orderly shutdown that joins the
+//! tasks within the configured timeout and puts the alarm outputs in their safe state last.
+//!
+//! Data flow: camera → (newest frame) → detect → observations ← sensor server ← devices;
+//! observations → fusion → alarm outputs (local, no network) and → uplink → collector.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::alarm::{AlarmOutput, Outputs};
+use crate::camera::{Latest, replay};
+use crate::config::Loaded;
+use crate::detect::{DetectCounters, DetectTask, Detector};
+use crate::event::{Observation, Transition, ZoneState};
+use crate::frame::{FramePool, PixelFormat};
+use crate::fusion::Fusion;
+use crate::queue::{Overflow, Queue};
+use crate::sensor::DeviceMap;
+use crate::sensor::server::{SensorCounters, SensorServer};
+use crate::telemetry::{Health, PartHandle, PartState, Registry, http, metrics, sdnotify};
+use crate::uplink::collector::Collector;
+use crate::uplink::{UplinkCounters, UplinkTask};
+
+pub type SharedAlarm = Arc<Mutex<Box<dyn AlarmOutput>>>;
+
+/// Things a caller (a test, the demo) may substitute.
+#[derive(Default)]
+pub struct Overrides {
+    pub alarm: Option<Box<dyn AlarmOutput>>,
+    pub collector_sink: Option<Box<dyn std::io::Write + Send>>,
+}
+
+pub struct App {
+    pub registry: Arc<Registry>,
+    pub health: Arc<Health>,
+    pub telemetry_addr: SocketAddr,
+    pub sensor_addrs: Vec<SocketAddr>,
+    pub collector_addr: Option<SocketAddr>,
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+    aborts: Vec<(String, AbortHandle)>,
+    alarm: SharedAlarm,
+    shutdown_timeout: Duration,
+}
+
+/// What happened during shutdown.
+#[derive(Debug)]
+pub struct ShutdownReport {
+    pub joined: usize,
+    pub aborted: Vec<String>,
+    pub elapsed: Duration,
+}
+
+async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr} for {what}: {e}"))
+}
+
+impl App {
+    fn spawn<F, Fut>(&mut self, name: &str, stale_after: Option<Duration>, f: F)
+    where
+        F: FnOnce(PartHandle, CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let part = self.health.register(name, stale_after);
+        let inner = tokio::spawn(f(part.clone(), self.stop.clone()));
+        self.aborts.push((name.to_owned(), inner.abort_handle()));
+        let stop = self.stop.clone();
+        let name = name.to_owned();
+        self.tasks.spawn(async move {
+            let state = match inner.await {
+                Ok(Ok(())) if stop.is_cancelled() => PartState::Stopped,
+                Ok(Ok(())) => PartState::Failed("exited".into()),
+                Ok(Err(e)) => PartState::Failed(format!("{e:#}")),
+                Err(e) if e.is_cancelled() => PartState::Failed("aborted".into()),
+                Err(_) => PartState::Failed("panicked".into()),
+            };
+            if let PartState::Failed(why) = &state
+                && !stop.is_cancelled()
+            {
+                log::error!("task {name} stopped unexpectedly: {why}; /health now reports it");
+            }
+            part.set(state);
+        });
+    }
+
+    /// Test hook: aborts the named task as if it had crashed. Returns false if no task has that name.
+    pub fn kill_task(&self, name: &str) -> bool {
+        match self.aborts.iter().find(|(n, _)| n == name) {
+            Some((_, h)) => {
+                h.abort();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn task_names(&self) -> Vec<String> {
+        self.aborts.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Builds and starts everything. Listeners are bound before this returns, so a caller can connect at once.
+    pub async fn start(loaded: &Loaded, mut ov: Overrides) -> anyhow::Result<App> {
+        let c = &loaded.config;
+        let registry = Registry::new();
+        let health = Health::new();
+        let alarm: SharedAlarm = Arc::new(Mutex::new(ov.alarm.take().unwrap_or_else(|| crate::alarm::build(&c.alarm))));
+        let mut app = App {
+            registry: Arc::clone(&registry),
+            health: Arc::clone(&health),
+            telemetry_addr: c.telemetry.listen,
+            sensor_addrs: Vec::new(),
+            collector_addr: None,
+            stop: CancellationToken::new(),
+            tasks: JoinSet::new(),
+            aborts: Vec::new(),
+            alarm: Arc::clone(&alarm),
+            shutdown_timeout: Duration::from_millis(c.runtime.shutdown_timeout_ms),
+        };
+        registry
+            .gauge("ember_build_info", "Version of this build.", &[("version", env!("CARGO_PKG_VERSION"))])
+            .set(1.0);
+        let started = std::time::Instant::now();
+        registry.probe("ember_uptime_seconds", "Seconds since start.", metrics::Kind::Gauge, &[], move || {
+            started.elapsed().as_secs_f64()
+        });
+        metrics::register_process(&registry);
+
+        // Telemetry first, so a failing start-up can still be observed.
+        let listener = bind("telemetry", c.telemetry.listen).await?;
+        app.telemetry_addr = listener.local_addr()?;
+        let state = http::HttpState::new(Arc::clone(&registry), Arc::clone(&health));
+        app.spawn("telemetry", None, move |_, stop| async move { Ok(http::serve(listener, state, stop).await?) });
+
+        let observations: Queue<Observation> =
+            Queue::new("observations", c.runtime.observation_queue, Overflow::DropOldest);
+        metrics::register_queue(&registry, "observations", observations.capacity(), observations.stats());
+
+        // Cameras and their detectors.
+        for (i, cam) in c.cameras.iter().enumerate() {
+            let labels = [("camera", cam.name.as_str())];
+            let set = replay::ReplaySet::open(&cam.path, |p| loaded.resolve(p))
+                .map_err(|e| anyhow::anyhow!("camera {}: {e}", cam.name))?;
+            let pool = FramePool::new(
+                c.runtime.frames_per_camera,
+                PixelFormat::Rgb24.frame_len(cam.max_width, cam.max_height),
+            );
+            let latest = Arc::new(Latest::new(registry.counter(
+                "ember_frames_dropped_total",
+                "Frames replaced by a newer one before detection read them.",
+                &labels,
+            )));
+            let pool_free = pool.clone();
+            registry.probe(
+                "ember_frame_pool_free",
+                "Free buffers in a camera's frame pool.",
+                metrics::Kind::Gauge,
+                &labels,
+                move || pool_free.available() as f64,
+            );
+            let counters = replay::ReplayCounters {
+                captured: registry.counter("ember_frames_captured_total", "Frames captured and decoded.", &labels),
+                decode_errors: registry.counter(
+                    "ember_frame_errors_total",
+                    "Frames that could not be read or decoded.",
+                    &labels,
+                ),
+                pool_exhausted: registry.counter(
+                    "ember_frame_pool_exhausted_total",
+                    "Frames skipped because every pooled buffer was in use.",
+                    &labels,
+                ),
+            };
+            let stale = Some(Duration::from_secs_f64((5.0 / cam.fps).max(5.0)));
+            let (name, fps, mw, mh, out) =
+                (cam.name.clone(), cam.fps, cam.max_width, cam.max_height, Arc::clone(&latest));
+            app.spawn(&format!("camera:{}", cam.name), stale, move |part, stop| {
+                replay::Replay { camera: i, name, set, fps, max_width: mw, max_height: mh, pool, out, counters, part }
+                    .run(stop)
+            });
+            let detect = DetectTask {
+                camera: i,
+                detector: Detector::new(cam.detector),
+                input: latest,
+                output: observations.clone(),
+                counters: DetectCounters {
+                    frames: registry.counter("ember_detect_frames_total", "Frames scored by the detector.", &labels),
+                    nanos: registry.counter("ember_detect_nanoseconds_total", "Time spent scoring frames.", &labels),
+                    unsupported: registry.counter(
+                        "ember_detect_unsupported_total",
+                        "Frames in a pixel format the detector cannot read.",
+                        &labels,
+                    ),
+                    score: registry.gauge("ember_vision_score", "Last detector score (0..1).", &labels),
+                },
+            };
+            app.spawn(&format!("detect:{}", cam.name), None, move |part, stop| detect.run(part, stop));
+        }
+
+        // Sensor link.
+        let devices = Arc::new(DeviceMap::from_config(&c.sensors));
+        let sensor_counters = Arc::new(SensorCounters::new(&registry, &devices));
+        let server = Arc::new(SensorServer {
+            devices: Arc::clone(&devices),
+            output: observations.clone(),
+            counters: sensor_counters,
+            max_connections: c.sensors.max_connections,
+        });
+        for addr in &c.sensors.listen {
+            let listener = bind("sensors", *addr).await?;
+            let local = listener.local_addr()?;
+            app.sensor_addrs.push(local);
+            let server = Arc::clone(&server);
+            app.spawn(&format!("sensors:{local}"), None, move |_, stop| server.serve(listener, stop));
+        }
+        for (k, sim) in c.simulator.iter().enumerate() {
+            let Some(mut target) = app.sensor_addrs.first().copied() else { break };
+            if target.ip().is_unspecified() {
+                target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            let sim = sim.clone();
+            app.spawn(&format!("simulator:{k}"), None, move |_, stop| crate::sensor::sim::run(sim, target, stop));
+        }
+
+        // Collector (control-room receiver) for simulated sites.
+        if c.collector.enabled
+            && let Some(addr) = c.collector.listen
+        {
+            let listener = bind("collector", addr).await?;
+            app.collector_addr = Some(listener.local_addr()?);
+            let sink = ov.collector_sink.take().unwrap_or_else(|| Box::new(std::io::stdout()));
+            let collector = Collector::new(&registry, sink);
+            app.spawn("collector", None, move |_, stop| collector.serve(listener, stop));
+        }
+
+        // Uplink.
+        let zone_names: Arc<Vec<String>> = Arc::new(c.zones.iter().map(|z| z.name.clone()).collect());
+        let uplink_queue: Option<Queue<Transition>> = if c.uplink.enabled {
+            let server = match (&c.uplink.server, app.collector_addr) {
+                (Some(s), _) => s.clone(),
+                (None, Some(a)) => a.to_string(),
+                (None, None) => anyhow::bail!("uplink is enabled but has no server and no local collector"),
+            };
+            let q = Queue::new("uplink", c.runtime.uplink_queue, Overflow::DropNewest);
+            metrics::register_queue(&registry, "uplink", q.capacity(), q.stats());
+            let task = UplinkTask {
+                server,
+                device_id: c.site.device_id,
+                zone_names: Arc::clone(&zone_names),
+                input: q.clone(),
+                outbox_capacity: c.runtime.uplink_queue.max(16) * 4,
+                reconnect_min: Duration::from_millis(c.uplink.reconnect_min_ms),
+                reconnect_max: Duration::from_millis(c.uplink.reconnect_max_ms),
+                heartbeat: Duration::from_secs(c.uplink.heartbeat_secs.max(1)),
+                counters: UplinkCounters {
+                    sent: registry.counter("ember_uplink_sent_total", "Alert frames written to the uplink.", &[]),
+                    acked: registry.counter("ember_uplink_acked_total", "Alerts acknowledged by the collector.", &[]),
+                    dropped: registry.counter("ember_uplink_dropped_total", "Alerts dropped from a full outbox.", &[]),
+                    reconnects: registry.counter(
+                        "ember_uplink_reconnects_total",
+                        "Uplink connection attempts after the first.",
+                        &[],
+                    ),
+                    pending: registry.gauge("ember_uplink_pending", "Alerts not yet acknowledged.", &[]),
+                    connected: registry.gauge("ember_uplink_connected", "1 while connected to the collector.", &[]),
+                },
+            };
+            app.spawn("uplink", None, move |part, stop| task.run(part, stop));
+            Some(q)
+        } else {
+            None
+        };
+
+        // Fusion, which also drives the local alarm outputs directly: no queue, no network between them.
+        let fusion = Fusion::from_config(c);
+        let zone_gauges: Vec<_> = zone_names
+            .iter()
+            .map(|z| {
+                registry.gauge(
+                    "ember_zone_state",
+                    "Zone state: 0 normal, 1 trouble, 2 pre-alarm, 3 alarm.",
+                    &[("zone", z)],
+                )
+            })
+            .collect();
+        let transitions = registry.counter("ember_zone_transitions_total", "Zone state changes.", &[]);
+        let alarm_for_fusion = Arc::clone(&alarm);
+        let obs = observations.clone();
+        let names = Arc::clone(&zone_names);
+        app.spawn("fusion", Some(Duration::from_secs(5)), move |part, stop| {
+            run_fusion(fusion, obs, alarm_for_fusion, uplink_queue, names, zone_gauges, transitions, part, stop)
+        });
+
+        if let Some(period) = sdnotify::watchdog_interval() {
+            let health = Arc::clone(&health);
+            app.spawn("watchdog", None, move |_, stop| async move {
+                let mut tick = tokio::time::interval(period);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(()),
+                        _ = tick.tick() => {}
+                    }
+                    // Starving the watchdog is how systemd learns that a part of us is dead.
+                    let failing = health.failing(tokio::time::Instant::now());
+                    if failing.is_empty() {
+                        sdnotify::notify("WATCHDOG=1");
+                    } else {
+                        log::error!("not feeding the systemd watchdog: {}", failing.join(", "));
+                    }
+                }
+            });
+        }
+        sdnotify::notify("READY=1");
+        Ok(app)
+    }
+
+    /// Cancels every task, joins them within the timeout (aborting stragglers), then sets the alarm outputs to
+    /// their safe state — last, so nothing can switch them back on afterwards.
+    pub async fn shutdown(mut self) -> ShutdownReport {
+        let started = std::time::Instant::now();
+        sdnotify::notify("STOPPING=1");
+        self.stop.cancel();
+        let mut joined = 0;
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        while !self.tasks.is_empty() {
+            match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+                Ok(Some(_)) => joined += 1,
+                Ok(None) => break,
+                Err(_) => break,
+            }
+        }
+        let mut aborted = Vec::new();
+        for (name, h) in &self.aborts {
+            if !h.is_finished() {
+                h.abort();
+                aborted.push(name.clone());
+            }
+        }
+        if !aborted.is_empty() {
+            log::warn!(
+                "tasks did not stop within {:?} and were aborted: {}",
+                self.shutdown_timeout,
+                aborted.join(", ")
+            );
+        }
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        let mut alarm = self.alarm.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = alarm.safe() {
+            log::error!("alarm outputs ({}) could not be set to their safe state: {e}", alarm.name());
+        }
+        ShutdownReport { joined, aborted, elapsed: started.elapsed() }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_fusion(
+    mut fusion: Fusion,
+    input: Queue<Observation>,
+    alarm: SharedAlarm,
+    uplink: Option<Queue<Transition>>,
+    zone_names: Arc<Vec<String>>,
+    zone_gauges: Vec<crate::telemetry::Gauge>,
+    transitions: crate::telemetry::Counter,
+    part: PartHandle,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut states = vec![ZoneState::Normal; fusion.zone_count()];
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    if let Err(e) = alarm.lock().unwrap_or_else(|p| p.into_inner()).apply(Outputs::SAFE) {
+        log::error!("alarm outputs cannot be initialised: {e}");
+    }
+    let mut pending: Vec<Transition> = Vec::with_capacity(16);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            o = input.pop() => fusion.observe(&o, &mut |t| pending.push(t)),
+            _ = tick.tick() => {
+                part.beat();
+                fusion.tick(tokio::time::Instant::now(), &mut |t| pending.push(t));
+            }
+        }
+        if pending.is_empty() {
+            continue;
+        }
+        for t in pending.drain(..) {
+            states[t.zone] = t.to;
+            transitions.inc();
+            if let Some(g) = zone_gauges.get(t.zone) {
+                g.set(t.to.level() as f64);
+            }
+            let zone = zone_names.get(t.zone).map(String::as_str).unwrap_or("?");
+            let why: Vec<&str> = crate::event::evidence::names(t.sources).collect();
+            match t.to {
+                ZoneState::Alarm => log::error!(
+                    "FIRE ALARM in zone {zone}: evidence {why:?}, vision {:.2}, max {:.1} °C, smoke {:.1} %",
+                    t.vision_score,
+                    t.max_c,
+                    t.smoke_pct
+                ),
+                ZoneState::PreAlarm | ZoneState::Trouble => {
+                    log::warn!("zone {zone}: {} → {} (evidence {why:?})", t.from.label(), t.to.label())
+                }
+                ZoneState::Normal => log::info!("zone {zone}: {} → normal", t.from.label()),
+            }
+            if let Some(q) = &uplink
+                && q.push(t) == crate::queue::Pushed::Refused
+            {
+                log::warn!("uplink queue full: alert for zone {zone} not queued");
+            }
+        }
+        let outputs = Outputs::from_states(states.iter().copied());
+        if let Err(e) = alarm.lock().unwrap_or_else(|p| p.into_inner()).apply(outputs) {
+            log::error!("alarm outputs could not be set: {e}");
+        }
+    }
+}

@@ -1,0 +1,598 @@
+//! The site configuration: typed TOML with `deny_unknown_fields`, a default for every optional field, and a
+//! semantic validation pass. Loading reports every problem at once as `FILE:LINE:COL: message`
+//! (see `load`). The commented reference config, `configs/default.toml`, is embedded in the binary.
+
+mod load;
+
+pub use load::{ConfigProblem, PathSeg};
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The reference config, also the simulated site that `ember-edge demo` runs.
+pub const DEFAULT_TOML: &str = include_str!("../../configs/default.toml");
+pub const DEFAULT_NAME: &str = "<embedded default.toml>";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Who this appliance is.
+    #[serde(default)]
+    pub site: Site,
+    /// The HTTP listener for /metrics and /health.
+    #[serde(default)]
+    pub telemetry: Telemetry,
+    /// Queue sizes and shutdown timing.
+    #[serde(default)]
+    pub runtime: Runtime,
+    /// Cameras, each feeding a detector.
+    #[serde(default)]
+    pub cameras: Vec<Camera>,
+    /// The sensor link (EmberEye protocol) and the devices it expects.
+    #[serde(default)]
+    pub sensors: Sensors,
+    /// Simulated sensor devices that connect to our own sensor port (for laptops and the demo).
+    #[serde(default)]
+    pub simulator: Vec<Simulator>,
+    /// Zones: groups of sources fused into one alarm state.
+    #[serde(default)]
+    pub zones: Vec<Zone>,
+    /// Local alarm outputs.
+    #[serde(default)]
+    pub alarm: Alarm,
+    /// Alerts to the control room.
+    #[serde(default)]
+    pub uplink: Uplink,
+    /// An in-process alert collector (the control-room receiver), for simulated sites.
+    #[serde(default)]
+    pub collector: Collector,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    /// Numeric device id carried in every alert. Default 1.
+    #[serde(default = "one_u32")]
+    pub device_id: u32,
+    /// Human-readable name for logs. Default "ember-edge".
+    #[serde(default = "default_site_name")]
+    pub name: String,
+}
+
+impl Default for Site {
+    fn default() -> Self {
+        Site { device_id: 1, name: default_site_name() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Telemetry {
+    /// Address of the /metrics and /health listener. Default 127.0.0.1:9090 (loopback only).
+    #[serde(default = "default_telemetry_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry { listen: default_telemetry_listen() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Runtime {
+    /// Capacity of the queue from sources to fusion (drop-oldest, counted). Default 1024.
+    #[serde(default = "default_observation_queue")]
+    pub observation_queue: usize,
+    /// Capacity of the queue from fusion to the uplink (drop-newest, counted). Default 256.
+    #[serde(default = "default_uplink_queue")]
+    pub uplink_queue: usize,
+    /// How long tasks get to stop after SIGINT/SIGTERM before they are aborted. Default 1500 ms.
+    #[serde(default = "default_shutdown_ms")]
+    pub shutdown_timeout_ms: u64,
+    /// Frames in the preallocated pool per camera. Default 4.
+    #[serde(default = "default_pool_frames")]
+    pub frames_per_camera: usize,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime {
+            observation_queue: default_observation_queue(),
+            uplink_queue: default_uplink_queue(),
+            shutdown_timeout_ms: default_shutdown_ms(),
+            frames_per_camera: default_pool_frames(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CameraSource {
+    /// A folder of JPEG files played in name order at `fps`, looping; `builtin:demo` is the set in the binary.
+    Replay,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectorKind {
+    /// EmberEye's HSV colour heuristic, bit-exact, for comparison with existing installs.
+    Embereye,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Camera {
+    /// Unique name, used by zones and in metrics labels.
+    pub name: String,
+    /// Where frames come from.
+    pub source: CameraSource,
+    /// Replay: a folder of .jpg files (relative to the config file), or `builtin:demo`.
+    pub path: String,
+    /// Frames per second to capture and analyse. Default 5.
+    #[serde(default = "default_fps")]
+    pub fps: f64,
+    /// Largest frame width accepted; sizes the frame pool. Default 640.
+    #[serde(default = "default_width")]
+    pub max_width: usize,
+    /// Largest frame height accepted. Default 480.
+    #[serde(default = "default_height")]
+    pub max_height: usize,
+    /// Which detector scores this camera's frames. Default "embereye".
+    #[serde(default = "default_detector")]
+    pub detector: DetectorKind,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sensors {
+    /// TCP listeners for EmberEye-protocol devices. Default ["0.0.0.0:4888"] would expose the port, so the
+    /// default is loopback; set the LAN address on a board.
+    #[serde(default = "default_sensor_listen")]
+    pub listen: Vec<SocketAddr>,
+    /// Most simultaneous device connections; more are refused. Default 256.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A device silent this long is offline (trouble). Default 30 s.
+    #[serde(default = "default_offline_secs")]
+    pub offline_after_secs: u64,
+    /// Devices we expect, matched by location id or serial number.
+    #[serde(default)]
+    pub devices: Vec<Device>,
+}
+
+impl Default for Sensors {
+    fn default() -> Self {
+        Sensors {
+            listen: default_sensor_listen(),
+            max_connections: default_max_connections(),
+            offline_after_secs: default_offline_secs(),
+            devices: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    /// Unique name, used by zones and in metrics labels.
+    pub name: String,
+    /// Location id the device announces (`#locid:` or embedded as in `#frame1234:`).
+    #[serde(default)]
+    pub loc_id: Option<String>,
+    /// Serial number the device announces (`#serialno:`).
+    #[serde(default)]
+    pub serial: Option<String>,
+    /// Smoke channel (ADC1) alarm level in percent of full scale. Default 25.
+    #[serde(default = "default_smoke_pct")]
+    pub smoke_alarm_pct: f32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    /// Room temperature, clean air.
+    Idle,
+    /// Idle for a few seconds, then a fire: heat rising at several °C per second and smoke building.
+    Fire,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Simulator {
+    /// Location id the simulated device announces; match it with a [[sensors.devices]] entry.
+    pub loc_id: String,
+    /// Serial number it announces. Default "SIM0001".
+    #[serde(default = "default_serial")]
+    pub serial: String,
+    /// What the simulated room does. Default "idle".
+    #[serde(default = "default_scenario")]
+    pub scenario: Scenario,
+    /// Seconds between frames. Default 1.
+    #[serde(default = "default_sim_interval")]
+    pub interval_secs: f64,
+    /// Seconds of idle before the fire starts (scenario "fire"). Default 3.
+    #[serde(default = "default_fire_after")]
+    pub fire_after_secs: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Zone {
+    /// Unique name (at most 24 characters; it travels in every alert).
+    pub name: String,
+    /// Cameras watching this zone.
+    #[serde(default)]
+    pub cameras: Vec<String>,
+    /// Sensor devices in this zone.
+    #[serde(default)]
+    pub devices: Vec<String>,
+    /// A vision score at or above this counts as fire/smoke evidence. Default 0.35.
+    #[serde(default = "default_vision_threshold")]
+    pub vision_threshold: f32,
+    /// Consecutive frames above the threshold before vision counts. Default 3.
+    #[serde(default = "default_vision_persist")]
+    pub vision_frames: u32,
+    /// Hottest thermal pixel at or above this is thermal evidence. Default 60 °C.
+    #[serde(default = "default_thermal_c")]
+    pub thermal_alarm_c: f32,
+    /// Independent kinds of evidence (vision, thermal, smoke, flame) needed within `window_secs` for ALARM.
+    /// One kind alone gives PRE_ALARM. Default 2.
+    #[serde(default = "default_min_sources")]
+    pub min_sources: u32,
+    /// How long a piece of evidence stays valid. Default 10 s.
+    #[serde(default = "default_window_secs")]
+    pub window_secs: f64,
+    /// Smoke alone is a confirmed fire signal in many codes; when true, smoke at its alarm level alarms on
+    /// its own. Default true.
+    #[serde(default = "yes")]
+    pub smoke_alone_alarms: bool,
+    /// ALARM is latched; after this many seconds without any evidence the zone returns to NORMAL.
+    /// 0 keeps it latched until the process restarts (a later release adds acknowledge/reset). Default 0.
+    #[serde(default)]
+    pub auto_reset_secs: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmBackend {
+    /// Logs output changes; for laptops and simulated sites.
+    Log,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alarm {
+    /// Which output driver. Default "log".
+    #[serde(default = "default_alarm_backend")]
+    pub backend: AlarmBackend,
+}
+
+impl Default for Alarm {
+    fn default() -> Self {
+        Alarm { backend: AlarmBackend::Log }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Uplink {
+    /// Send alerts upstream. Default false.
+    #[serde(default)]
+    pub enabled: bool,
+    /// The collector's address (host:port). Required when enabled.
+    #[serde(default)]
+    pub server: Option<String>,
+    /// First reconnect delay; doubles up to `reconnect_max_ms`, with jitter. Default 200 ms.
+    #[serde(default = "default_reconnect_min")]
+    pub reconnect_min_ms: u64,
+    /// Longest reconnect delay. Default 10000 ms.
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max_ms: u64,
+    /// Seconds between heartbeats. Default 30.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_secs: u64,
+}
+
+impl Default for Uplink {
+    fn default() -> Self {
+        Uplink {
+            enabled: false,
+            server: None,
+            reconnect_min_ms: default_reconnect_min(),
+            reconnect_max_ms: default_reconnect_max(),
+            heartbeat_secs: default_heartbeat(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Collector {
+    /// Run a collector inside this process and print each alert as a JSON line on stdout. Default false.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Where it listens. Default 127.0.0.1:4900.
+    #[serde(default = "default_collector_listen")]
+    pub listen: Option<SocketAddr>,
+}
+
+fn one_u32() -> u32 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+fn default_site_name() -> String {
+    "ember-edge".into()
+}
+fn default_telemetry_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+fn default_observation_queue() -> usize {
+    1024
+}
+fn default_uplink_queue() -> usize {
+    256
+}
+fn default_shutdown_ms() -> u64 {
+    1500
+}
+fn default_pool_frames() -> usize {
+    4
+}
+fn default_fps() -> f64 {
+    5.0
+}
+fn default_width() -> usize {
+    640
+}
+fn default_height() -> usize {
+    480
+}
+fn default_detector() -> DetectorKind {
+    DetectorKind::Embereye
+}
+fn default_sensor_listen() -> Vec<SocketAddr> {
+    vec![SocketAddr::from(([127, 0, 0, 1], 4888))]
+}
+fn default_max_connections() -> usize {
+    256
+}
+fn default_offline_secs() -> u64 {
+    30
+}
+fn default_smoke_pct() -> f32 {
+    25.0
+}
+fn default_serial() -> String {
+    "SIM0001".into()
+}
+fn default_scenario() -> Scenario {
+    Scenario::Idle
+}
+fn default_sim_interval() -> f64 {
+    1.0
+}
+fn default_fire_after() -> f64 {
+    3.0
+}
+fn default_vision_threshold() -> f32 {
+    0.35
+}
+fn default_vision_persist() -> u32 {
+    3
+}
+fn default_thermal_c() -> f32 {
+    60.0
+}
+fn default_min_sources() -> u32 {
+    2
+}
+fn default_window_secs() -> f64 {
+    10.0
+}
+fn default_alarm_backend() -> AlarmBackend {
+    AlarmBackend::Log
+}
+fn default_reconnect_min() -> u64 {
+    200
+}
+fn default_reconnect_max() -> u64 {
+    10_000
+}
+fn default_heartbeat() -> u64 {
+    30
+}
+fn default_collector_listen() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 4900)))
+}
+
+/// A loaded, validated config and where it came from (relative paths resolve against `base_dir`).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub source_name: String,
+    pub base_dir: PathBuf,
+}
+
+impl Loaded {
+    /// Resolves a path written in the config.
+    pub fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() { p.to_path_buf() } else { self.base_dir.join(p) }
+    }
+}
+
+/// Parses and validates `text`; `name` is used in messages and `base_dir` for relative paths.
+pub fn load_str(name: &str, text: &str, base_dir: &Path) -> Result<Loaded, Vec<ConfigProblem>> {
+    let config: Config = load::parse_all(name, text)?;
+    let problems: Vec<ConfigProblem> =
+        validate(&config, base_dir).into_iter().map(|(path, msg)| load::locate(name, text, &path, msg)).collect();
+    if problems.is_empty() {
+        Ok(Loaded { config, source_name: name.to_owned(), base_dir: base_dir.to_path_buf() })
+    } else {
+        Err(problems)
+    }
+}
+
+/// Reads, parses and validates a config file.
+pub fn load_file(path: &Path) -> Result<Loaded, Vec<ConfigProblem>> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![ConfigProblem { file: name.clone(), line: 0, col: 0, message: format!("cannot read: {e}") }]
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    load_str(&name, &text, &base)
+}
+
+/// The embedded default (the simulated site); relative paths resolve against the working directory.
+pub fn load_default() -> Result<Loaded, Vec<ConfigProblem>> {
+    load_str(DEFAULT_NAME, DEFAULT_TOML, Path::new("."))
+}
+
+fn key(k: &str) -> PathSeg {
+    PathSeg::Key(k.to_owned())
+}
+
+/// Semantic checks serde cannot express. Every problem is returned with the path of the offending key.
+pub fn validate(c: &Config, base_dir: &Path) -> Vec<(Vec<PathSeg>, String)> {
+    let mut out = Vec::new();
+    let mut push = |path: Vec<PathSeg>, msg: String| out.push((path, msg));
+
+    let mut seen = std::collections::HashSet::new();
+    for (i, cam) in c.cameras.iter().enumerate() {
+        let at = |k: &str| vec![key("cameras"), PathSeg::Index(i), key(k)];
+        if cam.name.is_empty() {
+            push(at("name"), "camera name must not be empty".into());
+        } else if !seen.insert(cam.name.as_str()) {
+            push(at("name"), format!("duplicate camera name `{}`", cam.name));
+        }
+        if !(cam.fps > 0.0 && cam.fps <= 120.0) {
+            push(at("fps"), format!("fps must be in (0, 120], got {}", cam.fps));
+        }
+        if !(16..=4096).contains(&cam.max_width) {
+            push(at("max_width"), format!("max_width must be 16..=4096, got {}", cam.max_width));
+        }
+        if !(16..=4096).contains(&cam.max_height) {
+            push(at("max_height"), format!("max_height must be 16..=4096, got {}", cam.max_height));
+        }
+        if cam.source == CameraSource::Replay && cam.path != "builtin:demo" {
+            let p = base_dir.join(&cam.path);
+            if !p.is_dir() {
+                push(at("path"), format!("replay folder `{}` does not exist", p.display()));
+            }
+        }
+    }
+
+    let mut seen = std::collections::HashSet::new();
+    for (i, d) in c.sensors.devices.iter().enumerate() {
+        let at = |k: &str| vec![key("sensors"), key("devices"), PathSeg::Index(i), key(k)];
+        if !seen.insert(d.name.as_str()) {
+            push(at("name"), format!("duplicate device name `{}`", d.name));
+        }
+        if d.loc_id.is_none() && d.serial.is_none() {
+            push(at("name"), format!("device `{}` needs a loc_id or a serial to be recognised", d.name));
+        }
+        if !(0.0..=100.0).contains(&d.smoke_alarm_pct) {
+            push(at("smoke_alarm_pct"), format!("smoke_alarm_pct must be 0..=100, got {}", d.smoke_alarm_pct));
+        }
+    }
+    if c.sensors.max_connections == 0 {
+        push(vec![key("sensors"), key("max_connections")], "max_connections must be at least 1".into());
+    }
+    if !c.simulator.is_empty() && c.sensors.listen.is_empty() {
+        push(vec![key("simulator")], "simulated devices need a [sensors] listen address to connect to".into());
+    }
+    for (i, s) in c.simulator.iter().enumerate() {
+        let at = |k: &str| vec![key("simulator"), PathSeg::Index(i), key(k)];
+        if !(s.interval_secs >= 0.05 && s.interval_secs <= 3600.0) {
+            push(at("interval_secs"), format!("interval_secs must be 0.05..=3600, got {}", s.interval_secs));
+        }
+        if s.loc_id.is_empty() || s.loc_id.contains([':', '!', '\n', '\r']) {
+            push(at("loc_id"), "loc_id must be non-empty and free of `:`, `!` and line breaks".into());
+        }
+    }
+
+    let mut seen = std::collections::HashSet::new();
+    for (i, z) in c.zones.iter().enumerate() {
+        let at = |k: &str| vec![key("zones"), PathSeg::Index(i), key(k)];
+        if z.name.is_empty() || z.name.len() > crate::uplink::wire::MAX_ZONE_NAME {
+            push(at("name"), format!("zone name must be 1..={} bytes", crate::uplink::wire::MAX_ZONE_NAME));
+        } else if !seen.insert(z.name.as_str()) {
+            push(at("name"), format!("duplicate zone name `{}`", z.name));
+        }
+        if z.cameras.is_empty() && z.devices.is_empty() {
+            push(at("name"), format!("zone `{}` has no cameras and no devices", z.name));
+        }
+        for (j, cam) in z.cameras.iter().enumerate() {
+            if !c.cameras.iter().any(|k| &k.name == cam) {
+                push(
+                    vec![key("zones"), PathSeg::Index(i), key("cameras"), PathSeg::Index(j)],
+                    format!("zone `{}` names camera `{cam}`, which is not defined", z.name),
+                );
+            }
+        }
+        for (j, dev) in z.devices.iter().enumerate() {
+            if !c.sensors.devices.iter().any(|k| &k.name == dev) {
+                push(
+                    vec![key("zones"), PathSeg::Index(i), key("devices"), PathSeg::Index(j)],
+                    format!("zone `{}` names device `{dev}`, which is not defined in [[sensors.devices]]", z.name),
+                );
+            }
+        }
+        if !(0.0..=1.0).contains(&z.vision_threshold) {
+            push(at("vision_threshold"), format!("vision_threshold must be 0..=1, got {}", z.vision_threshold));
+        }
+        if z.min_sources == 0 || z.min_sources > 4 {
+            push(at("min_sources"), format!("min_sources must be 1..=4, got {}", z.min_sources));
+        }
+        if !(z.window_secs > 0.0 && z.window_secs <= 3600.0) {
+            push(at("window_secs"), format!("window_secs must be in (0, 3600], got {}", z.window_secs));
+        }
+        if !(z.auto_reset_secs >= 0.0 && z.auto_reset_secs <= 86_400.0) {
+            push(at("auto_reset_secs"), format!("auto_reset_secs must be 0..=86400, got {}", z.auto_reset_secs));
+        }
+    }
+
+    if c.uplink.enabled {
+        match &c.uplink.server {
+            None if !c.collector.enabled => push(
+                vec![key("uplink"), key("enabled")],
+                "uplink is enabled but neither `server` nor an in-process [collector] is set".into(),
+            ),
+            Some(s) if !valid_host_port(s) => push(
+                vec![key("uplink"), key("server")],
+                format!("server must be host:port with port 1..=65535, got `{s}`"),
+            ),
+            _ => {}
+        }
+    }
+    if c.uplink.reconnect_min_ms == 0 || c.uplink.reconnect_min_ms > c.uplink.reconnect_max_ms {
+        push(
+            vec![key("uplink"), key("reconnect_min_ms")],
+            "reconnect_min_ms must be at least 1 and at most reconnect_max_ms".into(),
+        );
+    }
+    if c.collector.enabled && c.collector.listen.is_none() {
+        push(vec![key("collector"), key("enabled")], "collector is enabled but `listen` is not set".into());
+    }
+    for (name, cap) in [("observation_queue", c.runtime.observation_queue), ("uplink_queue", c.runtime.uplink_queue)] {
+        if !(1..=1_000_000).contains(&cap) {
+            push(vec![key("runtime"), key(name)], format!("{name} must be 1..=1000000, got {cap}"));
+        }
+    }
+    if !(1..=64).contains(&c.runtime.frames_per_camera) {
+        push(vec![key("runtime"), key("frames_per_camera")], "frames_per_camera must be 1..=64".into());
+    }
+    out
+}
+
+fn valid_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}

@@ -1,0 +1,124 @@
+//! The telemetry HTTP listener: `GET /metrics` (Prometheus text) and `GET /health` (200 `ok`, or 503 naming the
+//! failing parts). A deliberately small HTTP/1.1 server: bounded request size, read timeout, connection cap.
+
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::{Counter, Health, Registry};
+
+const MAX_HEAD: usize = 8192;
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_CONNECTIONS: usize = 64;
+
+pub struct HttpState {
+    pub registry: Arc<Registry>,
+    pub health: Arc<Health>,
+    requests: Counter,
+    refused: Counter,
+}
+
+impl HttpState {
+    pub fn new(registry: Arc<Registry>, health: Arc<Health>) -> Arc<Self> {
+        let requests = registry.counter("ember_http_requests_total", "Requests served by the telemetry listener.", &[]);
+        let refused = registry.counter(
+            "ember_http_refused_total",
+            "Telemetry connections refused or dropped (over the connection cap, bad or slow requests).",
+            &[],
+        );
+        Arc::new(HttpState { registry, health, requests, refused })
+    }
+}
+
+pub async fn serve(listener: TcpListener, state: Arc<HttpState>, stop: CancellationToken) -> std::io::Result<()> {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Accept errors (EMFILE, ECONNABORTED) are transient; back off instead of spinning.
+                    log::warn!("telemetry accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            state.refused.inc();
+            drop(stream);
+            continue;
+        };
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let _permit = permit;
+            if handle(stream, &state).await.is_err() {
+                state.refused.inc();
+            }
+        });
+    }
+}
+
+async fn handle(mut stream: TcpStream, state: &HttpState) -> std::io::Result<()> {
+    let mut buf = [0u8; MAX_HEAD];
+    let mut len = 0;
+    let head_end = loop {
+        if len == buf.len() {
+            return respond(&mut stream, 431, "text/plain", b"request header too large\n").await;
+        }
+        let n = tokio::time::timeout(READ_TIMEOUT, stream.read(&mut buf[len..]))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "slow request"))??;
+        if n == 0 {
+            return Ok(());
+        }
+        len += n;
+        if let Some(p) = buf[..len].windows(4).position(|w| w == b"\r\n\r\n") {
+            break p;
+        }
+    };
+    let head = std::str::from_utf8(&buf[..head_end]).unwrap_or("");
+    let mut parts = head.lines().next().unwrap_or("").split(' ');
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    state.requests.inc();
+    if method != "GET" && method != "HEAD" {
+        return respond(&mut stream, 405, "text/plain", b"method not allowed\n").await;
+    }
+    let head_only = method == "HEAD";
+    let (status, ctype, body) = match path {
+        "/metrics" => (200, "text/plain; version=0.0.4; charset=utf-8", state.registry.render().into_bytes()),
+        "/health" => {
+            let failing = state.health.failing(tokio::time::Instant::now());
+            if failing.is_empty() {
+                (200, "text/plain", b"ok\n".to_vec())
+            } else {
+                (503, "text/plain", format!("unhealthy: {}\n", failing.join(", ")).into_bytes())
+            }
+        }
+        _ => (404, "text/plain", b"not found\n".to_vec()),
+    };
+    respond(&mut stream, status, ctype, if head_only { &[] } else { &body }).await
+}
+
+async fn respond(stream: &mut TcpStream, status: u16, ctype: &str, body: &[u8]) -> std::io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    stream.shutdown().await
+}
