@@ -14,6 +14,7 @@
 
 pub mod alarm;
 pub mod app;
+pub mod board;
 pub mod camera;
 pub mod cli;
 pub mod config;
@@ -23,5 +24,7 @@ pub mod frame;
 pub mod fusion;
 pub mod queue;
 pub mod sensor;
+#[cfg(test)]
+mod shared_fixtures;
 pub mod telemetry;
 pub mod uplink;

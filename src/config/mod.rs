@@ -4,7 +4,7 @@
 
 mod load;
 
-pub use load::{ConfigProblem, PathSeg};
+pub use load::{ConfigProblem, PathSeg, locate, parse_all};
 
 use serde::Deserialize;
 use std::net::SocketAddr;

@@ -1,0 +1,91 @@
+//! Shared helpers for the integration tests: a simulated-site config on ephemeral ports, a tiny HTTP client,
+//! and a byte sink the in-process collector can write JSON lines into.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+/// The demo site on ephemeral loopback ports, with a fast fire; `extra` is appended (may override tables).
+pub fn site_toml(extra: &str) -> String {
+    format!(
+        r#"
+[site]
+device_id = 9
+name = "test-site"
+[telemetry]
+listen = "127.0.0.1:0"
+[runtime]
+shutdown_timeout_ms = 1500
+[[cameras]]
+name = "cam"
+source = "replay"
+path = "builtin:demo"
+fps = 4.0
+[sensors]
+listen = ["127.0.0.1:0"]
+[[sensors.devices]]
+name = "dev"
+loc_id = "1234"
+[[simulator]]
+loc_id = "1234"
+scenario = "fire"
+interval_secs = 0.5
+fire_after_secs = 1.0
+[[zones]]
+name = "room"
+cameras = ["cam"]
+devices = ["dev"]
+[uplink]
+enabled = true
+reconnect_min_ms = 50
+[collector]
+enabled = true
+listen = "127.0.0.1:0"
+{extra}
+"#
+    )
+}
+
+pub fn load(text: &str) -> ember_edge::config::Loaded {
+    match ember_edge::config::load_str("test.toml", text, std::path::Path::new(env!("CARGO_MANIFEST_DIR"))) {
+        Ok(l) => l,
+        Err(p) => panic!("test config invalid: {p:?}"),
+    }
+}
+
+/// A `Write` whose bytes the test can read back.
+#[derive(Clone, Default)]
+pub struct SharedBuf(pub Arc<Mutex<Vec<u8>>>);
+
+impl Write for SharedBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SharedBuf {
+    pub fn lines(&self) -> Vec<serde_json::Value> {
+        let bytes = self.0.lock().unwrap().clone();
+        String::from_utf8_lossy(&bytes).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+    pub fn alerts(&self) -> Vec<serde_json::Value> {
+        self.lines().into_iter().filter(|v| v["type"] == "alert").collect()
+    }
+}
+
+/// Blocking HTTP/1.1 GET; returns (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to telemetry");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}

@@ -1,0 +1,128 @@
+//! Config loading: every shipped config is valid, and a file with several mistakes reports all of them with
+//! file, line and column, through the library and through `ember-edge check-config`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn toml_files(dir: &str) -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_shipped_site_config_is_valid() {
+    let files = toml_files("configs");
+    assert!(files.len() >= 2, "configs/ should hold default.toml and dev.toml");
+    for f in files {
+        if let Err(p) = ember_edge::config::load_file(&f) {
+            panic!("{} does not load: {p:#?}", f.display());
+        }
+    }
+}
+
+#[test]
+fn every_board_profile_is_valid() {
+    let files = toml_files("board");
+    assert!(files.len() >= 3, "board/ should hold the board profiles");
+    for f in files {
+        if let Err(p) = ember_edge::board::load_file(&f) {
+            panic!("{} does not load: {p:#?}", f.display());
+        }
+    }
+}
+
+#[test]
+fn embedded_default_equals_the_file_and_loads() {
+    let file = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/default.toml")).unwrap();
+    assert_eq!(file, ember_edge::config::DEFAULT_TOML);
+    assert!(ember_edge::config::load_default().is_ok());
+}
+
+const THREE_MISTAKES: &str = r#"[telemetry]
+listen = "127.0.0.1:9090"
+colour = "blue"
+
+[[cameras]]
+name = "a"
+source = "replay"
+path = "builtin:demo"
+fps = "fast"
+
+[sensors]
+listen = ["127.0.0.1:70000"]
+"#;
+
+#[test]
+fn three_mistakes_are_all_reported_with_positions() {
+    let err = ember_edge::config::load_str("bad.toml", THREE_MISTAKES, Path::new(".")).unwrap_err();
+    let lines: Vec<String> = err.iter().map(|p| p.to_string()).collect();
+    assert_eq!(err.len(), 3, "{lines:#?}");
+    assert!(lines[0].starts_with("bad.toml:3:1: unknown field `colour`"), "{lines:#?}");
+    assert!(lines[1].starts_with("bad.toml:9:7:") && lines[1].contains("invalid type"), "{lines:#?}");
+    assert!(lines[2].starts_with("bad.toml:12:") && lines[2].contains("socket address"), "{lines:#?}");
+}
+
+#[test]
+fn semantic_mistakes_are_all_reported_with_positions() {
+    let text = r#"
+[[cameras]]
+name = "a"
+source = "replay"
+path = "builtin:demo"
+
+[[cameras]]
+name = "a"
+source = "replay"
+path = "builtin:demo"
+fps = 0.0
+
+[[zones]]
+name = "z"
+cameras = ["a", "ghost"]
+
+[[zones]]
+name = "z"
+devices = ["nobody"]
+"#;
+    let err = ember_edge::config::load_str("sem.toml", text, Path::new(".")).unwrap_err();
+    let all: Vec<String> = err.iter().map(|p| p.to_string()).collect();
+    let has = |needle: &str, line: usize| {
+        all.iter().any(|l| l.contains(needle) && l.starts_with(&format!("sem.toml:{line}:")))
+    };
+    assert!(has("duplicate camera name `a`", 8), "{all:#?}");
+    assert!(has("fps must be", 11), "{all:#?}");
+    assert!(has("camera `ghost`", 15), "{all:#?}");
+    assert!(has("duplicate zone name `z`", 18), "{all:#?}");
+    assert!(has("device `nobody`", 19), "{all:#?}");
+}
+
+#[test]
+fn check_config_cli_prints_every_problem_and_fails_cleanly() {
+    let dir = std::env::temp_dir().join(format!("ember-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, THREE_MISTAKES).unwrap();
+    let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/default.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_ember-edge"))
+        .args(["check-config"])
+        .arg(&good)
+        .arg(&bad)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    let located: Vec<&str> = stderr.lines().filter(|l| l.starts_with(&format!("{}:", bad.display()))).collect();
+    assert_eq!(located.len(), 4, "3 problems + summary: {stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("default.toml: ok"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
