@@ -21,6 +21,7 @@ use crate::frame::{FramePool, PixelFormat};
 use crate::fusion::Fusion;
 use crate::queue::{Overflow, Queue};
 use crate::sensor::DeviceMap;
+use crate::sensor::device::Devices;
 use crate::sensor::server::{SensorCounters, SensorServer};
 use crate::telemetry::{Health, PartHandle, PartState, Registry, http, metrics, sdnotify};
 use crate::uplink::collector::Collector;
@@ -206,13 +207,14 @@ impl App {
         }
 
         // Sensor link.
-        let devices = Arc::new(DeviceMap::from_config(&c.sensors));
-        let sensor_counters = Arc::new(SensorCounters::new(&registry, &devices));
+        let map = Arc::new(DeviceMap::from_config(&c.sensors));
+        let devices = Arc::new(Devices::new(&c.sensors, &registry, observations.clone()));
         let server = Arc::new(SensorServer {
+            map: Arc::clone(&map),
             devices: Arc::clone(&devices),
-            output: observations.clone(),
-            counters: sensor_counters,
+            counters: Arc::new(SensorCounters::new(&registry, &map)),
             max_connections: c.sensors.max_connections,
+            idle_timeout: Duration::from_secs((c.sensors.offline_after_secs * 2).max(60)),
         });
         for addr in &c.sensors.listen {
             let listener = bind("sensors", *addr).await?;
@@ -220,6 +222,32 @@ impl App {
             app.sensor_addrs.push(local);
             let server = Arc::clone(&server);
             app.spawn(&format!("sensors:{local}"), None, move |_, stop| server.serve(listener, stop));
+        }
+        for port in &c.sensors.serial {
+            let bound = port.device.as_deref().and_then(|n| map.by_name(n));
+            let reopened = registry.counter(
+                "ember_serial_reopens_total",
+                "Times a serial port was reopened after failing or disappearing.",
+                &[("port", port.path.as_str())],
+            );
+            let (server, port) = (Arc::clone(&server), port.clone());
+            app.spawn(&format!("serial:{}", port.path), None, move |_, stop| {
+                crate::sensor::serial::run(server, port, bound, reopened, stop)
+            });
+        }
+        if !c.sensors.devices.is_empty() {
+            let devices = Arc::clone(&devices);
+            app.spawn("sensor-liveness", Some(Duration::from_secs(5)), move |part, stop| async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(()),
+                        _ = tick.tick() => {}
+                    }
+                    part.beat();
+                    devices.tick(tokio::time::Instant::now());
+                }
+            });
         }
         for (k, sim) in c.simulator.iter().enumerate() {
             let Some(mut target) = app.sensor_addrs.first().copied() else { break };
@@ -292,11 +320,18 @@ impl App {
             })
             .collect();
         let transitions = registry.counter("ember_zone_transitions_total", "Zone state changes.", &[]);
+        let decision_latency = registry.histogram(
+            "ember_decision_latency_seconds",
+            "Sensor packet written by the device (its TS field) to fusion decided and outputs applied.",
+            &[],
+        );
         let alarm_for_fusion = Arc::clone(&alarm);
         let obs = observations.clone();
         let names = Arc::clone(&zone_names);
         app.spawn("fusion", Some(Duration::from_secs(5)), move |part, stop| {
-            run_fusion(fusion, obs, alarm_for_fusion, uplink_queue, names, zone_gauges, transitions, part, stop)
+            let m = FusionMetrics { zone_gauges, transitions, decision_latency };
+            FusionTask { fusion, input: obs, alarm: alarm_for_fusion, uplink: uplink_queue, zone_names: names, m }
+                .run(part, stop)
         });
 
         if let Some(period) = sdnotify::watchdog_interval() {
@@ -361,66 +396,93 @@ impl App {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_fusion(
-    mut fusion: Fusion,
+struct FusionMetrics {
+    zone_gauges: Vec<crate::telemetry::Gauge>,
+    transitions: crate::telemetry::Counter,
+    decision_latency: crate::telemetry::metrics::Histogram,
+}
+
+/// The fusion loop: observations in, transitions out to the alarm outputs (directly) and the uplink queue.
+struct FusionTask {
+    fusion: Fusion,
     input: Queue<Observation>,
     alarm: SharedAlarm,
     uplink: Option<Queue<Transition>>,
     zone_names: Arc<Vec<String>>,
-    zone_gauges: Vec<crate::telemetry::Gauge>,
-    transitions: crate::telemetry::Counter,
-    part: PartHandle,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
-    let mut states = vec![ZoneState::Normal; fusion.zone_count()];
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    if let Err(e) = alarm.lock().unwrap_or_else(|p| p.into_inner()).apply(Outputs::SAFE) {
-        log::error!("alarm outputs cannot be initialised: {e}");
-    }
-    let mut pending: Vec<Transition> = Vec::with_capacity(16);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            o = input.pop() => fusion.observe(&o, &mut |t| pending.push(t)),
-            _ = tick.tick() => {
-                part.beat();
-                fusion.tick(tokio::time::Instant::now(), &mut |t| pending.push(t));
-            }
+    m: FusionMetrics,
+}
+
+impl FusionTask {
+    async fn run(self, part: PartHandle, stop: CancellationToken) -> anyhow::Result<()> {
+        let FusionTask { mut fusion, input, alarm, uplink, zone_names, m } = self;
+        let FusionMetrics { zone_gauges, transitions, decision_latency } = m;
+        let mut states = vec![ZoneState::Normal; fusion.zone_count()];
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if let Err(e) = alarm.lock().unwrap_or_else(|p| p.into_inner()).apply(Outputs::SAFE) {
+            log::error!("alarm outputs cannot be initialised: {e}");
         }
-        if pending.is_empty() {
-            continue;
-        }
-        for t in pending.drain(..) {
-            states[t.zone] = t.to;
-            transitions.inc();
-            if let Some(g) = zone_gauges.get(t.zone) {
-                g.set(t.to.level() as f64);
-            }
-            let zone = zone_names.get(t.zone).map(String::as_str).unwrap_or("?");
-            let why: Vec<&str> = crate::event::evidence::names(t.sources).collect();
-            match t.to {
-                ZoneState::Alarm => log::error!(
-                    "FIRE ALARM in zone {zone}: evidence {why:?}, vision {:.2}, max {:.1} °C, smoke {:.1} %",
-                    t.vision_score,
-                    t.max_c,
-                    t.smoke_pct
-                ),
-                ZoneState::PreAlarm | ZoneState::Trouble => {
-                    log::warn!("zone {zone}: {} → {} (evidence {why:?})", t.from.label(), t.to.label())
+        let mut pending: Vec<Transition> = Vec::with_capacity(16);
+        loop {
+            let mut sent_ns = 0;
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                o = input.pop() => {
+                    if let Observation::Adc(a) = &o {
+                        sent_ns = a.sent_ns;
+                    }
+                    fusion.observe(&o, &mut |t| pending.push(t));
                 }
-                ZoneState::Normal => log::info!("zone {zone}: {} → normal", t.from.label()),
+                _ = tick.tick() => {
+                    part.beat();
+                    fusion.tick(tokio::time::Instant::now(), &mut |t| pending.push(t));
+                }
             }
-            if let Some(q) = &uplink
-                && q.push(t) == crate::queue::Pushed::Refused
-            {
-                log::warn!("uplink queue full: alert for zone {zone} not queued");
+            if pending.is_empty() {
+                observe_latency(&decision_latency, sent_ns);
+                continue;
             }
+            for t in pending.drain(..) {
+                states[t.zone] = t.to;
+                transitions.inc();
+                if let Some(g) = zone_gauges.get(t.zone) {
+                    g.set(t.to.level() as f64);
+                }
+                let zone = zone_names.get(t.zone).map(String::as_str).unwrap_or("?");
+                let why: Vec<&str> = crate::event::evidence::names(t.sources).collect();
+                match t.to {
+                    ZoneState::Alarm => log::error!(
+                        "FIRE ALARM in zone {zone}: evidence {why:?}, vision {:.2}, max {:.1} °C, smoke {:.1} %",
+                        t.vision_score,
+                        t.max_c,
+                        t.smoke_pct
+                    ),
+                    ZoneState::PreAlarm | ZoneState::Trouble => {
+                        log::warn!("zone {zone}: {} → {} (evidence {why:?})", t.from.label(), t.to.label())
+                    }
+                    ZoneState::Normal => log::info!("zone {zone}: {} → normal", t.from.label()),
+                }
+                if let Some(q) = &uplink
+                    && q.push(t) == crate::queue::Pushed::Refused
+                {
+                    log::warn!("uplink queue full: alert for zone {zone} not queued");
+                }
+            }
+            let outputs = Outputs::from_states(states.iter().copied());
+            if let Err(e) = alarm.lock().unwrap_or_else(|p| p.into_inner()).apply(outputs) {
+                log::error!("alarm outputs could not be set: {e}");
+            }
+            observe_latency(&decision_latency, sent_ns);
         }
-        let outputs = Outputs::from_states(states.iter().copied());
-        if let Err(e) = alarm.lock().unwrap_or_else(|p| p.into_inner()).apply(outputs) {
-            log::error!("alarm outputs could not be set: {e}");
-        }
+    }
+}
+
+fn observe_latency(h: &crate::telemetry::metrics::Histogram, sent_ns: u64) {
+    if sent_ns > 0 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        h.observe(now.saturating_sub(sent_ns) as f64 / 1e9);
     }
 }

@@ -45,6 +45,79 @@ pub enum Command {
     },
     /// Print the commented reference config (the embedded default, which is also the demo site).
     PrintConfig,
+    /// Thermal-array tools.
+    Thermal {
+        #[command(subcommand)]
+        cmd: ThermalCmd,
+    },
+    /// Simulated devices.
+    Simulate {
+        #[command(subcommand)]
+        cmd: SimulateCmd,
+    },
+    /// Load tools that measure a running appliance.
+    Loadtest {
+        #[command(subcommand)]
+        cmd: LoadtestCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ThermalCmd {
+    /// Decode a recorded device session (JSONL) into temperatures: one JSON line per complete frame, then a
+    /// summary line with the rejected packets by reason.
+    Decode {
+        #[arg(long, value_name = "FILE.jsonl")]
+        session: PathBuf,
+        #[arg(long, value_enum, default_value_t = crate::tools::thermal_decode::Mode::Calibrated)]
+        mode: crate::tools::thermal_decode::Mode,
+        /// Print JSON lines (the default output is a short table).
+        #[arg(long)]
+        json: bool,
+        /// Scene emissivity for calibrated mode.
+        #[arg(long, default_value_t = 0.95)]
+        emissivity: f32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SimulateCmd {
+    /// An EmberEye field device (MLX90640 + smoke/flame ADCs) that connects to an appliance and behaves like
+    /// the real firmware.
+    Sensor {
+        #[arg(long, value_name = "HOST:PORT")]
+        connect: String,
+        #[arg(long, default_value = "1234")]
+        loc_id: String,
+        #[arg(long, default_value = "SIM0001")]
+        serial: String,
+        /// Seconds between frames.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        #[arg(long, value_enum, default_value_t = SimScenario::Idle)]
+        scenario: SimScenario,
+        /// Seconds before the fire or smoke starts.
+        #[arg(long, default_value_t = 3.0)]
+        fire_after: f64,
+        /// Stop after this many seconds (default: until Ctrl-C).
+        #[arg(long)]
+        duration: Option<f64>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SimScenario {
+    Idle,
+    Fire,
+    Smoke,
+    Flaky,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LoadtestCmd {
+    /// Many device connections against the sensor port (EmberEye's tcp_sensor_load_test.py flags and JSON),
+    /// plus the appliance's own packet count, losses and latency percentiles.
+    Sensors(crate::tools::loadtest_sensors::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -69,6 +142,34 @@ pub fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Thermal { cmd: ThermalCmd::Decode { session, mode, json, emissivity } } => {
+            let r = if json {
+                crate::tools::thermal_decode::run(&session, mode, emissivity)
+            } else {
+                thermal_table(&session, mode, emissivity)
+            };
+            finish(r)
+        }
+        Command::Simulate {
+            cmd: SimulateCmd::Sensor { connect, loc_id, serial, interval, scenario, fire_after, duration },
+        } => {
+            let scenario = match scenario {
+                SimScenario::Idle => config::Scenario::Idle,
+                SimScenario::Fire => config::Scenario::Fire,
+                SimScenario::Smoke => config::Scenario::Smoke,
+                SimScenario::Flaky => config::Scenario::Flaky,
+            };
+            let sim =
+                config::Simulator { loc_id, serial, scenario, interval_secs: interval, fire_after_secs: fire_after };
+            finish(simulate_sensor(sim, &connect, duration))
+        }
+        Command::Loadtest { cmd: LoadtestCmd::Sensors(args) } => match crate::tools::loadtest_sensors::run(args) {
+            Ok(report) => {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(e) => finish(Err(e)),
+        },
         Command::Demo { duration } => match config::load_default() {
             Ok(loaded) => run_app(loaded, duration, true),
             Err(problems) => {
@@ -77,6 +178,56 @@ pub fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn finish(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn thermal_table(
+    session: &std::path::Path,
+    mode: crate::tools::thermal_decode::Mode,
+    emissivity: f32,
+) -> anyhow::Result<()> {
+    println!("{:>6} {:>8} {:>8} {:>8} {:>8}", "frame", "min_c", "max_c", "mean_c", "ta_c");
+    let summary = crate::tools::thermal_decode::decode(session, mode, emissivity, |k, t, ta| {
+        let min = t.iter().copied().fold(f32::INFINITY, f32::min);
+        let max = t.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mean = t.iter().map(|&v| v as f64).sum::<f64>() / t.len() as f64;
+        let ta = ta.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
+        println!("{k:>6} {min:>8.2} {max:>8.2} {mean:>8.2} {ta:>8}");
+        Ok(())
+    })?;
+    println!(
+        "{} frames, {} sensor packets, {} EEPROM replies, rejected {:?}",
+        summary.frames, summary.sensors, summary.eeproms, summary.rejected
+    );
+    Ok(())
+}
+
+fn simulate_sensor(sim: config::Simulator, connect: &str, duration: Option<f64>) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let target = tokio::net::lookup_host(connect)
+            .await?
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{connect} does not resolve"))?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let s2 = stop.clone();
+        tokio::spawn(async move {
+            let why = wait_for_stop(duration).await;
+            log::info!("simulator stopping ({why})");
+            s2.cancel();
+        });
+        log::info!("simulated device {} connecting to {target} (scenario {:?})", sim.loc_id, sim.scenario);
+        crate::sensor::sim::run(sim, target, stop).await
+    })
 }
 
 fn init_logging() {

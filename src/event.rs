@@ -23,6 +23,10 @@ pub struct ThermalSummary {
     pub min_c: f32,
     pub max_c: f32,
     pub mean_c: f32,
+    /// Pixels in the largest hot cluster (0 if none).
+    pub hot_pixels: u16,
+    /// Rate of rise of the hottest spot, once the window has enough samples.
+    pub rise_c_per_min: Option<f32>,
 }
 
 /// One `#Sensor` packet's ADC channels, converted to percent of full scale.
@@ -33,6 +37,8 @@ pub struct AdcReading {
     pub smoke_pct: Option<f32>,
     pub flame_pct: Option<f32>,
     pub flame_digital: Option<bool>,
+    /// When the device wrote the packet (its `TS` field, ns since the epoch), for latency; 0 if unknown.
+    pub sent_ns: u64,
 }
 
 /// Everything fusion consumes.

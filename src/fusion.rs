@@ -248,7 +248,15 @@ mod tests {
     }
 
     fn thermal(at: Instant, max_c: f32) -> Observation {
-        Observation::Thermal(ThermalSummary { device: 0, at, min_c: 20.0, max_c, mean_c: 25.0 })
+        Observation::Thermal(ThermalSummary {
+            device: 0,
+            at,
+            min_c: 20.0,
+            max_c,
+            mean_c: 25.0,
+            hot_pixels: 0,
+            rise_c_per_min: None,
+        })
     }
 
     fn run(f: &mut Fusion, obs: &[Observation]) -> Vec<Transition> {
@@ -300,6 +308,7 @@ mod tests {
                 smoke_pct: Some(40.0),
                 flame_pct: None,
                 flame_digital: None,
+                sent_ns: 0,
             })],
         );
         assert_eq!(tr.len(), 1);

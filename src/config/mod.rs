@@ -3,8 +3,10 @@
 //! (see `load`). The commented reference config, `configs/default.toml`, is embedded in the binary.
 
 mod load;
+mod sensors;
 
 pub use load::{ConfigProblem, PathSeg, locate, parse_all};
+pub use sensors::*;
 
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -147,79 +149,6 @@ pub struct Camera {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Sensors {
-    /// TCP listeners for EmberEye-protocol devices. Default ["0.0.0.0:4888"] would expose the port, so the
-    /// default is loopback; set the LAN address on a board.
-    #[serde(default = "default_sensor_listen")]
-    pub listen: Vec<SocketAddr>,
-    /// Most simultaneous device connections; more are refused. Default 256.
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
-    /// A device silent this long is offline (trouble). Default 30 s.
-    #[serde(default = "default_offline_secs")]
-    pub offline_after_secs: u64,
-    /// Devices we expect, matched by location id or serial number.
-    #[serde(default)]
-    pub devices: Vec<Device>,
-}
-
-impl Default for Sensors {
-    fn default() -> Self {
-        Sensors {
-            listen: default_sensor_listen(),
-            max_connections: default_max_connections(),
-            offline_after_secs: default_offline_secs(),
-            devices: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Device {
-    /// Unique name, used by zones and in metrics labels.
-    pub name: String,
-    /// Location id the device announces (`#locid:` or embedded as in `#frame1234:`).
-    #[serde(default)]
-    pub loc_id: Option<String>,
-    /// Serial number the device announces (`#serialno:`).
-    #[serde(default)]
-    pub serial: Option<String>,
-    /// Smoke channel (ADC1) alarm level in percent of full scale. Default 25.
-    #[serde(default = "default_smoke_pct")]
-    pub smoke_alarm_pct: f32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Scenario {
-    /// Room temperature, clean air.
-    Idle,
-    /// Idle for a few seconds, then a fire: heat rising at several °C per second and smoke building.
-    Fire,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Simulator {
-    /// Location id the simulated device announces; match it with a [[sensors.devices]] entry.
-    pub loc_id: String,
-    /// Serial number it announces. Default "SIM0001".
-    #[serde(default = "default_serial")]
-    pub serial: String,
-    /// What the simulated room does. Default "idle".
-    #[serde(default = "default_scenario")]
-    pub scenario: Scenario,
-    /// Seconds between frames. Default 1.
-    #[serde(default = "default_sim_interval")]
-    pub interval_secs: f64,
-    /// Seconds of idle before the fire starts (scenario "fire"). Default 3.
-    #[serde(default = "default_fire_after")]
-    pub fire_after_secs: f64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Zone {
     /// Unique name (at most 24 characters; it travels in every alert).
     pub name: String,
@@ -355,30 +284,6 @@ fn default_height() -> usize {
 fn default_detector() -> DetectorKind {
     DetectorKind::Embereye
 }
-fn default_sensor_listen() -> Vec<SocketAddr> {
-    vec![SocketAddr::from(([127, 0, 0, 1], 4888))]
-}
-fn default_max_connections() -> usize {
-    256
-}
-fn default_offline_secs() -> u64 {
-    30
-}
-fn default_smoke_pct() -> f32 {
-    25.0
-}
-fn default_serial() -> String {
-    "SIM0001".into()
-}
-fn default_scenario() -> Scenario {
-    Scenario::Idle
-}
-fn default_sim_interval() -> f64 {
-    1.0
-}
-fn default_fire_after() -> f64 {
-    3.0
-}
 fn default_vision_threshold() -> f32 {
     0.35
 }
@@ -453,7 +358,7 @@ pub fn load_default() -> Result<Loaded, Vec<ConfigProblem>> {
     load_str(DEFAULT_NAME, DEFAULT_TOML, Path::new("."))
 }
 
-fn key(k: &str) -> PathSeg {
+pub(crate) fn key(k: &str) -> PathSeg {
     PathSeg::Key(k.to_owned())
 }
 
@@ -487,25 +392,7 @@ pub fn validate(c: &Config, base_dir: &Path) -> Vec<(Vec<PathSeg>, String)> {
         }
     }
 
-    let mut seen = std::collections::HashSet::new();
-    for (i, d) in c.sensors.devices.iter().enumerate() {
-        let at = |k: &str| vec![key("sensors"), key("devices"), PathSeg::Index(i), key(k)];
-        if !seen.insert(d.name.as_str()) {
-            push(at("name"), format!("duplicate device name `{}`", d.name));
-        }
-        if d.loc_id.is_none() && d.serial.is_none() {
-            push(at("name"), format!("device `{}` needs a loc_id or a serial to be recognised", d.name));
-        }
-        if !(0.0..=100.0).contains(&d.smoke_alarm_pct) {
-            push(at("smoke_alarm_pct"), format!("smoke_alarm_pct must be 0..=100, got {}", d.smoke_alarm_pct));
-        }
-    }
-    if c.sensors.max_connections == 0 {
-        push(vec![key("sensors"), key("max_connections")], "max_connections must be at least 1".into());
-    }
-    if !c.simulator.is_empty() && c.sensors.listen.is_empty() {
-        push(vec![key("simulator")], "simulated devices need a [sensors] listen address to connect to".into());
-    }
+    sensors::validate(&c.sensors, !c.simulator.is_empty(), &mut push);
     for (i, s) in c.simulator.iter().enumerate() {
         let at = |k: &str| vec![key("simulator"), PathSeg::Index(i), key(k)];
         if !(s.interval_secs >= 0.05 && s.interval_secs <= 3600.0) {

@@ -2,9 +2,15 @@
 //! `proto` is the sans-IO decoder, `server` the TCP listener feeding it, `sim` a simulated device that speaks
 //! the protocol like real firmware. Issue 3 adds serial ports and calibrated MLX90640 temperatures.
 
+pub mod analysis;
+pub mod commands;
+pub mod device;
+pub mod mlx90640;
 pub mod proto;
+pub mod serial;
 pub mod server;
 pub mod sim;
+mod sim_device_data;
 pub mod thermal_compat;
 
 use std::collections::HashMap;
@@ -14,6 +20,7 @@ use std::collections::HashMap;
 pub struct DeviceMap {
     by_loc: HashMap<String, usize>,
     by_serial: HashMap<String, usize>,
+    by_ip: HashMap<std::net::IpAddr, usize>,
     pub names: Vec<String>,
 }
 
@@ -27,6 +34,9 @@ impl DeviceMap {
             if let Some(s) = &d.serial {
                 m.by_serial.insert(s.clone(), i);
             }
+            if let Some(ip) = d.ip {
+                m.by_ip.insert(ip, i);
+            }
             m.names.push(d.name.clone());
         }
         m
@@ -38,6 +48,14 @@ impl DeviceMap {
 
     pub fn by_serial(&self, serial: &str) -> Option<usize> {
         self.by_serial.get(serial).copied()
+    }
+
+    pub fn by_ip(&self, ip: std::net::IpAddr) -> Option<usize> {
+        self.by_ip.get(&ip).copied()
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
     }
 }
 

@@ -336,6 +336,12 @@ impl Decoder {
         self.discarded
     }
 
+    /// Bytes of an unfinished line held or discarded so far (0 between lines). An IO layer uses it to
+    /// notice a line that is being trickled in (slow-loris).
+    pub fn pending_bytes(&self) -> usize {
+        if self.ready { 0 } else { self.len + self.discarded }
+    }
+
     /// Raw bytes of the line most recently parsed by `pull` (e.g. to log a rejected line).
     /// Empty for `Oversize`, whose bytes were not kept.
     pub fn last_line(&self) -> &[u8] {

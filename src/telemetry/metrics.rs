@@ -33,10 +33,43 @@ impl Gauge {
     }
 }
 
+/// Upper bounds (seconds) of the latency histograms: fine below 2 ms, where the budgets are.
+pub const LATENCY_BUCKETS: [f64; 19] = [
+    0.000_05, 0.000_1, 0.000_2, 0.000_3, 0.000_5, 0.000_75, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1,
+    0.5, 1.0, 5.0, 30.0,
+];
+
+/// A fixed-bucket histogram updated with atomics (Prometheus `histogram`).
+#[derive(Clone, Debug)]
+pub struct Histogram(Arc<HistogramInner>);
+
+#[derive(Debug)]
+struct HistogramInner {
+    counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram(Arc::new(HistogramInner { counts: Default::default(), sum_nanos: AtomicU64::new(0) }))
+    }
+
+    pub fn observe(&self, secs: f64) {
+        let i = LATENCY_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(LATENCY_BUCKETS.len());
+        self.0.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.0.sum_nanos.fetch_add((secs.max(0.0) * 1e9) as u64, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.0.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
     Counter,
     Gauge,
+    Histogram,
 }
 
 type Probe = Box<dyn Fn() -> f64 + Send + Sync>;
@@ -45,6 +78,7 @@ enum Value {
     Counter(Counter),
     Gauge(Gauge),
     Probe(Probe),
+    Histogram(Histogram),
 }
 
 struct Series {
@@ -118,6 +152,12 @@ impl Registry {
         g
     }
 
+    pub fn histogram(&self, name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Histogram {
+        let h = Histogram::new();
+        self.add(name, help, Kind::Histogram, labels, Value::Histogram(h.clone()));
+        h
+    }
+
     /// A series computed at scrape time, for values that already live elsewhere (queue depths, RSS).
     pub fn probe(
         &self,
@@ -142,6 +182,7 @@ impl Registry {
             let kind = match f.kind {
                 Kind::Counter => "counter",
                 Kind::Gauge => "gauge",
+                Kind::Histogram => "histogram",
             };
             let _ = writeln!(out, "# HELP {} {}\n# TYPE {} {}", f.name, f.help, f.name, kind);
             for s in &f.series {
@@ -149,12 +190,53 @@ impl Registry {
                     Value::Counter(c) => c.get() as f64,
                     Value::Gauge(g) => g.get(),
                     Value::Probe(p) => p(),
+                    Value::Histogram(h) => {
+                        render_histogram(&mut out, f.name, &s.labels, h);
+                        continue;
+                    }
                 };
                 let _ = writeln!(out, "{}{} {}", f.name, s.labels, fmt_value(v));
             }
         }
         out
     }
+}
+
+fn render_histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
+    // Labels are pre-rendered as `{a="b"}`; the bucket label goes inside the braces.
+    let inner = labels.strip_prefix('{').and_then(|l| l.strip_suffix('}')).unwrap_or("");
+    let sep = if inner.is_empty() { "" } else { "," };
+    let mut cumulative = 0u64;
+    for (i, c) in h.0.counts.iter().enumerate() {
+        cumulative += c.load(Ordering::Relaxed);
+        let le = LATENCY_BUCKETS.get(i).map(|b| format!("{b}")).unwrap_or_else(|| "+Inf".into());
+        let _ = writeln!(out, "{name}_bucket{{{inner}{sep}le=\"{le}\"}} {cumulative}");
+    }
+    let sum = h.0.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+    let _ = writeln!(out, "{name}_sum{labels} {sum}");
+    let _ = writeln!(out, "{name}_count{labels} {cumulative}");
+}
+
+/// Estimates a quantile from cumulative Prometheus buckets `(le, count)` by linear interpolation.
+pub fn quantile_from_buckets(buckets: &[(f64, u64)], q: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let mut prev = (0.0, 0u64);
+    for &(le, c) in buckets {
+        if c as f64 >= rank {
+            if !le.is_finite() {
+                return Some(prev.0);
+            }
+            let span = (c - prev.1) as f64;
+            let frac = if span > 0.0 { (rank - prev.1 as f64) / span } else { 1.0 };
+            return Some(prev.0 + (le - prev.0) * frac);
+        }
+        prev = (le, c);
+    }
+    Some(prev.0)
 }
 
 fn fmt_value(v: f64) -> String {
@@ -218,5 +300,40 @@ mod tests {
         let text = reg.render();
         assert!(text.contains("# TYPE ember_test_total counter\nember_test_total{camera=\"a\\\"b\"} 3\n"));
         assert!(text.contains("ember_g 1.5\n"));
+    }
+
+    #[test]
+    fn histogram_renders_cumulative_buckets_and_quantiles_come_back() {
+        let reg = Registry::new();
+        let h = reg.histogram("ember_lat_seconds", "L.", &[("kind", "x")]);
+        for _ in 0..90 {
+            h.observe(0.000_08);
+        }
+        for _ in 0..10 {
+            h.observe(0.004);
+        }
+        let text = reg.render();
+        assert!(text.contains("ember_lat_seconds_bucket{kind=\"x\",le=\"0.0001\"} 90\n"), "{text}");
+        assert!(text.contains("ember_lat_seconds_bucket{kind=\"x\",le=\"+Inf\"} 100\n"), "{text}");
+        assert!(text.contains("ember_lat_seconds_count{kind=\"x\"} 100\n"), "{text}");
+        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .map(|le| {
+                let c = if le < 0.000_1 {
+                    0
+                } else if le < 0.005 {
+                    90
+                } else {
+                    100
+                };
+                (le, c)
+            })
+            .collect();
+        let p50 = quantile_from_buckets(&buckets, 0.5).unwrap();
+        assert!(p50 > 0.000_05 && p50 <= 0.000_1, "{p50}");
+        let p99 = quantile_from_buckets(&buckets, 0.99).unwrap();
+        assert!(p99 > 0.003 && p99 <= 0.005, "{p99}");
     }
 }

@@ -2,31 +2,10 @@
 
 use super::*;
 use crate::sensor::thermal_compat::compat_frame;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
-// Per-thread allocation counter, so the fixture replay can prove push/pull never allocate.
-// Thread-local because the test harness runs tests in parallel threads.
-struct CountingAlloc;
-thread_local! { static ALLOCS: Cell<usize> = const { Cell::new(0) }; }
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-#[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
 fn allocs() -> usize {
-    ALLOCS.with(Cell::get)
+    crate::alloc_count::allocations()
 }
 
 /// Owned copy of an event, so tests can collect and compare them.

@@ -1,0 +1,4 @@
+//! Command-line tools built on the library: offline thermal decoding, the sensor simulator and load tool.
+
+pub mod loadtest_sensors;
+pub mod thermal_decode;
