@@ -15,7 +15,6 @@ use crate::telemetry::{Counter, PartHandle};
 /// fire, so the demo shows vision evidence rising.
 pub const DEMO_FRAMES: &[(&str, &[u8])] = &[
     ("rf-indoorfire_image6_880670.jpg", include_bytes!("../../tests/fixtures/frames/rf-indoorfire_image6_880670.jpg")),
-    ("rf-fire8_img_52--2_e5fe55.jpg", include_bytes!("../../tests/fixtures/frames/rf-fire8_img_52--2_e5fe55.jpg")),
     (
         "rf-indoorfire_image415_68a572.jpg",
         include_bytes!("../../tests/fixtures/frames/rf-indoorfire_image415_68a572.jpg"),

@@ -78,8 +78,8 @@ impl Collector {
                         "to": state_label(a.to),
                         "sources": evidence::names(a.sources).collect::<Vec<_>>(),
                         "vision_score": a.vision_milli as f64 / 1000.0,
-                        "max_c": a.max_deci_c as f64 / 10.0,
-                        "smoke_pct": a.smoke_deci_pct as f64 / 10.0,
+                        "max_c": (a.max_deci_c != wire::UNKNOWN_DECI_C).then(|| a.max_deci_c as f64 / 10.0),
+                        "smoke_pct": (a.smoke_deci_pct != wire::UNKNOWN_DECI_PCT).then(|| a.smoke_deci_pct as f64 / 10.0),
                     }));
                 } else {
                     self.duplicates.inc();

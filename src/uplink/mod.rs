@@ -37,8 +37,16 @@ pub fn alert<'a>(device_id: u32, seq: u32, zone: &'a str, t: &Transition) -> Ale
         to: t.to.level(),
         sources: t.sources,
         vision_milli: (finite(t.vision_score).clamp(0.0, 1.0) * 1000.0).round() as u16,
-        max_deci_c: (finite(t.max_c) * 10.0).round().clamp(i16::MIN as f32, i16::MAX as f32) as i16,
-        smoke_deci_pct: (finite(t.smoke_pct) * 10.0).round().clamp(0.0, u16::MAX as f32) as u16,
+        max_deci_c: if t.max_c.is_finite() {
+            (t.max_c * 10.0).round().clamp(i16::MIN as f32 + 1.0, i16::MAX as f32) as i16
+        } else {
+            wire::UNKNOWN_DECI_C
+        },
+        smoke_deci_pct: if t.smoke_pct.is_finite() {
+            (t.smoke_pct * 10.0).round().clamp(0.0, u16::MAX as f32 - 1.0) as u16
+        } else {
+            wire::UNKNOWN_DECI_PCT
+        },
     }
 }
 

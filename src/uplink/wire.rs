@@ -11,6 +11,9 @@ pub const MAX_FRAME: usize = MAX_MESSAGE + MAX_MESSAGE / 254 + 2;
 /// Longest zone name the wire carries (validated in config).
 pub const MAX_ZONE_NAME: usize = 24;
 
+pub const UNKNOWN_DECI_C: i16 = i16::MIN;
+pub const UNKNOWN_DECI_PCT: u16 = u16::MAX;
+
 /// A zone state change reported upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Alert<'a> {
@@ -26,9 +29,9 @@ pub struct Alert<'a> {
     pub sources: u8,
     /// Vision score in 1/1000.
     pub vision_milli: u16,
-    /// Hottest thermal pixel in 1/10 °C.
+    /// Hottest thermal pixel in 1/10 °C; `UNKNOWN_DECI_C` before any thermal frame.
     pub max_deci_c: i16,
-    /// Smoke in 1/10 %.
+    /// Smoke in 1/10 %; `UNKNOWN_DECI_PCT` before any smoke reading.
     pub smoke_deci_pct: u16,
 }
 
