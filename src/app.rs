@@ -47,6 +47,8 @@ pub struct App {
     aborts: Vec<(String, AbortHandle)>,
     alarm: SharedAlarm,
     shutdown_timeout: Duration,
+    /// Temporary folders to remove at shutdown (a non-durable spool).
+    temp_dirs: Vec<std::path::PathBuf>,
 }
 
 /// What happened during shutdown.
@@ -125,6 +127,7 @@ impl App {
             aborts: Vec::new(),
             alarm: Arc::clone(&alarm),
             shutdown_timeout: Duration::from_millis(c.runtime.shutdown_timeout_ms),
+            temp_dirs: Vec::new(),
         };
         registry
             .gauge("ember_build_info", "Version of this build.", &[("version", env!("CARGO_PKG_VERSION"))])
@@ -265,7 +268,7 @@ impl App {
             let listener = bind("collector", addr).await?;
             app.collector_addr = Some(listener.local_addr()?);
             let sink = ov.collector_sink.take().unwrap_or_else(|| Box::new(std::io::stdout()));
-            let collector = Collector::new(&registry, sink);
+            let collector = Collector::new(&registry, sink, None);
             app.spawn("collector", None, move |_, stop| collector.serve(listener, stop));
         }
 
@@ -279,26 +282,76 @@ impl App {
             };
             let q = Queue::new("uplink", c.runtime.uplink_queue, Overflow::DropNewest);
             metrics::register_queue(&registry, "uplink", q.capacity(), q.stats());
+            let (spool_dir, durable) = match &c.uplink.spool_dir {
+                Some(d) => (loaded.resolve(d), true),
+                None => {
+                    static INSTANCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                    let n = INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let name = format!("ember-edge-spool-{}-{}-{n}", c.site.device_id, std::process::id());
+                    (std::env::temp_dir().join(name), false)
+                }
+            };
+            if !durable {
+                log::warn!("[uplink] spool_dir is not set: alerts survive a lost link but not a restart");
+            }
+            let fsync = match c.uplink.fsync {
+                crate::config::FsyncPolicy::Always => crate::uplink::spool::Fsync::Always,
+                crate::config::FsyncPolicy::Never => crate::uplink::spool::Fsync::Never,
+            };
+            let (spool, recovery) = crate::uplink::spool::Spool::open(&spool_dir, c.uplink.spool_max_bytes, fsync)
+                .map_err(|e| anyhow::anyhow!("cannot open the alert spool: {e}"))?;
+            if recovery.records > 0 || recovery.torn_bytes > 0 {
+                log::info!(
+                    "alert spool {}: {} records recovered ({} pending), {} torn bytes discarded",
+                    spool_dir.display(),
+                    recovery.records,
+                    spool.pending(),
+                    recovery.torn_bytes
+                );
+            }
+            if !durable {
+                app.temp_dirs.push(spool_dir.clone());
+            }
+            let key = match &c.uplink.key_file {
+                Some(k) => crate::uplink::collector::read_key(&loaded.resolve(k))
+                    .map_err(|e| anyhow::anyhow!("cannot read the uplink key {k}: {e}"))?,
+                None => Vec::new(),
+            };
             let task = UplinkTask {
                 server,
                 device_id: c.site.device_id,
+                key,
                 zone_names: Arc::clone(&zone_names),
                 input: q.clone(),
-                outbox_capacity: c.runtime.uplink_queue.max(16) * 4,
+                spool,
                 reconnect_min: Duration::from_millis(c.uplink.reconnect_min_ms),
                 reconnect_max: Duration::from_millis(c.uplink.reconnect_max_ms),
                 heartbeat: Duration::from_secs(c.uplink.heartbeat_secs.max(1)),
                 counters: UplinkCounters {
-                    sent: registry.counter("ember_uplink_sent_total", "Alert frames written to the uplink.", &[]),
+                    sent: registry.counter(
+                        "ember_uplink_sent_total",
+                        "Alert frames written to the uplink (resends included).",
+                        &[],
+                    ),
                     acked: registry.counter("ember_uplink_acked_total", "Alerts acknowledged by the collector.", &[]),
-                    dropped: registry.counter("ember_uplink_dropped_total", "Alerts dropped from a full outbox.", &[]),
+                    dropped: registry.gauge(
+                        "ember_uplink_dropped",
+                        "Alerts dropped from a full spool since it was created.",
+                        &[],
+                    ),
                     reconnects: registry.counter(
                         "ember_uplink_reconnects_total",
                         "Uplink connection attempts after the first.",
                         &[],
                     ),
-                    pending: registry.gauge("ember_uplink_pending", "Alerts not yet acknowledged.", &[]),
+                    pending: registry.gauge("ember_uplink_pending", "Alerts in the spool not yet acknowledged.", &[]),
                     connected: registry.gauge("ember_uplink_connected", "1 while connected to the collector.", &[]),
+                    spool_bytes: registry.gauge("ember_uplink_spool_bytes", "Bytes in the alert spool.", &[]),
+                    rejected_acks: registry.counter(
+                        "ember_uplink_rejected_acks_total",
+                        "Acknowledgements with a bad tag or framing, ignored.",
+                        &[],
+                    ),
                 },
             };
             app.spawn("uplink", None, move |part, stop| task.run(part, stop));
@@ -388,9 +441,14 @@ impl App {
         }
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
-        let mut alarm = self.alarm.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = alarm.safe() {
-            log::error!("alarm outputs ({}) could not be set to their safe state: {e}", alarm.name());
+        {
+            let mut alarm = self.alarm.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = alarm.safe() {
+                log::error!("alarm outputs ({}) could not be set to their safe state: {e}", alarm.name());
+            }
+        }
+        for d in &self.temp_dirs {
+            let _ = std::fs::remove_dir_all(d);
         }
         ShutdownReport { joined, aborted, elapsed: started.elapsed() }
     }

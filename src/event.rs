@@ -119,5 +119,9 @@ pub struct Transition {
     pub sources: u8,
     pub vision_score: f32,
     pub max_c: f32,
+    /// Rate of rise of the hottest thermal spot (°C/min); NaN until known.
+    pub rise_c_per_min: f32,
     pub smoke_pct: f32,
+    /// `uplink::wire::flags` (operator test, operator action).
+    pub flags: u8,
 }

@@ -29,6 +29,7 @@ struct ZoneRuntime {
     last_seen: [Option<Instant>; 4],
     vision_score: f32,
     max_c: f32,
+    rise_c_per_min: f32,
     smoke_pct: f32,
     troubled_sources: u32,
 }
@@ -68,6 +69,7 @@ impl Fusion {
                 last_seen: [None; 4],
                 vision_score: 0.0,
                 max_c: f32::NAN,
+                rise_c_per_min: f32::NAN,
                 smoke_pct: f32::NAN,
                 troubled_sources: 0,
             })
@@ -123,6 +125,7 @@ impl Fusion {
                 for &zi in zones {
                     let z = &mut self.zones[zi];
                     z.max_c = t.max_c;
+                    z.rise_c_per_min = t.rise_c_per_min.unwrap_or(f32::NAN);
                     if t.max_c >= z.rule.thermal_alarm_c {
                         z.last_seen[kind_index(evidence::THERMAL)] = Some(t.at);
                     }
@@ -194,7 +197,9 @@ impl Fusion {
                     sources: active | if z.troubled_sources > 0 { evidence::TROUBLE } else { 0 },
                     vision_score: z.vision_score,
                     max_c: z.max_c,
+                    rise_c_per_min: z.rise_c_per_min,
                     smoke_pct: z.smoke_pct,
+                    flags: 0,
                 };
                 z.state = next;
                 out(t);

@@ -223,6 +223,29 @@ pub struct Uplink {
     /// Seconds between heartbeats. Default 30.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_secs: u64,
+    /// File holding this device's HMAC key (hex or raw bytes), shared with the collector. Unset: frames carry
+    /// a tag made with an empty key, which a collector holding keys rejects.
+    #[serde(default)]
+    pub key_file: Option<String>,
+    /// Folder of the durable alert spool (relative to the config file). Unset: a temporary folder, so alerts
+    /// survive a lost link but not a restart (fine for a demo, not for a site).
+    #[serde(default)]
+    pub spool_dir: Option<String>,
+    /// Most bytes the spool may hold; beyond it the oldest alerts are dropped and counted. Default 8 MiB
+    /// (about 100,000 alerts).
+    #[serde(default = "default_spool_bytes")]
+    pub spool_max_bytes: u64,
+    /// "always": fsync every alert (default; alerts are rare, so SD-card wear is negligible and a power cut
+    /// loses nothing acknowledged to fusion). "never": leave it to the kernel (survives crashes, not power loss).
+    #[serde(default = "default_fsync")]
+    pub fsync: FsyncPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    Always,
+    Never,
 }
 
 impl Default for Uplink {
@@ -233,6 +256,10 @@ impl Default for Uplink {
             reconnect_min_ms: default_reconnect_min(),
             reconnect_max_ms: default_reconnect_max(),
             heartbeat_secs: default_heartbeat(),
+            key_file: None,
+            spool_dir: None,
+            spool_max_bytes: default_spool_bytes(),
+            fsync: default_fsync(),
         }
     }
 }
@@ -310,6 +337,12 @@ fn default_reconnect_max() -> u64 {
 }
 fn default_heartbeat() -> u64 {
     30
+}
+fn default_spool_bytes() -> u64 {
+    8 << 20
+}
+fn default_fsync() -> FsyncPolicy {
+    FsyncPolicy::Always
 }
 fn default_collector_listen() -> Option<SocketAddr> {
     Some(SocketAddr::from(([127, 0, 0, 1], 4900)))
@@ -462,6 +495,14 @@ pub fn validate(c: &Config, base_dir: &Path) -> Vec<(Vec<PathSeg>, String)> {
             vec![key("uplink"), key("reconnect_min_ms")],
             "reconnect_min_ms must be at least 1 and at most reconnect_max_ms".into(),
         );
+    }
+    if !(4096..=(1u64 << 34)).contains(&c.uplink.spool_max_bytes) {
+        push(vec![key("uplink"), key("spool_max_bytes")], "spool_max_bytes must be 4096..=16 GiB".into());
+    }
+    if let Some(k) = &c.uplink.key_file
+        && !base_dir.join(k).is_file()
+    {
+        push(vec![key("uplink"), key("key_file")], format!("key file `{}` does not exist", base_dir.join(k).display()));
     }
     if c.collector.enabled && c.collector.listen.is_none() {
         push(vec![key("collector"), key("enabled")], "collector is enabled but `listen` is not set".into());

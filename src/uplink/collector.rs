@@ -1,25 +1,61 @@
-//! The control-room receiver for the TCP transport: decodes alert frames, acknowledges each by sequence
-//! number, ignores duplicates (so retransmissions have exactly-once effect) and writes one JSON line per alert
-//! and heartbeat. Bad frames are counted and skipped; the connection and the collector keep running.
+//! The control-room receiver for the TCP transport (`ember-edge collect`, and in-process for simulated
+//! sites): decodes frames of every supported version, verifies their tags with the device's key, acknowledges
+//! each alert by sequence number and drops duplicates — a retransmission or a replayed frame — so each alert
+//! has exactly one effect; writes one JSON line per alert and heartbeat. With `--out`, the de-duplication
+//! state is recovered from that file at start, so a collector restart does not print anything twice.
+//! Bad frames are counted by reason and skipped; the connection and the collector keep running.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{BufRead, Write};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::wire::{self, Down, FrameSplitter, MAX_FRAME, MAX_MESSAGE, Split, Up};
+use super::wire::{self, Down, FrameSplitter, MAX_FRAME, MAX_MESSAGE, Received, Split, Up, WireError};
 use crate::event::{ZoneState, evidence};
 use crate::telemetry::{Counter, Registry};
 
+/// Reads a key file: hex text (as `openssl rand -hex 32` writes) or raw bytes.
+pub fn read_key(path: &Path) -> std::io::Result<Vec<u8>> {
+    let bytes = std::fs::read(path)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let t = text.trim();
+    if t.len() >= 32 && t.len().is_multiple_of(2) && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok((0..t.len()).step_by(2).filter_map(|i| u8::from_str_radix(&t[i..i + 2], 16).ok()).collect())
+    } else if bytes.is_empty() {
+        Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "key file is empty"))
+    } else {
+        Ok(bytes)
+    }
+}
+
+/// Per-device keys from a folder of `<device_id>.key` files.
+pub fn load_keys(dir: &Path) -> std::io::Result<HashMap<u32, Vec<u8>>> {
+    let mut keys = HashMap::new();
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        let Some(id) =
+            p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".key")).and_then(|n| n.parse().ok())
+        else {
+            continue;
+        };
+        keys.insert(id, read_key(&p)?);
+    }
+    Ok(keys)
+}
+
 pub struct Collector {
     sink: Mutex<Box<dyn Write + Send>>,
-    last_seq: Mutex<HashMap<u32, u32>>,
+    /// Highest sequence seen per (device, epoch).
+    last_seq: Mutex<HashMap<(u32, u32), u32>>,
+    keys: Option<HashMap<u32, Vec<u8>>>,
+    registry: Arc<Registry>,
+    rejected: Mutex<HashMap<&'static str, Counter>>,
     pub alerts: Counter,
     pub heartbeats: Counter,
     pub duplicates: Counter,
-    pub rejected: Counter,
 }
 
 fn state_label(level: u8) -> &'static str {
@@ -30,20 +66,75 @@ fn state_label(level: u8) -> &'static str {
         .unwrap_or("unknown")
 }
 
+fn reason(e: &WireError) -> &'static str {
+    match e {
+        WireError::Empty => "empty",
+        WireError::Version(_) => "version",
+        WireError::Cobs => "framing",
+        WireError::Body(_) => "body",
+        WireError::TooLong => "too_long",
+        WireError::BadTag => "bad_tag",
+        WireError::NoTag => "truncated",
+        WireError::Unauthenticated => "unauthenticated",
+    }
+}
+
 impl Collector {
-    pub fn new(reg: &Registry, sink: Box<dyn Write + Send>) -> Arc<Self> {
+    pub fn new(reg: &Arc<Registry>, sink: Box<dyn Write + Send>, keys: Option<HashMap<u32, Vec<u8>>>) -> Arc<Self> {
         Arc::new(Collector {
             sink: Mutex::new(sink),
             last_seq: Mutex::new(HashMap::new()),
+            keys,
+            registry: Arc::clone(reg),
+            rejected: Mutex::new(HashMap::new()),
             alerts: reg.counter("ember_collector_alerts_total", "Alerts accepted by the collector.", &[]),
             heartbeats: reg.counter("ember_collector_heartbeats_total", "Heartbeats received by the collector.", &[]),
             duplicates: reg.counter(
                 "ember_collector_duplicates_total",
-                "Retransmitted alerts ignored by the collector.",
+                "Alerts already seen (retransmitted or replayed): acknowledged, not written again.",
                 &[],
             ),
-            rejected: reg.counter("ember_collector_rejected_total", "Frames the collector could not decode.", &[]),
         })
+    }
+
+    /// Seeds the de-duplication state from a JSON-lines file this collector wrote before.
+    pub fn recover_from(&self, path: &Path) -> std::io::Result<usize> {
+        let f = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut last = self.last_seq.lock().unwrap_or_else(|p| p.into_inner());
+        let mut n = 0;
+        for line in std::io::BufReader::new(f).lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line?) else { continue };
+            if v["type"] != "alert" {
+                continue;
+            }
+            let (Some(d), Some(s)) = (v["device_id"].as_u64(), v["seq"].as_u64()) else { continue };
+            let e = v["epoch"].as_u64().unwrap_or(0);
+            let entry = last.entry((d as u32, e as u32)).or_insert(0);
+            *entry = (*entry).max(s as u32);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    pub fn rejected(&self, reason: &'static str) -> u64 {
+        self.rejected.lock().unwrap_or_else(|p| p.into_inner()).get(reason).map(Counter::get).unwrap_or(0)
+    }
+
+    fn reject(&self, why: &'static str) {
+        let mut m = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(why)
+            .or_insert_with(|| {
+                self.registry.counter(
+                    "ember_collector_rejected_total",
+                    "Frames the collector rejected, by reason.",
+                    &[("reason", why)],
+                )
+            })
+            .inc();
     }
 
     fn emit(&self, v: serde_json::Value) {
@@ -52,55 +143,92 @@ impl Collector {
         let _ = sink.flush();
     }
 
-    /// Handles one decoded message; returns the ack to send, if any.
-    fn handle(&self, msg: Up<'_>) -> Option<Down> {
-        match msg {
-            Up::Alert(a) => {
-                let fresh = {
-                    let mut last = self.last_seq.lock().unwrap_or_else(|p| p.into_inner());
-                    let prev = last.entry(a.device_id).or_insert(0);
-                    if a.seq > *prev {
-                        *prev = a.seq;
-                        true
-                    } else {
-                        false
-                    }
-                };
-                if fresh {
-                    self.alerts.inc();
-                    self.emit(serde_json::json!({
-                        "type": "alert",
-                        "device_id": a.device_id,
-                        "seq": a.seq,
-                        "ts_ms": a.ts_ms,
-                        "zone": a.zone,
-                        "from": state_label(a.from),
-                        "to": state_label(a.to),
-                        "sources": evidence::names(a.sources).collect::<Vec<_>>(),
-                        "vision_score": a.vision_milli as f64 / 1000.0,
-                        "max_c": (a.max_deci_c != wire::UNKNOWN_DECI_C).then(|| a.max_deci_c as f64 / 10.0),
-                        "smoke_pct": (a.smoke_deci_pct != wire::UNKNOWN_DECI_PCT).then(|| a.smoke_deci_pct as f64 / 10.0),
-                    }));
-                } else {
-                    self.duplicates.inc();
-                }
-                Some(Down::Ack { seq: a.seq })
+    /// True if (device, epoch, seq) is new; records it.
+    fn fresh(&self, device: u32, epoch: u32, seq: u32) -> bool {
+        let mut last = self.last_seq.lock().unwrap_or_else(|p| p.into_inner());
+        let prev = last.entry((device, epoch)).or_insert(0);
+        if seq > *prev {
+            *prev = seq;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Handles one decoded message; returns (device, ack) to send, if any.
+    fn handle(&self, msg: Received<'_>) -> Option<(u32, Down)> {
+        let (device, epoch, seq, alert) = match msg {
+            Received::V2(Up::Alert(a)) => {
+                let value = serde_json::json!({
+                    "type": "alert",
+                    "version": 2,
+                    "device_id": a.device_id,
+                    "epoch": a.epoch,
+                    "seq": a.seq,
+                    "ts_ms": a.ts_ms,
+                    "zone": a.zone,
+                    "from": state_label(a.from),
+                    "to": state_label(a.to),
+                    "sources": evidence::names(a.sources).collect::<Vec<_>>(),
+                    "vision_score": a.vision_milli as f64 / 1000.0,
+                    "max_c": (a.max_deci_c != wire::UNKNOWN_DECI_C).then(|| a.max_deci_c as f64 / 10.0),
+                    "rise_c_per_min": (a.rise_deci_c_min != wire::UNKNOWN_DECI_C).then(|| a.rise_deci_c_min as f64 / 10.0),
+                    "smoke_pct": (a.smoke_deci_pct != wire::UNKNOWN_DECI_PCT).then(|| a.smoke_deci_pct as f64 / 10.0),
+                    "test": a.flags & wire::flags::TEST != 0,
+                    "operator": a.flags & wire::flags::OPERATOR != 0,
+                });
+                (a.device_id, a.epoch, a.seq, value)
             }
-            Up::Heartbeat { device_id, ts_ms, health } => {
+            Received::V1(wire::UpV1::Alert(a)) => {
+                let value = serde_json::json!({
+                    "type": "alert",
+                    "version": 1,
+                    "device_id": a.device_id,
+                    "epoch": 0,
+                    "seq": a.seq,
+                    "ts_ms": a.ts_ms,
+                    "zone": a.zone,
+                    "from": state_label(a.from),
+                    "to": state_label(a.to),
+                    "sources": evidence::names(a.sources).collect::<Vec<_>>(),
+                    "vision_score": a.vision_milli as f64 / 1000.0,
+                    "max_c": (a.max_deci_c != wire::UNKNOWN_DECI_C).then(|| a.max_deci_c as f64 / 10.0),
+                    "smoke_pct": (a.smoke_deci_pct != wire::UNKNOWN_DECI_PCT).then(|| a.smoke_deci_pct as f64 / 10.0),
+                });
+                (a.device_id, 0, a.seq, value)
+            }
+            Received::V2(Up::Heartbeat { device_id, epoch, ts_ms, health, spool_pending, spool_dropped }) => {
+                self.heartbeats.inc();
+                self.emit(serde_json::json!({
+                    "type": "heartbeat", "device_id": device_id, "epoch": epoch, "ts_ms": ts_ms, "health": health,
+                    "spool_pending": spool_pending, "spool_dropped": spool_dropped,
+                }));
+                return None;
+            }
+            Received::V1(wire::UpV1::Heartbeat { device_id, ts_ms, health }) => {
                 self.heartbeats.inc();
                 self.emit(
                     serde_json::json!({"type": "heartbeat", "device_id": device_id, "ts_ms": ts_ms, "health": health}),
                 );
-                None
+                return None;
             }
+        };
+        if self.fresh(device, epoch, seq) {
+            self.alerts.inc();
+            self.emit(alert);
+        } else {
+            self.duplicates.inc();
+            self.reject("replayed");
         }
+        Some((device, Down::Ack { seq }))
     }
 
     /// Serves one appliance connection until it closes.
     pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(&self, mut stream: S) -> std::io::Result<()> {
         let mut splitter = FrameSplitter::default();
-        let mut buf = [0u8; 2048];
-        let mut acks: Vec<Down> = Vec::with_capacity(64);
+        let mut buf = [0u8; 4096];
+        let mut acks: Vec<(u32, Down)> = Vec::with_capacity(64);
+        let key_of = |d: u32| self.keys.as_ref().and_then(|k| k.get(&d).cloned());
         loop {
             let n = stream.read(&mut buf).await?;
             if n == 0 {
@@ -109,24 +237,29 @@ impl Collector {
             splitter.feed(&buf[..n], |s| match s {
                 Split::Frame(f) => {
                     let mut scratch = [0u8; MAX_MESSAGE];
-                    match wire::decode::<Up<'_>>(f, &mut scratch) {
+                    match wire::decode_up(f, &mut scratch, key_of, self.keys.is_some()) {
                         Ok(msg) => acks.extend(self.handle(msg)),
                         Err(e) => {
-                            self.rejected.inc();
+                            self.reject(reason(&e));
                             log::warn!("collector: frame rejected: {e}");
                         }
                     }
                 }
                 Split::Oversize => {
-                    self.rejected.inc();
+                    self.reject("oversize");
                     log::warn!("collector: oversize frame rejected");
                 }
             });
             let mut out = [0u8; MAX_FRAME];
-            for ack in acks.drain(..) {
-                if let Ok(n) = wire::encode(&ack, &mut out) {
-                    stream.write_all(&out[..n]).await?;
+            let mut batch: Vec<u8> = Vec::with_capacity(acks.len() * 32);
+            for (device, ack) in acks.drain(..) {
+                let key = key_of(device).unwrap_or_default();
+                if let Ok(n) = wire::encode(&ack, &key, &mut out) {
+                    batch.extend_from_slice(&out[..n]);
                 }
+            }
+            if !batch.is_empty() {
+                stream.write_all(&batch).await?;
             }
         }
     }
@@ -144,13 +277,14 @@ impl Collector {
                     }
                 },
             };
+            let _ = stream.set_nodelay(true);
             let me = Arc::clone(&self);
             let stop = stop.clone();
             tokio::spawn(async move {
                 tokio::select! {
                     _ = stop.cancelled() => {}
                     r = me.serve_connection(stream) => if let Err(e) = r {
-                        log::warn!("collector: connection from {peer} ended: {e}");
+                        log::info!("collector: connection from {peer} ended: {e}");
                     }
                 }
             });

@@ -1,12 +1,14 @@
-//! The uplink: turns zone transitions into numbered alerts, keeps every unacknowledged alert in a bounded
-//! outbox, and delivers them in order over TCP to a collector, reconnecting with exponential backoff and
-//! jitter and resending what was not acknowledged (at-least-once; the collector de-duplicates by sequence).
-//! Issue 5 puts the outbox on disk and adds authentication and MQTT.
+//! The uplink: every zone transition becomes a numbered, authenticated alert that is appended to the durable
+//! spool first and sent second; it leaves the spool only when the collector acknowledges its sequence number.
+//! After a reconnect (exponential backoff with jitter) everything unacknowledged is resent in order, so
+//! delivery is at-least-once and, with the collector's de-duplication, exactly-once in effect. The spool
+//! survives crashes and restarts, keeps counting sequence numbers, and is bounded (drop-oldest, counted, and
+//! reported upstream in heartbeats).
 
 pub mod collector;
+pub mod spool;
 pub mod wire;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::event::Transition;
 use crate::queue::Queue;
 use crate::telemetry::{Counter, Gauge, PartHandle};
+use spool::Spool;
 use wire::{Alert, Down, FrameSplitter, MAX_FRAME, MAX_MESSAGE, Split, Up};
 
 /// Wall-clock milliseconds of a monotonic instant.
@@ -25,52 +28,60 @@ pub fn wall_ms(at: tokio::time::Instant) -> u64 {
     now.saturating_sub(age).as_millis() as u64
 }
 
+fn deci_i16(v: f32) -> i16 {
+    if v.is_finite() {
+        (v * 10.0).round().clamp(i16::MIN as f32 + 1.0, i16::MAX as f32) as i16
+    } else {
+        wire::UNKNOWN_DECI_C
+    }
+}
+
 /// Builds the wire alert for a transition.
-pub fn alert<'a>(device_id: u32, seq: u32, zone: &'a str, t: &Transition) -> Alert<'a> {
-    let finite = |v: f32| if v.is_finite() { v } else { 0.0 };
+pub fn alert<'a>(device_id: u32, epoch: u32, seq: u32, zone: &'a str, t: &Transition) -> Alert<'a> {
     Alert {
         device_id,
+        epoch,
         seq,
         ts_ms: wall_ms(t.at),
         zone,
         from: t.from.level(),
         to: t.to.level(),
         sources: t.sources,
-        vision_milli: (finite(t.vision_score).clamp(0.0, 1.0) * 1000.0).round() as u16,
-        max_deci_c: if t.max_c.is_finite() {
-            (t.max_c * 10.0).round().clamp(i16::MIN as f32 + 1.0, i16::MAX as f32) as i16
+        vision_milli: if t.vision_score.is_finite() {
+            (t.vision_score.clamp(0.0, 1.0) * 1000.0).round() as u16
         } else {
-            wire::UNKNOWN_DECI_C
+            0
         },
+        max_deci_c: deci_i16(t.max_c),
+        rise_deci_c_min: deci_i16(t.rise_c_per_min),
         smoke_deci_pct: if t.smoke_pct.is_finite() {
             (t.smoke_pct * 10.0).round().clamp(0.0, u16::MAX as f32 - 1.0) as u16
         } else {
             wire::UNKNOWN_DECI_PCT
         },
+        flags: t.flags,
     }
-}
-
-struct Pending {
-    seq: u32,
-    len: usize,
-    frame: [u8; MAX_FRAME],
 }
 
 pub struct UplinkCounters {
     pub sent: Counter,
     pub acked: Counter,
-    pub dropped: Counter,
+    pub dropped: Gauge,
     pub reconnects: Counter,
     pub pending: Gauge,
     pub connected: Gauge,
+    pub spool_bytes: Gauge,
+    pub rejected_acks: Counter,
 }
 
 pub struct UplinkTask {
     pub server: String,
     pub device_id: u32,
+    /// HMAC key shared with the collector; empty when none is configured.
+    pub key: Vec<u8>,
     pub zone_names: Arc<Vec<String>>,
     pub input: Queue<Transition>,
-    pub outbox_capacity: usize,
+    pub spool: Spool,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
     pub heartbeat: Duration,
@@ -96,34 +107,36 @@ impl Jitter {
 }
 
 impl UplinkTask {
-    fn enqueue(&self, outbox: &mut VecDeque<Pending>, next_seq: &mut u32, t: &Transition) {
-        let zone = self.zone_names.get(t.zone).map(String::as_str).unwrap_or("?");
-        let seq = *next_seq;
-        *next_seq = next_seq.wrapping_add(1).max(1);
-        let mut p = Pending { seq, len: 0, frame: [0; MAX_FRAME] };
-        match wire::encode(&Up::Alert(alert(self.device_id, seq, zone, t)), &mut p.frame) {
-            Ok(n) => p.len = n,
-            Err(e) => {
-                log::error!("alert {seq} cannot be encoded: {e}");
-                self.counters.dropped.inc();
-                return;
-            }
-        }
-        if outbox.len() >= self.outbox_capacity {
-            // The outbox is full only after a long outage; keep the newest alerts and say how many went.
-            outbox.pop_front();
-            self.counters.dropped.inc();
-            log::warn!("uplink outbox full ({}): oldest alert dropped", self.outbox_capacity);
-        }
-        outbox.push_back(p);
-        self.counters.pending.set(outbox.len() as f64);
+    fn update_gauges(&self) {
+        self.counters.pending.set(self.spool.pending() as f64);
+        self.counters.dropped.set(self.spool.dropped as f64);
+        self.counters.spool_bytes.set(self.spool.bytes() as f64);
     }
 
-    pub async fn run(self, part: PartHandle, stop: CancellationToken) -> anyhow::Result<()> {
-        let mut outbox: VecDeque<Pending> = VecDeque::with_capacity(self.outbox_capacity);
-        let mut next_seq: u32 = 1;
+    /// Appends a transition to the spool; returns the encoded frame's sequence number.
+    fn spool_transition(&mut self, t: &Transition) -> Option<u32> {
+        let zone = self.zone_names.get(t.zone).map(String::as_str).unwrap_or("?");
+        let (device, epoch, key) = (self.device_id, self.spool.epoch(), &self.key);
+        let r = self.spool.append(|seq, buf| {
+            let mut frame = [0u8; MAX_FRAME];
+            let n = wire::encode(&Up::Alert(alert(device, epoch, seq, zone, t)), key, &mut frame).ok()?;
+            buf[..n].copy_from_slice(&frame[..n]);
+            Some(n)
+        });
+        self.update_gauges();
+        match r {
+            Ok(seq) => Some(seq),
+            Err(e) => {
+                log::error!("alert for zone {zone} could not be spooled: {e}");
+                None
+            }
+        }
+    }
+
+    pub async fn run(mut self, part: PartHandle, stop: CancellationToken) -> anyhow::Result<()> {
         let mut jitter = Jitter::new();
         let mut delay = self.reconnect_min;
+        self.update_gauges();
         loop {
             part.beat();
             let connect = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&self.server));
@@ -135,9 +148,9 @@ impl UplinkTask {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
                     self.counters.connected.set(1.0);
-                    log::info!("uplink connected to {} ({} alerts pending)", self.server, outbox.len());
+                    log::info!("uplink connected to {} ({} alerts pending)", self.server, self.spool.pending());
                     delay = self.reconnect_min;
-                    let r = self.session(stream, &mut outbox, &mut next_seq, &part, &stop).await;
+                    let r = self.session(stream, &part, &stop).await;
                     self.counters.connected.set(0.0);
                     if stop.is_cancelled() {
                         return Ok(());
@@ -150,52 +163,87 @@ impl UplinkTask {
                 Err(_) => log::debug!("uplink connect to {} timed out", self.server),
             }
             self.counters.reconnects.inc();
-            // Keep accepting alerts while we wait, so nothing backs up into fusion.
+            // Keep spooling alerts while we wait, so nothing backs up into fusion.
             let wait = tokio::time::sleep(jitter.apply(delay));
             tokio::pin!(wait);
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(()),
                     _ = &mut wait => break,
-                    t = self.input.pop() => self.enqueue(&mut outbox, &mut next_seq, &t),
+                    t = self.input.pop() => { self.spool_transition(&t); }
                 }
             }
             delay = (delay * 2).min(self.reconnect_max);
         }
     }
 
+    /// Writes every unacknowledged alert, oldest first, in batches read from the spool.
+    async fn resend(&mut self, stream: &mut TcpStream) -> std::io::Result<()> {
+        let mut from = 0u32;
+        let mut batch: Vec<u8> = Vec::with_capacity(64 * MAX_FRAME);
+        loop {
+            batch.clear();
+            let mut count = 0;
+            let mut last = from;
+            let r = self.spool.for_each_pending(|seq, frame| {
+                if seq < from {
+                    return true;
+                }
+                batch.extend_from_slice(frame);
+                count += 1;
+                last = seq;
+                count < 64
+            });
+            if let Err(e) = r {
+                return Err(std::io::Error::other(e.to_string()));
+            }
+            if count == 0 {
+                return Ok(());
+            }
+            stream.write_all(&batch).await?;
+            self.counters.sent.add(count as u64);
+            from = last.wrapping_add(1);
+        }
+    }
+
     async fn session(
-        &self,
+        &mut self,
         mut stream: TcpStream,
-        outbox: &mut VecDeque<Pending>,
-        next_seq: &mut u32,
         part: &PartHandle,
         stop: &CancellationToken,
     ) -> std::io::Result<()> {
-        for p in outbox.iter() {
-            stream.write_all(&p.frame[..p.len]).await?;
-            self.counters.sent.inc();
-        }
+        self.resend(&mut stream).await?;
         let mut heartbeat = tokio::time::interval(self.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut splitter = FrameSplitter::default();
-        let mut rbuf = [0u8; 512];
-        let mut hb = [0u8; MAX_FRAME];
+        let mut rbuf = [0u8; 1024];
+        let mut out = [0u8; MAX_FRAME];
+        let mut acks: Vec<u32> = Vec::with_capacity(64);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 t = self.input.pop() => {
-                    self.enqueue(outbox, next_seq, &t);
-                    if let Some(p) = outbox.back() {
-                        stream.write_all(&p.frame[..p.len]).await?;
-                        self.counters.sent.inc();
+                    if let Some(seq) = self.spool_transition(&t) {
+                        let (device, epoch, key) = (self.device_id, self.spool.epoch(), &self.key);
+                        let zone = self.zone_names.get(t.zone).map(String::as_str).unwrap_or("?");
+                        if let Ok(n) = wire::encode(&Up::Alert(alert(device, epoch, seq, zone, &t)), key, &mut out) {
+                            stream.write_all(&out[..n]).await?;
+                            self.counters.sent.inc();
+                        }
                     }
                 }
                 _ = heartbeat.tick() => {
                     part.beat();
-                    let ts_ms = wall_ms(tokio::time::Instant::now());
-                    if let Ok(n) = wire::encode(&Up::Heartbeat { device_id: self.device_id, ts_ms, health: 0 }, &mut hb) {
-                        stream.write_all(&hb[..n]).await?;
+                    let hb = Up::Heartbeat {
+                        device_id: self.device_id,
+                        epoch: self.spool.epoch(),
+                        ts_ms: wall_ms(tokio::time::Instant::now()),
+                        health: 0,
+                        spool_pending: self.spool.pending() as u32,
+                        spool_dropped: self.spool.dropped.min(u32::MAX as u64) as u32,
+                    };
+                    if let Ok(n) = wire::encode(&hb, &self.key, &mut out) {
+                        stream.write_all(&out[..n]).await?;
                     }
                 }
                 r = stream.read(&mut rbuf) => {
@@ -203,22 +251,29 @@ impl UplinkTask {
                     if n == 0 {
                         return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "collector closed the connection"));
                     }
-                    let mut acked = Vec::<u32>::new();
-                    splitter.feed(&rbuf[..n], |s| {
-                        if let Split::Frame(f) = s {
+                    let key = &self.key;
+                    let rejected = &self.counters.rejected_acks;
+                    splitter.feed(&rbuf[..n], |s| match s {
+                        Split::Frame(f) => {
                             let mut scratch = [0u8; MAX_MESSAGE];
-                            if let Ok(Down::Ack { seq }) = wire::decode::<Down>(f, &mut scratch) {
-                                acked.push(seq);
+                            match wire::decode_down(f, key, &mut scratch) {
+                                Ok(Down::Ack { seq }) => acks.push(seq),
+                                Err(e) => {
+                                    rejected.inc();
+                                    log::warn!("uplink: acknowledgement rejected: {e}");
+                                }
                             }
                         }
+                        Split::Oversize => rejected.inc(),
                     });
-                    for seq in acked {
-                        if let Some(i) = outbox.iter().position(|p| p.seq == seq) {
-                            outbox.remove(i);
-                            self.counters.acked.inc();
+                    for seq in acks.drain(..) {
+                        match self.spool.ack(seq) {
+                            Ok(true) => self.counters.acked.inc(),
+                            Ok(false) => {}
+                            Err(e) => log::error!("uplink spool cannot record acknowledgement {seq}: {e}"),
                         }
                     }
-                    self.counters.pending.set(outbox.len() as f64);
+                    self.update_gauges();
                 }
             }
         }

@@ -1,9 +1,14 @@
-//! The uplink wire format: a version byte, a postcard body, COBS framing with a 0x00 terminator, all encoded
-//! into and decoded from fixed buffers. Golden-byte tests pin the encoding; change `VERSION` to change it.
+//! The uplink wire format: a version byte, a postcard body, and (from version 2) a 16-byte authentication tag
+//! (HMAC-SHA256 over version and body with the device's key, truncated to 128 bits as RFC 2104 allows), all
+//! COBS-framed with a 0x00 terminator and encoded into / decoded from fixed buffers. Golden-byte tests pin
+//! each version; the decoder of version 1 stays (and stays tested) so old appliances keep reporting.
 
 use serde::{Deserialize, Serialize};
 
-pub const VERSION: u8 = 1;
+/// The version this build sends.
+pub const VERSION: u8 = 2;
+/// Length of the authentication tag of a version-2 frame.
+pub const TAG_LEN: usize = 16;
 /// Largest encoded message (version + body) we accept; also the size of every fixed buffer.
 pub const MAX_MESSAGE: usize = 128;
 /// Largest COBS frame on the wire, terminator included.
@@ -14,9 +19,59 @@ pub const MAX_ZONE_NAME: usize = 24;
 pub const UNKNOWN_DECI_C: i16 = i16::MIN;
 pub const UNKNOWN_DECI_PCT: u16 = u16::MAX;
 
-/// A zone state change reported upstream.
+/// A zone state change reported upstream (version 2).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Alert<'a> {
+    pub device_id: u32,
+    /// The spool's epoch: a new one after the spool is wiped, so sequence numbers restarting are not taken
+    /// for old alerts.
+    pub epoch: u32,
+    pub seq: u32,
+    /// Milliseconds since the Unix epoch, when the decision was made.
+    pub ts_ms: u64,
+    pub zone: &'a str,
+    /// `ZoneState::level` before and after.
+    pub from: u8,
+    pub to: u8,
+    /// `event::evidence` bits.
+    pub sources: u8,
+    /// Vision score in 1/1000.
+    pub vision_milli: u16,
+    /// Hottest thermal pixel in 1/10 °C; `UNKNOWN_DECI_C` before any thermal frame.
+    pub max_deci_c: i16,
+    /// Its rate of rise in 1/10 °C per minute; `UNKNOWN_DECI_C` until known.
+    pub rise_deci_c_min: i16,
+    /// Smoke in 1/10 %; `UNKNOWN_DECI_PCT` before any smoke reading.
+    pub smoke_deci_pct: u16,
+    /// `flags::*`.
+    pub flags: u8,
+}
+
+pub mod flags {
+    /// Caused by an operator's output test, not by evidence.
+    pub const TEST: u8 = 1;
+    /// Caused by an operator (acknowledge, silence, reset).
+    pub const OPERATOR: u8 = 2;
+}
+
+/// Appliance → collector (version 2).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Up<'a> {
+    #[serde(borrow)]
+    Alert(Alert<'a>),
+    /// `health`: bit per failing part class (see `telemetry`); `spool_dropped`: alerts lost to a full spool.
+    Heartbeat { device_id: u32, epoch: u32, ts_ms: u64, health: u32, spool_pending: u32, spool_dropped: u32 },
+}
+
+/// Collector → appliance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Down {
+    Ack { seq: u32 },
+}
+
+/// Version 1 of a zone state change (no epoch, no rate of rise, no tag): decoded, no longer sent.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AlertV1<'a> {
     pub device_id: u32,
     pub seq: u32,
     /// Milliseconds since the Unix epoch, when the decision was made.
@@ -35,22 +90,16 @@ pub struct Alert<'a> {
     pub smoke_deci_pct: u16,
 }
 
-/// Appliance → collector.
+/// Version 1 appliance → collector messages.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub enum Up<'a> {
+pub enum UpV1<'a> {
     #[serde(borrow)]
-    Alert(Alert<'a>),
+    Alert(AlertV1<'a>),
     Heartbeat {
         device_id: u32,
         ts_ms: u64,
         health: u32,
     },
-}
-
-/// Collector → appliance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Down {
-    Ack { seq: u32 },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -65,30 +114,112 @@ pub enum WireError {
     Body(postcard::Error),
     #[error("message does not fit {MAX_MESSAGE} bytes")]
     TooLong,
+    #[error("authentication tag does not match")]
+    BadTag,
+    #[error("frame is too short for its authentication tag")]
+    NoTag,
+    #[error("version 1 frames carry no authentication and keys are required")]
+    Unauthenticated,
 }
 
-/// Encodes `msg` as a COBS frame (terminator included) into `out`; returns its length.
-pub fn encode<T: Serialize>(msg: &T, out: &mut [u8; MAX_FRAME]) -> Result<usize, WireError> {
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+fn tag(key: &[u8], data: &[u8]) -> [u8; TAG_LEN] {
+    use hmac::{KeyInit, Mac};
+    let mut out = [0u8; TAG_LEN];
+    // HMAC accepts keys of any length, so this cannot fail; an empty key means "no key configured".
+    if let Ok(mut mac) = <HmacSha256 as KeyInit>::new_from_slice(key) {
+        mac.update(data);
+        out.copy_from_slice(&mac.finalize().into_bytes()[..TAG_LEN]);
+    }
+    out
+}
+
+/// Encodes a version-2 message, tagged with `key`, as a COBS frame (terminator included); returns its length.
+pub fn encode<T: Serialize>(msg: &T, key: &[u8], out: &mut [u8; MAX_FRAME]) -> Result<usize, WireError> {
     let mut raw = [0u8; MAX_MESSAGE];
     raw[0] = VERSION;
+    let body_len = postcard::to_slice(msg, &mut raw[1..MAX_MESSAGE - TAG_LEN]).map_err(|_| WireError::TooLong)?.len();
+    let signed = 1 + body_len;
+    let t = tag(key, &raw[..signed]);
+    raw[signed..signed + TAG_LEN].copy_from_slice(&t);
+    let n = cobs_encode(&raw[..signed + TAG_LEN], out).ok_or(WireError::TooLong)?;
+    out[n] = 0;
+    Ok(n + 1)
+}
+
+/// Encodes a version-1 message (untagged): only for tests of the version-1 decoder and old-device simulation.
+pub fn encode_v1<T: Serialize>(msg: &T, out: &mut [u8; MAX_FRAME]) -> Result<usize, WireError> {
+    let mut raw = [0u8; MAX_MESSAGE];
+    raw[0] = 1;
     let body_len = postcard::to_slice(msg, &mut raw[1..]).map_err(|_| WireError::TooLong)?.len();
     let n = cobs_encode(&raw[..1 + body_len], out).ok_or(WireError::TooLong)?;
     out[n] = 0;
     Ok(n + 1)
 }
 
-/// Decodes one COBS frame (with or without its terminator) into `scratch` and deserialises it from there.
-pub fn decode<'s, T: Deserialize<'s>>(frame: &[u8], scratch: &'s mut [u8; MAX_MESSAGE]) -> Result<T, WireError> {
+/// Un-COBS a frame into `scratch`; returns the raw message length.
+fn unframe(frame: &[u8], scratch: &mut [u8; MAX_MESSAGE]) -> Result<usize, WireError> {
     let frame = frame.strip_suffix(&[0]).unwrap_or(frame);
     if frame.is_empty() {
         return Err(WireError::Empty);
     }
     let n = cobs_decode(frame, scratch).ok_or(WireError::Cobs)?;
+    if n == 0 {
+        return Err(WireError::Empty);
+    }
+    Ok(n)
+}
+
+/// Decodes a collector → appliance frame (version 2, tagged with the device's own key).
+pub fn decode_down(frame: &[u8], key: &[u8], scratch: &mut [u8; MAX_MESSAGE]) -> Result<Down, WireError> {
+    let n = unframe(frame, scratch)?;
+    match scratch[0] {
+        VERSION => {
+            let signed = n.checked_sub(TAG_LEN).filter(|s| *s > 1).ok_or(WireError::NoTag)?;
+            if tag(key, &scratch[..signed]) != scratch[signed..n] {
+                return Err(WireError::BadTag);
+            }
+            postcard::from_bytes(&scratch[1..signed]).map_err(WireError::Body)
+        }
+        v => Err(WireError::Version(v)),
+    }
+}
+
+/// A decoded appliance → collector message of any supported version.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Received<'a> {
+    V2(Up<'a>),
+    V1(UpV1<'a>),
+}
+
+/// Decodes an appliance → collector frame. `key_of(device_id)` returns the device's key, or None when the
+/// collector holds no keys (then tags are not checked and version-1 frames are accepted).
+pub fn decode_up<'s>(
+    frame: &[u8],
+    scratch: &'s mut [u8; MAX_MESSAGE],
+    key_of: impl Fn(u32) -> Option<Vec<u8>>,
+    keys_required: bool,
+) -> Result<Received<'s>, WireError> {
+    let n = unframe(frame, scratch)?;
     let raw: &'s [u8] = &scratch[..n];
-    match raw.first() {
-        None => Err(WireError::Empty),
-        Some(&VERSION) => postcard::from_bytes(&raw[1..]).map_err(WireError::Body),
-        Some(&v) => Err(WireError::Version(v)),
+    match raw[0] {
+        VERSION => {
+            let signed = n.checked_sub(TAG_LEN).filter(|s| *s > 1).ok_or(WireError::NoTag)?;
+            let msg: Up<'s> = postcard::from_bytes(&raw[1..signed]).map_err(WireError::Body)?;
+            let device = match msg {
+                Up::Alert(a) => a.device_id,
+                Up::Heartbeat { device_id, .. } => device_id,
+            };
+            match key_of(device) {
+                Some(key) if tag(&key, &raw[..signed]) != raw[signed..n] => Err(WireError::BadTag),
+                None if keys_required => Err(WireError::BadTag),
+                _ => Ok(Received::V2(msg)),
+            }
+        }
+        1 if keys_required => Err(WireError::Unauthenticated),
+        1 => postcard::from_bytes(&raw[1..]).map(Received::V1).map_err(WireError::Body),
+        v => Err(WireError::Version(v)),
     }
 }
 
@@ -194,8 +325,28 @@ impl FrameSplitter {
 mod tests {
     use super::*;
 
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+
     fn typical() -> Alert<'static> {
         Alert {
+            device_id: 42,
+            epoch: 1_795_000_000,
+            seq: 1234,
+            ts_ms: 1_795_000_000_000,
+            zone: "boiler-room",
+            from: 2,
+            to: 3,
+            sources: 3,
+            vision_milli: 812,
+            max_deci_c: 874,
+            rise_deci_c_min: 215,
+            smoke_deci_pct: 310,
+            flags: 0,
+        }
+    }
+
+    fn typical_v1() -> AlertV1<'static> {
+        AlertV1 {
             device_id: 42,
             seq: 1234,
             ts_ms: 1_795_000_000_000,
@@ -209,34 +360,75 @@ mod tests {
         }
     }
 
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn no_keys(_: u32) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn device_key(d: u32) -> Option<Vec<u8>> {
+        (d == 42).then(|| KEY.to_vec())
+    }
+
     #[test]
-    fn golden_bytes_of_a_typical_alert() {
+    fn golden_bytes_of_a_typical_v2_alert() {
         let mut out = [0u8; MAX_FRAME];
-        let n = encode(&Up::Alert(typical()), &mut out).unwrap();
-        let hex: String = out[..n].iter().map(|b| format!("{b:02x}")).collect();
+        let n = encode(&Up::Alert(typical()), KEY, &mut out).unwrap();
         assert_eq!(
-            hex,
-            // 02 01 | 1f: variant 0, id 42, seq d2 09, ts varint, "boiler-room", 2 -> 3, sources 3, 812, zigzag 874, 310 | 00
-            "02011f2ad20980bcd9f29e340b626f696c65722d726f6f6d020303ac06d40db60200"
+            hex(&out[..n]),
+            "0202262ac08df6d706d20980bcd9f29e340b626f696c65722d726f6f6d020303ac06d40dae03b60211f9848b2331083bcfcf5b0a8ddf4c3df100",
+            "version 2 encoding changed: bump VERSION and keep a decoder for the old one"
         );
-        assert!(n <= 64, "typical alert is {n} bytes");
+        assert!(n <= 64, "a typical alert including its tag is {n} bytes");
+    }
+
+    #[test]
+    fn golden_bytes_of_a_typical_v1_alert_still_decode() {
+        // Pinned when version 1 was current.
+        let golden = "02011f2ad20980bcd9f29e340b626f696c65722d726f6f6d020303ac06d40db60200";
+        let mut out = [0u8; MAX_FRAME];
+        let n = encode_v1(&UpV1::Alert(typical_v1()), &mut out).unwrap();
+        assert_eq!(hex(&out[..n]), golden);
+        let mut scratch = [0u8; MAX_MESSAGE];
+        assert_eq!(decode_up(&out[..n], &mut scratch, no_keys, false), Ok(Received::V1(UpV1::Alert(typical_v1()))));
+        let mut scratch = [0u8; MAX_MESSAGE];
+        assert_eq!(decode_up(&out[..n], &mut scratch, device_key, true), Err(WireError::Unauthenticated));
     }
 
     #[test]
     fn round_trip_and_rejections() {
         let mut out = [0u8; MAX_FRAME];
-        let n = encode(&Up::Alert(typical()), &mut out).unwrap();
+        let n = encode(&Up::Alert(typical()), KEY, &mut out).unwrap();
         let mut scratch = [0u8; MAX_MESSAGE];
-        let back: Up<'_> = decode(&out[..n], &mut scratch).unwrap();
-        assert_eq!(back, Up::Alert(typical()));
+        assert_eq!(decode_up(&out[..n], &mut scratch, device_key, true), Ok(Received::V2(Up::Alert(typical()))));
 
+        // Wrong key.
         let mut scratch = [0u8; MAX_MESSAGE];
-        assert_eq!(decode::<Up<'_>>(&[0], &mut scratch), Err(WireError::Empty));
-        // Wrong version byte: COBS of [0x09, 0x01].
-        assert_eq!(decode::<Up<'_>>(&[3, 9, 1, 0], &mut scratch), Err(WireError::Version(9)));
-        // Truncated body.
-        let truncated = &out[..n / 2];
-        assert!(decode::<Up<'_>>(truncated, &mut scratch).is_err());
+        assert_eq!(decode_up(&out[..n], &mut scratch, |_| Some(b"other".to_vec()), true), Err(WireError::BadTag));
+        // Tampered body: flip one bit of the zone and re-frame.
+        let mut raw = [0u8; MAX_MESSAGE];
+        let m = cobs_decode(&out[..n - 1], &mut raw).unwrap();
+        raw[12] ^= 1;
+        let mut tampered = [0u8; MAX_FRAME];
+        let k = cobs_encode(&raw[..m], &mut tampered).unwrap();
+        let mut scratch = [0u8; MAX_MESSAGE];
+        assert_eq!(decode_up(&tampered[..k], &mut scratch, device_key, true), Err(WireError::BadTag));
+        // Truncated, empty, unknown version.
+        let mut scratch = [0u8; MAX_MESSAGE];
+        assert!(decode_up(&out[..n / 2], &mut scratch, device_key, true).is_err());
+        let mut scratch = [0u8; MAX_MESSAGE];
+        assert_eq!(decode_up(&[0], &mut scratch, device_key, true), Err(WireError::Empty));
+        let mut scratch = [0u8; MAX_MESSAGE];
+        assert_eq!(decode_up(&[3, 9, 1, 0], &mut scratch, device_key, true), Err(WireError::Version(9)));
+
+        // Acks are tagged too.
+        let n = encode(&Down::Ack { seq: 7 }, KEY, &mut out).unwrap();
+        let mut scratch = [0u8; MAX_MESSAGE];
+        assert_eq!(decode_down(&out[..n], KEY, &mut scratch), Ok(Down::Ack { seq: 7 }));
+        let mut scratch = [0u8; MAX_MESSAGE];
+        assert_eq!(decode_down(&out[..n], b"nope", &mut scratch), Err(WireError::BadTag));
     }
 
     #[test]
@@ -253,18 +445,19 @@ mod tests {
     #[test]
     fn random_bytes_never_panic() {
         let mut x: u32 = 0x1234_5678;
-        let mut scratch = [0u8; MAX_MESSAGE];
         for _ in 0..20_000 {
-            let mut buf = [0u8; 40];
+            let mut buf = [0u8; 60];
             for b in buf.iter_mut() {
                 x ^= x << 13;
                 x ^= x >> 17;
                 x ^= x << 5;
                 *b = x as u8;
             }
-            let len = (x as usize) % 40;
-            let _ = decode::<Up<'_>>(&buf[..len], &mut scratch);
-            let _ = decode::<Down>(&buf[..len], &mut scratch);
+            let len = (x as usize) % 60;
+            let mut scratch = [0u8; MAX_MESSAGE];
+            let _ = decode_up(&buf[..len], &mut scratch, device_key, x.is_multiple_of(2));
+            let mut scratch = [0u8; MAX_MESSAGE];
+            let _ = decode_down(&buf[..len], KEY, &mut scratch);
         }
     }
 }

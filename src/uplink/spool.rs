@@ -1,0 +1,468 @@
+//! The durable outbox: every alert is appended to an on-disk spool before it is sent, and leaves it only when
+//! the collector has acknowledged it. Append-only segment files hold records `[len u16][crc32 u32][seq u32]
+//! [frame]`, each written with a single `write`; on open, a record whose length or CRC does not check (a torn
+//! tail after a crash or power cut) ends that segment and is truncated away. The acknowledged high-water mark
+//! and the spool's epoch live in a small `state` file replaced atomically (write, fsync, rename), so sequence
+//! numbers keep counting across restarts and a wiped spool starts a new epoch the collector can tell apart.
+//!
+//! Size is bounded: when a new record would exceed `max_bytes`, the oldest segment is dropped and its records
+//! counted (reported upstream in heartbeats). fsync policy, for SD cards: `Always` syncs every record (alerts
+//! are rare — state changes, not samples — so this costs little wear and is the default); `Never` leaves it to
+//! the kernel (safe against a process crash or SIGKILL, not against power loss).
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+const HEADER: usize = 2 + 4 + 4;
+/// A record's frame is at most this long (the wire's fixed buffer).
+pub const MAX_RECORD: usize = super::wire::MAX_FRAME;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    Always,
+    Never,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("record of {0} bytes exceeds the {MAX_RECORD}-byte limit")]
+    TooLarge(usize),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io { path: path.to_path_buf(), source }
+}
+
+struct Segment {
+    id: u64,
+    path: PathBuf,
+    /// (seq, offset, total record length) of each record, in file order.
+    records: Vec<(u32, u64, u32)>,
+    bytes: u64,
+}
+
+/// What `open` found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    pub records: usize,
+    pub torn_bytes: u64,
+    pub segments: usize,
+}
+
+pub struct Spool {
+    dir: PathBuf,
+    segments: VecDeque<Segment>,
+    active: Option<File>,
+    max_bytes: u64,
+    segment_bytes: u64,
+    fsync: Fsync,
+    epoch: u32,
+    acked_upto: u32,
+    /// Acknowledged out of order, above `acked_upto`.
+    acked_ahead: BTreeSet<u32>,
+    next_seq: u32,
+    total_bytes: u64,
+    pub dropped: u64,
+}
+
+fn crc(seq: u32, frame: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&seq.to_le_bytes());
+    h.update(frame);
+    h.finalize()
+}
+
+impl Spool {
+    /// Opens (or creates) the spool in `dir`, recovering from any torn tail.
+    pub fn open(dir: &Path, max_bytes: u64, fsync: Fsync) -> Result<(Spool, Recovery), SpoolError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let state_path = dir.join("state");
+        let (epoch, acked_upto) = match std::fs::read(&state_path) {
+            Ok(b) if b.len() == 12 && crc32fast::hash(&b[..8]).to_le_bytes() == b[8..12] => {
+                (u32::from_le_bytes([b[0], b[1], b[2], b[3]]), u32::from_le_bytes([b[4], b[5], b[6], b[7]]))
+            }
+            // A missing or damaged state file starts a new epoch, so the collector cannot mistake new alerts
+            // for old ones it already has.
+            _ => (
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as u32)
+                    .unwrap_or(1)
+                    .max(1),
+                0,
+            ),
+        };
+        let mut ids: Vec<u64> = std::fs::read_dir(dir)
+            .map_err(io(dir))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".seg")?.parse().ok())
+            .collect();
+        ids.sort_unstable();
+        let mut spool = Spool {
+            dir: dir.to_path_buf(),
+            segments: VecDeque::new(),
+            active: None,
+            max_bytes: max_bytes.max(4096),
+            segment_bytes: (max_bytes / 8).clamp(4096, 1 << 20),
+            fsync,
+            epoch,
+            acked_upto,
+            acked_ahead: BTreeSet::new(),
+            next_seq: acked_upto.wrapping_add(1).max(1),
+            total_bytes: 0,
+            dropped: 0,
+        };
+        let mut rec = Recovery::default();
+        for id in ids {
+            let path = dir.join(format!("{id:016}.seg"));
+            let (seg, torn) = Self::scan(id, &path)?;
+            rec.torn_bytes += torn;
+            rec.records += seg.records.len();
+            rec.segments += 1;
+            if let Some(&(last, _, _)) = seg.records.last() {
+                spool.next_seq = spool.next_seq.max(last.wrapping_add(1));
+            }
+            spool.total_bytes += seg.bytes;
+            spool.segments.push_back(seg);
+        }
+        spool.write_state()?;
+        spool.compact()?;
+        Ok((spool, rec))
+    }
+
+    fn scan(id: u64, path: &Path) -> Result<(Segment, u64), SpoolError> {
+        let mut f = OpenOptions::new().read(true).write(true).open(path).map_err(io(path))?;
+        let mut data = Vec::new();
+        f.read_to_end(&mut data).map_err(io(path))?;
+        let mut records = Vec::new();
+        let mut pos = 0usize;
+        while pos + HEADER <= data.len() {
+            let len = u16::from_le_bytes([data[pos], data[pos + 1]]) as usize;
+            let sum = u32::from_le_bytes([data[pos + 2], data[pos + 3], data[pos + 4], data[pos + 5]]);
+            let seq = u32::from_le_bytes([data[pos + 6], data[pos + 7], data[pos + 8], data[pos + 9]]);
+            let end = pos + HEADER + len;
+            if len == 0 || len > MAX_RECORD || end > data.len() || crc(seq, &data[pos + HEADER..end]) != sum {
+                break;
+            }
+            records.push((seq, pos as u64, (HEADER + len) as u32));
+            pos = end;
+        }
+        let torn = (data.len() - pos) as u64;
+        if torn > 0 {
+            f.set_len(pos as u64).map_err(io(path))?;
+            f.sync_all().map_err(io(path))?;
+        }
+        Ok((Segment { id, path: path.to_path_buf(), records, bytes: pos as u64 }, torn))
+    }
+
+    fn write_state(&self) -> Result<(), SpoolError> {
+        let mut b = [0u8; 12];
+        b[..4].copy_from_slice(&self.epoch.to_le_bytes());
+        b[4..8].copy_from_slice(&self.acked_upto.to_le_bytes());
+        let sum = crc32fast::hash(&b[..8]);
+        b[8..].copy_from_slice(&sum.to_le_bytes());
+        let tmp = self.dir.join("state.tmp");
+        let path = self.dir.join("state");
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(&b).map_err(io(&tmp))?;
+        if self.fsync == Fsync::Always {
+            f.sync_all().map_err(io(&tmp))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        Ok(())
+    }
+
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// The sequence number the next appended record gets.
+    pub fn next_seq(&self) -> u32 {
+        self.next_seq
+    }
+
+    pub fn pending(&self) -> usize {
+        self.segments.iter().map(|s| s.records.iter().filter(|r| !self.is_acked(r.0)).count()).sum()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.total_bytes
+    }
+
+    fn is_acked(&self, seq: u32) -> bool {
+        seq <= self.acked_upto || self.acked_ahead.contains(&seq)
+    }
+
+    /// Appends a record with the next sequence number; `frame` is built by `make(seq)`. Returns the seq.
+    pub fn append(
+        &mut self,
+        make: impl FnOnce(u32, &mut [u8; MAX_RECORD]) -> Option<usize>,
+    ) -> Result<u32, SpoolError> {
+        let seq = self.next_seq;
+        let mut buf = [0u8; HEADER + MAX_RECORD];
+        let (head, body) = buf.split_at_mut(HEADER);
+        let body: &mut [u8; MAX_RECORD] = body.try_into().map_err(|_| SpoolError::TooLarge(0))?;
+        let len = make(seq, body).ok_or(SpoolError::TooLarge(MAX_RECORD + 1))?;
+        if len == 0 || len > MAX_RECORD {
+            return Err(SpoolError::TooLarge(len));
+        }
+        head[..2].copy_from_slice(&(len as u16).to_le_bytes());
+        head[2..6].copy_from_slice(&crc(seq, &body[..len]).to_le_bytes());
+        head[6..10].copy_from_slice(&seq.to_le_bytes());
+        let total = (HEADER + len) as u64;
+        while self.total_bytes + total > self.max_bytes && !self.segments.is_empty() {
+            self.drop_oldest()?;
+        }
+        let need_new = match self.segments.back() {
+            Some(s) => self.active.is_none() || s.bytes + total > self.segment_bytes,
+            None => true,
+        };
+        if need_new {
+            let id = self.segments.back().map(|s| s.id + 1).unwrap_or(1);
+            let path = self.dir.join(format!("{id:016}.seg"));
+            let f = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
+            self.active = Some(f);
+            self.segments.push_back(Segment { id, path, records: Vec::new(), bytes: 0 });
+        }
+        let (Some(f), Some(seg)) = (self.active.as_mut(), self.segments.back_mut()) else {
+            return Err(SpoolError::TooLarge(0));
+        };
+        // One write per record: a crash leaves either the whole record or a torn tail that `scan` drops.
+        f.write_all(&buf[..total as usize]).map_err(io(&seg.path))?;
+        if self.fsync == Fsync::Always {
+            f.sync_data().map_err(io(&seg.path))?;
+        }
+        seg.records.push((seq, seg.bytes, total as u32));
+        seg.bytes += total;
+        self.total_bytes += total;
+        self.next_seq = seq.wrapping_add(1).max(1);
+        Ok(seq)
+    }
+
+    fn drop_oldest(&mut self) -> Result<(), SpoolError> {
+        if let Some(seg) = self.segments.pop_front() {
+            let lost = seg.records.iter().filter(|r| !self.is_acked(r.0)).count() as u64;
+            self.dropped += lost;
+            if let Some(&(last, _, _)) = seg.records.last() {
+                // Dropped alerts count as handled, so the ack mark can move past them.
+                if last > self.acked_upto {
+                    self.acked_upto = last;
+                    self.acked_ahead.retain(|s| *s > last);
+                }
+            }
+            self.total_bytes -= seg.bytes;
+            if self.segments.is_empty() {
+                self.active = None;
+            }
+            std::fs::remove_file(&seg.path).map_err(io(&seg.path))?;
+            if lost > 0 {
+                log::warn!("uplink spool full: dropped {lost} unacknowledged alerts (oldest first)");
+            }
+            self.write_state()?;
+        }
+        Ok(())
+    }
+
+    /// Marks `seq` acknowledged; frees fully acknowledged segments.
+    pub fn ack(&mut self, seq: u32) -> Result<bool, SpoolError> {
+        if self.is_acked(seq) || seq >= self.next_seq {
+            return Ok(false);
+        }
+        self.acked_ahead.insert(seq);
+        let before = self.acked_upto;
+        while self.acked_ahead.remove(&self.acked_upto.wrapping_add(1)) {
+            self.acked_upto = self.acked_upto.wrapping_add(1);
+        }
+        // Holes left by dropped or never-written seqs: advance over seqs no segment holds any more.
+        let lowest_held = self.segments.iter().flat_map(|s| s.records.iter()).map(|r| r.0).find(|s| !self.is_acked(*s));
+        if let Some(&first_ahead) = self.acked_ahead.first()
+            && lowest_held.is_none_or(|l| l > first_ahead)
+        {
+            let upto = lowest_held.map(|l| l - 1).unwrap_or(self.next_seq - 1);
+            self.acked_upto = self.acked_upto.max(upto);
+            let a = self.acked_upto;
+            self.acked_ahead.retain(|s| *s > a);
+        }
+        if self.acked_upto != before {
+            self.write_state()?;
+            self.compact()?;
+        }
+        Ok(true)
+    }
+
+    /// Deletes segments whose every record is acknowledged (keeping the active one open for appends).
+    fn compact(&mut self) -> Result<(), SpoolError> {
+        while self.segments.len() > 1 {
+            let done = self.segments.front().is_some_and(|s| s.records.iter().all(|r| self.is_acked(r.0)));
+            if !done {
+                break;
+            }
+            if let Some(seg) = self.segments.pop_front() {
+                self.total_bytes -= seg.bytes;
+                std::fs::remove_file(&seg.path).map_err(io(&seg.path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `each(seq, frame)` for every unacknowledged record, oldest first (for resending after a reconnect).
+    pub fn for_each_pending(&self, mut each: impl FnMut(u32, &[u8]) -> bool) -> Result<(), SpoolError> {
+        let mut buf = [0u8; HEADER + MAX_RECORD];
+        for seg in &self.segments {
+            let mut f = File::open(&seg.path).map_err(io(&seg.path))?;
+            for &(seq, off, len) in &seg.records {
+                if self.is_acked(seq) {
+                    continue;
+                }
+                f.seek(SeekFrom::Start(off)).map_err(io(&seg.path))?;
+                let rec = &mut buf[..len as usize];
+                f.read_exact(rec).map_err(io(&seg.path))?;
+                if !each(seq, &rec[HEADER..]) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ember-spool-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn put(s: &mut Spool, text: &str) -> u32 {
+        s.append(|seq, buf| {
+            let b = format!("{seq}:{text}");
+            buf[..b.len()].copy_from_slice(b.as_bytes());
+            Some(b.len())
+        })
+        .unwrap()
+    }
+
+    fn pending(s: &Spool) -> Vec<(u32, String)> {
+        let mut v = Vec::new();
+        s.for_each_pending(|seq, f| {
+            v.push((seq, String::from_utf8_lossy(f).into_owned()));
+            true
+        })
+        .unwrap();
+        v
+    }
+
+    #[test]
+    fn survives_reopen_and_keeps_counting() {
+        let d = dir("reopen");
+        let (mut s, r) = Spool::open(&d, 1 << 20, Fsync::Never).unwrap();
+        assert_eq!(r, Recovery::default());
+        let epoch = s.epoch();
+        for i in 0..5 {
+            put(&mut s, &format!("a{i}"));
+        }
+        s.ack(1).unwrap();
+        s.ack(2).unwrap();
+        drop(s);
+        let (s, r) = Spool::open(&d, 1 << 20, Fsync::Never).unwrap();
+        assert_eq!(r.records, 5);
+        assert_eq!(s.epoch(), epoch);
+        assert_eq!(pending(&s).iter().map(|p| p.0).collect::<Vec<_>>(), [3, 4, 5]);
+        assert_eq!(s.next_seq(), 6);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn torn_tail_is_truncated_and_the_rest_kept() {
+        let d = dir("torn");
+        let (mut s, _) = Spool::open(&d, 1 << 20, Fsync::Never).unwrap();
+        for i in 0..3 {
+            put(&mut s, &format!("r{i}"));
+        }
+        drop(s);
+        let seg = std::fs::read_dir(&d)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .find(|e| e.path().extension().is_some_and(|x| x == "seg"))
+            .unwrap();
+        let mut f = OpenOptions::new().append(true).open(seg.path()).unwrap();
+        f.write_all(&[7, 0, 1, 2, 3]).unwrap();
+        drop(f);
+        let (mut s, r) = Spool::open(&d, 1 << 20, Fsync::Never).unwrap();
+        assert_eq!((r.records, r.torn_bytes), (3, 5));
+        assert_eq!(put(&mut s, "after"), 4);
+        drop(s);
+        let (s, _) = Spool::open(&d, 1 << 20, Fsync::Never).unwrap();
+        assert_eq!(pending(&s).len(), 4);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn corrupted_middle_record_ends_the_segment_without_panic() {
+        let d = dir("corrupt");
+        let (mut s, _) = Spool::open(&d, 1 << 20, Fsync::Never).unwrap();
+        for i in 0..4 {
+            put(&mut s, &format!("c{i}"));
+        }
+        drop(s);
+        let seg = std::fs::read_dir(&d)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .find(|e| e.path().extension().is_some_and(|x| x == "seg"))
+            .unwrap();
+        let mut bytes = std::fs::read(seg.path()).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xFF;
+        std::fs::write(seg.path(), &bytes).unwrap();
+        let (s, r) = Spool::open(&d, 1 << 20, Fsync::Never).unwrap();
+        assert!(r.records < 4 && r.torn_bytes > 0);
+        assert!(pending(&s).iter().all(|(seq, t)| t.starts_with(&format!("{seq}:"))));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn full_spool_drops_oldest_and_counts() {
+        let d = dir("full");
+        let (mut s, _) = Spool::open(&d, 8192, Fsync::Never).unwrap();
+        for i in 0..2000 {
+            put(&mut s, &format!("payload-{i:06}"));
+        }
+        assert!(s.bytes() <= 8192);
+        assert!(s.dropped > 0);
+        let p = pending(&s);
+        assert_eq!(p.last().map(|x| x.0), Some(2000), "the newest alerts are kept");
+        assert_eq!(p.len() as u64 + s.dropped, 2000);
+        // Everything left can be acknowledged and the spool empties.
+        for (seq, _) in &p {
+            s.ack(*seq).unwrap();
+        }
+        assert_eq!(s.pending(), 0);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn acks_out_of_order_and_segments_are_freed() {
+        let d = dir("acks");
+        let (mut s, _) = Spool::open(&d, 1 << 20, Fsync::Never).unwrap();
+        for i in 0..500 {
+            put(&mut s, &format!("x{i:04}"));
+        }
+        let segs_before = std::fs::read_dir(&d).unwrap().count();
+        for seq in (1..=500).rev() {
+            s.ack(seq).unwrap();
+        }
+        assert_eq!(s.pending(), 0);
+        assert!(std::fs::read_dir(&d).unwrap().count() <= segs_before);
+        drop(s);
+        let (s, _) = Spool::open(&d, 1 << 20, Fsync::Never).unwrap();
+        assert_eq!((s.pending(), s.next_seq()), (0, 501));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
