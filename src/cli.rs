@@ -55,6 +55,8 @@ pub enum Command {
         #[command(subcommand)]
         cmd: SimulateCmd,
     },
+    /// The control-room receiver: verifies, acknowledges and de-duplicates alerts, one JSON line each.
+    Collect(crate::tools::collect::Args),
     /// Load tools that measure a running appliance.
     Loadtest {
         #[command(subcommand)]
@@ -118,6 +120,9 @@ pub enum LoadtestCmd {
     /// Many device connections against the sensor port (EmberEye's tcp_sensor_load_test.py flags and JSON),
     /// plus the appliance's own packet count, losses and latency percentiles.
     Sensors(crate::tools::loadtest_sensors::Args),
+    /// Synthetic alerts through the real uplink and spool to a collector, resumable across kills; prints a
+    /// JSON report when every alert is acknowledged.
+    Uplink(crate::tools::loadtest_uplink::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -166,6 +171,14 @@ pub fn main() -> ExitCode {
         Command::Loadtest { cmd: LoadtestCmd::Sensors(args) } => match crate::tools::loadtest_sensors::run(args) {
             Ok(report) => {
                 println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(e) => finish(Err(e)),
+        },
+        Command::Collect(args) => finish(crate::tools::collect::run(args, wait_for_stop(None))),
+        Command::Loadtest { cmd: LoadtestCmd::Uplink(args) } => match crate::tools::loadtest_uplink::run(args) {
+            Ok(report) => {
+                println!("{report}");
                 ExitCode::SUCCESS
             }
             Err(e) => finish(Err(e)),

@@ -138,8 +138,11 @@ impl Collector {
     }
 
     fn emit(&self, v: serde_json::Value) {
+        // One write per line, so a crash leaves at most one torn line (which `recover_from` skips).
+        let mut line = v.to_string();
+        line.push('\n');
         let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = writeln!(sink, "{v}");
+        let _ = sink.write_all(line.as_bytes());
         let _ = sink.flush();
     }
 
