@@ -515,10 +515,18 @@ impl FusionTask {
                         t.max_c,
                         t.smoke_pct
                     ),
-                    ZoneState::PreAlarm | ZoneState::Trouble => {
-                        log::warn!("zone {zone}: {} → {} (evidence {why:?})", t.from.label(), t.to.label())
-                    }
-                    ZoneState::Normal => log::info!("zone {zone}: {} → normal", t.from.label()),
+                    ZoneState::PreAlarm | ZoneState::Trouble => log::warn!(
+                        "zone {zone}: {} → {} ({}, evidence {why:?})",
+                        t.from.label(),
+                        t.to.label(),
+                        crate::event::reason::label(t.reason)
+                    ),
+                    _ => log::info!(
+                        "zone {zone}: {} → {} ({})",
+                        t.from.label(),
+                        t.to.label(),
+                        crate::event::reason::label(t.reason)
+                    ),
                 }
                 if let Some(q) = &uplink
                     && q.push(t) == crate::queue::Pushed::Refused

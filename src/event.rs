@@ -53,6 +53,12 @@ pub enum Observation {
         at: Instant,
         ok: bool,
     },
+    /// An operator's command for one zone, or for all zones when `zone` is None.
+    Operator {
+        zone: Option<usize>,
+        cmd: OperatorCmd,
+        at: Instant,
+    },
 }
 
 /// A source of evidence, by config index.
@@ -62,13 +68,31 @@ pub enum SourceRef {
     Device(usize),
 }
 
-/// The states of a zone. Later issues add ACKNOWLEDGED, SILENCED and TEST.
+/// The states of a zone, as an alarm panel has them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ZoneState {
     Normal,
     PreAlarm,
+    /// Latched until reset.
     Alarm,
+    /// An operator has seen the alarm: relay stays on, siren falls back to a reminder pattern.
+    Acknowledged,
+    /// Sounders off, relay stays on; new evidence re-sounds.
+    Silenced,
+    /// A lost or faulty source; never an alarm.
     Trouble,
+    /// An operator's output test: outputs driven, alerts flagged as test.
+    Test,
+}
+
+/// What an operator (ack button, status page, API) asks of a zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorCmd {
+    Acknowledge,
+    Silence,
+    Reset,
+    TestStart,
+    TestEnd,
 }
 
 impl ZoneState {
@@ -77,7 +101,10 @@ impl ZoneState {
             ZoneState::Normal => "normal",
             ZoneState::PreAlarm => "pre_alarm",
             ZoneState::Alarm => "alarm",
+            ZoneState::Acknowledged => "acknowledged",
+            ZoneState::Silenced => "silenced",
             ZoneState::Trouble => "trouble",
+            ZoneState::Test => "test",
         }
     }
 
@@ -88,7 +115,26 @@ impl ZoneState {
             ZoneState::Trouble => 1,
             ZoneState::PreAlarm => 2,
             ZoneState::Alarm => 3,
+            ZoneState::Acknowledged => 4,
+            ZoneState::Silenced => 5,
+            ZoneState::Test => 6,
         }
+    }
+
+    /// All states, for decoding levels.
+    pub const ALL: [ZoneState; 7] = [
+        ZoneState::Normal,
+        ZoneState::Trouble,
+        ZoneState::PreAlarm,
+        ZoneState::Alarm,
+        ZoneState::Acknowledged,
+        ZoneState::Silenced,
+        ZoneState::Test,
+    ];
+
+    /// A latched alarm in any of its operator-handled forms.
+    pub fn is_alarm(self) -> bool {
+        matches!(self, ZoneState::Alarm | ZoneState::Acknowledged | ZoneState::Silenced)
     }
 }
 
@@ -108,6 +154,49 @@ pub mod evidence {
     }
 }
 
+/// Why a transition happened: the decision trace carried in every alert (upper six bits of its flags byte).
+pub mod reason {
+    pub const EVIDENCE_CLEARED: u8 = 0;
+    /// One kind of evidence: pre-alarm.
+    pub const SINGLE_SOURCE: u8 = 1;
+    /// `min_sources` kinds within the window.
+    pub const K_OF_N: u8 = 2;
+    pub const SMOKE_ALONE: u8 = 3;
+    pub const CRITICAL_HEAT: u8 = 4;
+    pub const OPERATOR_ACK: u8 = 5;
+    pub const OPERATOR_SILENCE: u8 = 6;
+    pub const OPERATOR_RESET: u8 = 7;
+    pub const TEST_START: u8 = 8;
+    pub const TEST_END: u8 = 9;
+    pub const AUTO_RESET: u8 = 10;
+    /// New evidence while acknowledged or silenced: re-sound.
+    pub const ESCALATION: u8 = 11;
+    pub const SOURCE_TROUBLE: u8 = 12;
+    pub const SOURCE_RESTORED: u8 = 13;
+    pub const VISION_ALONE: u8 = 14;
+
+    pub fn label(r: u8) -> &'static str {
+        match r {
+            EVIDENCE_CLEARED => "evidence_cleared",
+            SINGLE_SOURCE => "single_source",
+            K_OF_N => "k_of_n_sources",
+            SMOKE_ALONE => "smoke_alone",
+            CRITICAL_HEAT => "critical_heat",
+            OPERATOR_ACK => "operator_acknowledge",
+            OPERATOR_SILENCE => "operator_silence",
+            OPERATOR_RESET => "operator_reset",
+            TEST_START => "test_start",
+            TEST_END => "test_end",
+            AUTO_RESET => "auto_reset",
+            ESCALATION => "escalation",
+            SOURCE_TROUBLE => "source_trouble",
+            SOURCE_RESTORED => "source_restored",
+            VISION_ALONE => "vision_alone",
+            _ => "unknown",
+        }
+    }
+}
+
 /// A zone changed state: what the alarm outputs and the uplink act on. Carries the evidence that caused it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Transition {
@@ -124,4 +213,6 @@ pub struct Transition {
     pub smoke_pct: f32,
     /// `uplink::wire::flags` (operator test, operator action).
     pub flags: u8,
+    /// `reason::*`: why.
+    pub reason: u8,
 }

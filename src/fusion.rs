@@ -1,13 +1,20 @@
-//! Per-zone fusion as a pure state machine: observations and ticks go in with their time, transitions come
-//! out. A zone needs `min_sources` independent kinds of evidence within its window for ALARM (smoke alone may
-//! count if configured); one kind gives PRE_ALARM. ALARM latches. Lost sources give TROUBLE, never ALARM.
-//! Unlike EmberEye's stateless last-writer-wins fusion, a later quiet reading cannot clear an alarm.
+//! Per-zone fusion as a pure state machine: observations, operator commands and ticks go in with their time;
+//! transitions come out, each with the evidence and the reason behind it (the decision trace in every alert).
+//!
+//! Evidence kinds are vision, thermal, smoke and flame, each counted only after its own persistence (frames or
+//! readings in a row). ALARM needs `min_sources` kinds within `window_secs`, or smoke alone (if configured),
+//! or critical heat alone; a camera alone gives PRE_ALARM unless `vision_alone_alarms`. ALARM latches: an
+//! operator acknowledges (siren to a reminder), silences (siren off, relay on) and resets it; new evidence
+//! while acknowledged or silenced re-sounds. Lost or faulty sources give TROUBLE, never ALARM. TEST drives
+//! the outputs on an operator's request and yields to a real alarm. Unlike EmberEye's stateless
+//! last-writer-wins fusion, no later quiet reading can clear an alarm.
 
 use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::event::{Observation, SourceRef, Transition, ZoneState, evidence};
+use crate::event::{Observation, OperatorCmd, SourceRef, Transition, ZoneState, evidence, reason};
+use crate::uplink::wire::flags;
 
 /// Everything a zone's rule needs, copied out of the config once.
 #[derive(Debug, Clone)]
@@ -15,18 +22,33 @@ pub struct ZoneRule {
     pub vision_threshold: f32,
     pub vision_frames: u32,
     pub thermal_alarm_c: f32,
+    pub thermal_frames: u32,
+    pub rise_alarm_c_per_min: f32,
+    pub rise_min_pixels: u16,
+    pub thermal_critical_c: f32,
+    pub smoke_readings: u32,
     pub min_sources: u32,
     pub window: Duration,
     pub smoke_alone_alarms: bool,
+    pub vision_alone_alarms: bool,
     pub auto_reset: Option<Duration>,
+}
+
+const KINDS: [u8; 4] = [evidence::VISION, evidence::THERMAL, evidence::SMOKE, evidence::FLAME];
+
+fn kind_index(bit: u8) -> usize {
+    KINDS.iter().position(|k| *k == bit).unwrap_or(0)
 }
 
 #[derive(Debug, Clone)]
 struct ZoneRuntime {
     rule: ZoneRule,
     state: ZoneState,
-    /// When each kind of evidence was last seen, indexed by bit position in `evidence`.
+    /// When each kind of evidence was last confirmed, indexed like `KINDS`.
     last_seen: [Option<Instant>; 4],
+    critical_seen: Option<Instant>,
+    /// Evidence kinds present when the alarm was last acknowledged or silenced, to notice escalation.
+    handled_kinds: u8,
     vision_score: f32,
     max_c: f32,
     rise_c_per_min: f32,
@@ -34,20 +56,22 @@ struct ZoneRuntime {
     troubled_sources: u32,
 }
 
-/// Which zones each source feeds, and per-source fixed state.
+/// Consecutive-reading counters of one source for one zone.
+#[derive(Debug, Clone, Copy, Default)]
+struct Streaks {
+    vision: u32,
+    thermal: u32,
+    smoke: u32,
+}
+
 pub struct Fusion {
     zones: Vec<ZoneRuntime>,
     camera_zones: Vec<Vec<usize>>,
     device_zones: Vec<Vec<usize>>,
-    /// Consecutive frames over threshold, per (camera, zone) pair in `camera_zones` order.
-    streak: Vec<Vec<u32>>,
+    /// Per source, per zone it feeds (same order as `camera_zones` / `device_zones`).
+    camera_streaks: Vec<Vec<Streaks>>,
+    device_streaks: Vec<Vec<Streaks>>,
     device_smoke_pct: Vec<f32>,
-}
-
-const KINDS: [u8; 4] = [evidence::VISION, evidence::THERMAL, evidence::SMOKE, evidence::FLAME];
-
-fn kind_index(bit: u8) -> usize {
-    KINDS.iter().position(|k| *k == bit).unwrap_or(0)
 }
 
 impl Fusion {
@@ -60,13 +84,21 @@ impl Fusion {
                     vision_threshold: z.vision_threshold,
                     vision_frames: z.vision_frames.max(1),
                     thermal_alarm_c: z.thermal_alarm_c,
+                    thermal_frames: z.thermal_frames.max(1),
+                    rise_alarm_c_per_min: z.rise_alarm_c_per_min,
+                    rise_min_pixels: z.rise_min_pixels,
+                    thermal_critical_c: z.thermal_critical_c,
+                    smoke_readings: z.smoke_readings.max(1),
                     min_sources: z.min_sources,
                     window: Duration::from_secs_f64(z.window_secs),
                     smoke_alone_alarms: z.smoke_alone_alarms,
+                    vision_alone_alarms: z.vision_alone_alarms,
                     auto_reset: (z.auto_reset_secs > 0.0).then(|| Duration::from_secs_f64(z.auto_reset_secs)),
                 },
                 state: ZoneState::Normal,
                 last_seen: [None; 4],
+                critical_seen: None,
+                handled_kinds: 0,
                 vision_score: 0.0,
                 max_c: f32::NAN,
                 rise_c_per_min: f32::NAN,
@@ -74,22 +106,17 @@ impl Fusion {
                 troubled_sources: 0,
             })
             .collect();
-        let camera_zones: Vec<Vec<usize>> = c
-            .cameras
-            .iter()
-            .map(|cam| {
-                c.zones.iter().enumerate().filter(|(_, z)| z.cameras.contains(&cam.name)).map(|(i, _)| i).collect()
-            })
-            .collect();
-        let device_zones: Vec<Vec<usize>> = c
-            .sensors
-            .devices
-            .iter()
-            .map(|d| c.zones.iter().enumerate().filter(|(_, z)| z.devices.contains(&d.name)).map(|(i, _)| i).collect())
-            .collect();
-        let streak = camera_zones.iter().map(|z| vec![0; z.len()]).collect();
+        let zones_of = |pred: &dyn Fn(&crate::config::Zone) -> bool| -> Vec<usize> {
+            c.zones.iter().enumerate().filter(|(_, z)| pred(z)).map(|(i, _)| i).collect()
+        };
+        let camera_zones: Vec<Vec<usize>> =
+            c.cameras.iter().map(|cam| zones_of(&|z| z.cameras.contains(&cam.name))).collect();
+        let device_zones: Vec<Vec<usize>> =
+            c.sensors.devices.iter().map(|d| zones_of(&|z| z.devices.contains(&d.name))).collect();
+        let camera_streaks = camera_zones.iter().map(|z| vec![Streaks::default(); z.len()]).collect();
+        let device_streaks = device_zones.iter().map(|z| vec![Streaks::default(); z.len()]).collect();
         let device_smoke_pct = c.sensors.devices.iter().map(|d| d.smoke_alarm_pct).collect();
-        Fusion { zones, camera_zones, device_zones, streak, device_smoke_pct }
+        Fusion { zones, camera_zones, device_zones, camera_streaks, device_streaks, device_smoke_pct }
     }
 
     pub fn state(&self, zone: usize) -> Option<ZoneState> {
@@ -100,46 +127,53 @@ impl Fusion {
         self.zones.len()
     }
 
-    /// Applies one observation and emits any transitions it causes.
+    /// Applies one observation or command and emits any transitions it causes.
     pub fn observe(&mut self, obs: &Observation, out: &mut impl FnMut(Transition)) {
         match *obs {
             Observation::Vision(v) => {
                 let Some(zones) = self.camera_zones.get(v.camera) else { return };
                 for (k, &zi) in zones.iter().enumerate() {
                     let z = &mut self.zones[zi];
-                    let streak = &mut self.streak[v.camera][k];
-                    if v.score >= z.rule.vision_threshold {
-                        *streak = streak.saturating_add(1);
-                    } else {
-                        *streak = 0;
-                    }
+                    let s = &mut self.camera_streaks[v.camera][k];
+                    s.vision = if v.score >= z.rule.vision_threshold { s.vision.saturating_add(1) } else { 0 };
                     z.vision_score = v.score;
-                    if *streak >= z.rule.vision_frames {
+                    if s.vision >= z.rule.vision_frames {
                         z.last_seen[kind_index(evidence::VISION)] = Some(v.at);
                     }
                 }
-                self.settle_zones(zones.clone().into_iter(), v.at, out);
+                self.settle_zones(v.camera, true, v.at, out);
             }
             Observation::Thermal(t) => {
                 let Some(zones) = self.device_zones.get(t.device) else { return };
-                for &zi in zones {
+                for (k, &zi) in zones.iter().enumerate() {
                     let z = &mut self.zones[zi];
+                    let s = &mut self.device_streaks[t.device][k];
                     z.max_c = t.max_c;
                     z.rise_c_per_min = t.rise_c_per_min.unwrap_or(f32::NAN);
-                    if t.max_c >= z.rule.thermal_alarm_c {
+                    let rising = z.rule.rise_alarm_c_per_min > 0.0
+                        && t.hot_pixels >= z.rule.rise_min_pixels
+                        && t.rise_c_per_min.is_some_and(|r| r >= z.rule.rise_alarm_c_per_min);
+                    s.thermal =
+                        if t.max_c >= z.rule.thermal_alarm_c || rising { s.thermal.saturating_add(1) } else { 0 };
+                    if s.thermal >= z.rule.thermal_frames {
                         z.last_seen[kind_index(evidence::THERMAL)] = Some(t.at);
                     }
+                    if t.max_c >= z.rule.thermal_critical_c {
+                        z.critical_seen = Some(t.at);
+                    }
                 }
-                self.settle_zones(zones.clone().into_iter(), t.at, out);
+                self.settle_zones(t.device, false, t.at, out);
             }
             Observation::Adc(a) => {
                 let Some(zones) = self.device_zones.get(a.device) else { return };
                 let limit = self.device_smoke_pct.get(a.device).copied().unwrap_or(25.0);
-                for &zi in zones {
+                for (k, &zi) in zones.iter().enumerate() {
                     let z = &mut self.zones[zi];
-                    if let Some(s) = a.smoke_pct {
-                        z.smoke_pct = s;
-                        if s >= limit {
+                    let s = &mut self.device_streaks[a.device][k];
+                    if let Some(p) = a.smoke_pct {
+                        z.smoke_pct = p;
+                        s.smoke = if p >= limit { s.smoke.saturating_add(1) } else { 0 };
+                        if s.smoke >= z.rule.smoke_readings {
                             z.last_seen[kind_index(evidence::SMOKE)] = Some(a.at);
                         }
                     }
@@ -147,69 +181,169 @@ impl Fusion {
                         z.last_seen[kind_index(evidence::FLAME)] = Some(a.at);
                     }
                 }
-                self.settle_zones(zones.clone().into_iter(), a.at, out);
+                self.settle_zones(a.device, false, a.at, out);
             }
             Observation::SourceHealth { source, at, ok } => {
-                let zones = match source {
-                    SourceRef::Camera(i) => self.camera_zones.get(i),
-                    SourceRef::Device(i) => self.device_zones.get(i),
+                let (idx, camera) = match source {
+                    SourceRef::Camera(i) => (i, true),
+                    SourceRef::Device(i) => (i, false),
                 };
-                let Some(zones) = zones.cloned() else { return };
-                for &zi in &zones {
+                let zones = if camera { self.camera_zones.get(idx) } else { self.device_zones.get(idx) };
+                for &zi in zones.into_iter().flatten() {
                     let z = &mut self.zones[zi];
                     z.troubled_sources = if ok { z.troubled_sources.saturating_sub(1) } else { z.troubled_sources + 1 };
                 }
-                self.settle_zones(zones.into_iter(), at, out);
+                self.settle_zones(idx, camera, at, out);
             }
-        }
-    }
-
-    /// Re-evaluates every zone at `now`, so evidence expires and latched alarms can auto-reset.
-    pub fn tick(&mut self, now: Instant, out: &mut impl FnMut(Transition)) {
-        self.settle_zones(0..self.zones.len(), now, out);
-    }
-
-    fn settle_zones(&mut self, zones: impl Iterator<Item = usize>, now: Instant, out: &mut impl FnMut(Transition)) {
-        for zi in zones {
-            let z = &mut self.zones[zi];
-            let active = active_bits(z, now);
-            let kinds = active.count_ones();
-            let confirmed = kinds >= z.rule.min_sources || (z.rule.smoke_alone_alarms && active & evidence::SMOKE != 0);
-            let next = if z.state == ZoneState::Alarm {
-                let quiet_for = z.last_seen.iter().flatten().map(|t| now.saturating_duration_since(*t)).min();
-                match (z.rule.auto_reset, quiet_for) {
-                    (Some(limit), Some(q)) if q >= limit && kinds == 0 => base_state(z),
-                    _ => ZoneState::Alarm,
-                }
-            } else if confirmed {
-                ZoneState::Alarm
-            } else if kinds > 0 {
-                ZoneState::PreAlarm
-            } else {
-                base_state(z)
-            };
-            if next != z.state {
-                let t = Transition {
-                    zone: zi,
-                    at: now,
-                    from: z.state,
-                    to: next,
-                    sources: active | if z.troubled_sources > 0 { evidence::TROUBLE } else { 0 },
-                    vision_score: z.vision_score,
-                    max_c: z.max_c,
-                    rise_c_per_min: z.rise_c_per_min,
-                    smoke_pct: z.smoke_pct,
-                    flags: 0,
+            Observation::Operator { zone, cmd, at } => {
+                let range = match zone {
+                    Some(z) if z < self.zones.len() => z..z + 1,
+                    Some(_) => 0..0,
+                    None => 0..self.zones.len(),
                 };
-                z.state = next;
-                out(t);
+                for zi in range {
+                    self.operator(zi, cmd, at, out);
+                }
             }
         }
     }
-}
 
-fn base_state(z: &ZoneRuntime) -> ZoneState {
-    if z.troubled_sources > 0 { ZoneState::Trouble } else { ZoneState::Normal }
+    /// Re-evaluates every zone at `now`, so evidence expires and alarms can auto-reset.
+    pub fn tick(&mut self, now: Instant, out: &mut impl FnMut(Transition)) {
+        for zi in 0..self.zones.len() {
+            self.settle(zi, now, out);
+        }
+    }
+
+    fn settle_zones(&mut self, source: usize, camera: bool, now: Instant, out: &mut impl FnMut(Transition)) {
+        let zones = if camera { self.camera_zones.get(source) } else { self.device_zones.get(source) };
+        let n = zones.map_or(0, Vec::len);
+        for k in 0..n {
+            let zi = if camera { self.camera_zones[source][k] } else { self.device_zones[source][k] };
+            self.settle(zi, now, out);
+        }
+    }
+
+    fn emit(
+        z: &mut ZoneRuntime,
+        zi: usize,
+        now: Instant,
+        to: ZoneState,
+        why: u8,
+        extra_flags: u8,
+        out: &mut impl FnMut(Transition),
+    ) {
+        if to == z.state {
+            return;
+        }
+        let active = active_bits(z, now);
+        let test = if to == ZoneState::Test || z.state == ZoneState::Test { flags::TEST } else { 0 };
+        let t = Transition {
+            zone: zi,
+            at: now,
+            from: z.state,
+            to,
+            sources: active | if z.troubled_sources > 0 { evidence::TROUBLE } else { 0 },
+            vision_score: z.vision_score,
+            max_c: z.max_c,
+            rise_c_per_min: z.rise_c_per_min,
+            smoke_pct: z.smoke_pct,
+            flags: extra_flags | test | (why << 2),
+            reason: why,
+        };
+        z.state = to;
+        out(t);
+    }
+
+    fn settle(&mut self, zi: usize, now: Instant, out: &mut impl FnMut(Transition)) {
+        let z = &mut self.zones[zi];
+        let active = active_bits(z, now);
+        let kinds = active.count_ones();
+        let critical = z.critical_seen.is_some_and(|t| now.saturating_duration_since(t) <= z.rule.window);
+        let vision_only = active == evidence::VISION;
+        let confirmed = if critical {
+            Some(reason::CRITICAL_HEAT)
+        } else if kinds >= z.rule.min_sources && (!vision_only || z.rule.vision_alone_alarms) {
+            Some(if vision_only { reason::VISION_ALONE } else { reason::K_OF_N })
+        } else if z.rule.smoke_alone_alarms && active & evidence::SMOKE != 0 {
+            Some(reason::SMOKE_ALONE)
+        } else {
+            None
+        };
+        let base = if z.troubled_sources > 0 { ZoneState::Trouble } else { ZoneState::Normal };
+        match z.state {
+            s if s.is_alarm() => {
+                if matches!(s, ZoneState::Acknowledged | ZoneState::Silenced)
+                    && active & !z.handled_kinds != 0
+                    && confirmed.is_some()
+                {
+                    z.handled_kinds = active;
+                    Self::emit(z, zi, now, ZoneState::Alarm, reason::ESCALATION, 0, out);
+                    return;
+                }
+                let quiet_for = z
+                    .last_seen
+                    .iter()
+                    .chain([&z.critical_seen])
+                    .flatten()
+                    .map(|t| now.saturating_duration_since(*t))
+                    .min();
+                if let (Some(limit), Some(q)) = (z.rule.auto_reset, quiet_for)
+                    && q >= limit
+                    && kinds == 0
+                    && !critical
+                {
+                    Self::emit(z, zi, now, base, reason::AUTO_RESET, 0, out);
+                }
+            }
+            ZoneState::Test => {
+                // A real fire during a test is an alarm, not part of the test.
+                if let Some(why) = confirmed {
+                    Self::emit(z, zi, now, ZoneState::Alarm, why, 0, out);
+                }
+            }
+            _ => {
+                let (to, why) = match confirmed {
+                    Some(why) => (ZoneState::Alarm, why),
+                    None if kinds > 0 => (ZoneState::PreAlarm, reason::SINGLE_SOURCE),
+                    None if base == ZoneState::Trouble => (base, reason::SOURCE_TROUBLE),
+                    None if z.state == ZoneState::Trouble => (base, reason::SOURCE_RESTORED),
+                    None => (base, reason::EVIDENCE_CLEARED),
+                };
+                Self::emit(z, zi, now, to, why, 0, out);
+            }
+        }
+    }
+
+    fn operator(&mut self, zi: usize, cmd: OperatorCmd, now: Instant, out: &mut impl FnMut(Transition)) {
+        let z = &mut self.zones[zi];
+        let base = if z.troubled_sources > 0 { ZoneState::Trouble } else { ZoneState::Normal };
+        match (cmd, z.state) {
+            (OperatorCmd::Acknowledge, ZoneState::Alarm) => {
+                z.handled_kinds = active_bits(z, now);
+                Self::emit(z, zi, now, ZoneState::Acknowledged, reason::OPERATOR_ACK, flags::OPERATOR, out);
+            }
+            (OperatorCmd::Silence, ZoneState::Alarm | ZoneState::Acknowledged) => {
+                z.handled_kinds |= active_bits(z, now);
+                Self::emit(z, zi, now, ZoneState::Silenced, reason::OPERATOR_SILENCE, flags::OPERATOR, out);
+            }
+            (OperatorCmd::Reset, s) if s.is_alarm() || s == ZoneState::PreAlarm => {
+                // Forget the evidence: only what the sources report from now on can raise the zone again.
+                z.last_seen = [None; 4];
+                z.critical_seen = None;
+                z.handled_kinds = 0;
+                Self::emit(z, zi, now, base, reason::OPERATOR_RESET, flags::OPERATOR, out);
+            }
+            (OperatorCmd::TestStart, ZoneState::Normal | ZoneState::Trouble | ZoneState::PreAlarm) => {
+                Self::emit(z, zi, now, ZoneState::Test, reason::TEST_START, flags::OPERATOR, out);
+            }
+            (OperatorCmd::TestEnd, ZoneState::Test) => {
+                Self::emit(z, zi, now, base, reason::TEST_END, flags::OPERATOR, out);
+                self.settle(zi, now, out);
+            }
+            _ => {}
+        }
+    }
 }
 
 fn active_bits(z: &ZoneRuntime, now: Instant) -> u8 {
@@ -229,8 +363,9 @@ mod tests {
     use super::*;
     use crate::event::{AdcReading, ThermalSummary, VisionScore};
 
-    fn config() -> Config {
-        let text = r#"
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            r#"
             [[cameras]]
             name = "cam"
             source = "replay"
@@ -243,25 +378,46 @@ mod tests {
             cameras = ["cam"]
             devices = ["dev"]
             vision_frames = 2
-            auto_reset_secs = 30
-        "#;
-        crate::config::load_str("t.toml", text, std::path::Path::new(".")).unwrap().config
+            thermal_frames = 1
+            {extra}
+        "#
+        );
+        crate::config::load_str("t.toml", &text, std::path::Path::new(".")).unwrap().config
     }
 
     fn vision(at: Instant, score: f32) -> Observation {
         Observation::Vision(VisionScore { camera: 0, seq: 0, at, score, fire_pixels: 0, smoke_pixels: 0 })
     }
 
-    fn thermal(at: Instant, max_c: f32) -> Observation {
+    fn thermal_full(at: Instant, max_c: f32, hot_pixels: u16, rise: Option<f32>) -> Observation {
         Observation::Thermal(ThermalSummary {
             device: 0,
             at,
             min_c: 20.0,
             max_c,
             mean_c: 25.0,
-            hot_pixels: 0,
-            rise_c_per_min: None,
+            hot_pixels,
+            rise_c_per_min: rise,
         })
+    }
+
+    fn thermal(at: Instant, max_c: f32) -> Observation {
+        thermal_full(at, max_c, 0, None)
+    }
+
+    fn smoke(at: Instant, pct: f32) -> Observation {
+        Observation::Adc(AdcReading {
+            device: 0,
+            at,
+            smoke_pct: Some(pct),
+            flame_pct: None,
+            flame_digital: None,
+            sent_ns: 0,
+        })
+    }
+
+    fn op(at: Instant, cmd: OperatorCmd) -> Observation {
+        Observation::Operator { zone: Some(0), cmd, at }
     }
 
     fn run(f: &mut Fusion, obs: &[Observation]) -> Vec<Transition> {
@@ -272,61 +428,112 @@ mod tests {
         out
     }
 
+    fn states(tr: &[Transition]) -> Vec<(ZoneState, u8)> {
+        tr.iter().map(|t| (t.to, t.reason)).collect()
+    }
+
     #[test]
-    fn vision_alone_is_pre_alarm_and_needs_persistence() {
-        let mut f = Fusion::from_config(&config());
+    fn vision_alone_is_pre_alarm_even_with_one_source_needed() {
+        let mut f = Fusion::from_config(&config("min_sources = 1"));
         let t0 = Instant::now();
         assert!(run(&mut f, &[vision(t0, 0.9)]).is_empty(), "one frame is not enough");
         let tr = run(&mut f, &[vision(t0 + Duration::from_millis(200), 0.9)]);
-        assert_eq!(tr.len(), 1);
-        assert_eq!((tr[0].from, tr[0].to), (ZoneState::Normal, ZoneState::PreAlarm));
-        assert_eq!(tr[0].sources, evidence::VISION);
+        assert_eq!(states(&tr), [(ZoneState::PreAlarm, reason::SINGLE_SOURCE)]);
+        let mut f = Fusion::from_config(&config("min_sources = 1\nvision_alone_alarms = true"));
+        let tr = run(&mut f, &[vision(t0, 0.9), vision(t0, 0.9)]);
+        assert_eq!(states(&tr), [(ZoneState::Alarm, reason::VISION_ALONE)]);
     }
 
     #[test]
     fn two_kinds_alarm_and_a_quiet_reading_does_not_clear_it() {
-        let mut f = Fusion::from_config(&config());
+        let mut f = Fusion::from_config(&config("auto_reset_secs = 30"));
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
         let tr = run(&mut f, &[vision(ms(0), 0.9), vision(ms(200), 0.9), thermal(ms(300), 75.0)]);
-        assert_eq!(tr.last().map(|t| t.to), Some(ZoneState::Alarm));
-        assert_eq!(tr.last().map(|t| t.sources), Some(evidence::VISION | evidence::THERMAL));
+        assert_eq!(
+            tr.last().map(|t| (t.to, t.reason, t.sources)),
+            Some((ZoneState::Alarm, reason::K_OF_N, evidence::VISION | evidence::THERMAL))
+        );
+        assert_eq!(tr.last().map(|t| t.flags >> 2), Some(reason::K_OF_N), "the reason travels in the flags byte");
         // EmberEye would clear the alarm on the next quiet packet; a latched alarm stays.
         assert!(run(&mut f, &[thermal(ms(400), 20.0), vision(ms(500), 0.0)]).is_empty());
         let mut out = Vec::new();
         f.tick(ms(20_000), &mut |t| out.push(t));
         assert!(out.is_empty(), "latched until auto reset");
         f.tick(ms(31_000), &mut |t| out.push(t));
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].to, ZoneState::Normal);
+        assert_eq!(states(&out), [(ZoneState::Normal, reason::AUTO_RESET)]);
     }
 
     #[test]
-    fn smoke_alone_alarms_when_configured() {
-        let mut f = Fusion::from_config(&config());
+    fn acknowledge_silence_escalate_reset() {
+        let mut f = Fusion::from_config(&config("smoke_readings = 1"));
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        run(&mut f, &[vision(ms(0), 0.9), vision(ms(100), 0.9), thermal(ms(200), 80.0)]);
+        assert_eq!(f.state(0), Some(ZoneState::Alarm));
+        let tr = run(&mut f, &[op(ms(1000), OperatorCmd::Acknowledge)]);
+        assert_eq!(states(&tr), [(ZoneState::Acknowledged, reason::OPERATOR_ACK)]);
+        assert_ne!(tr[0].flags & flags::OPERATOR, 0);
+        // The same evidence again does not re-sound; a new kind (smoke) does.
+        assert!(run(&mut f, &[thermal(ms(1500), 85.0)]).is_empty());
+        let tr = run(&mut f, &[smoke(ms(2000), 40.0)]);
+        assert_eq!(states(&tr), [(ZoneState::Alarm, reason::ESCALATION)]);
+        let tr = run(&mut f, &[op(ms(2500), OperatorCmd::Silence)]);
+        assert_eq!(states(&tr), [(ZoneState::Silenced, reason::OPERATOR_SILENCE)]);
+        let tr = run(&mut f, &[op(ms(3000), OperatorCmd::Reset)]);
+        assert_eq!(states(&tr), [(ZoneState::Normal, reason::OPERATOR_RESET)]);
+        // After a reset only new reports count; the fire is still there, so it comes straight back.
+        let tr = run(&mut f, &[thermal(ms(3500), 90.0), smoke(ms(3600), 45.0)]);
+        assert_eq!(tr.last().map(|t| t.to), Some(ZoneState::Alarm));
+    }
+
+    #[test]
+    fn critical_heat_alarms_alone_and_rate_of_rise_counts_as_thermal() {
+        let mut f = Fusion::from_config(&config(""));
+        let t0 = Instant::now();
+        let tr = run(&mut f, &[thermal(t0, 130.0)]);
+        assert_eq!(states(&tr), [(ZoneState::Alarm, reason::CRITICAL_HEAT)]);
+
+        let mut f = Fusion::from_config(&config(""));
+        let tr = run(&mut f, &[thermal_full(t0, 45.0, 1, Some(30.0))]);
+        assert!(tr.is_empty(), "a single rising pixel is noise");
+        let tr = run(&mut f, &[thermal_full(t0, 45.0, 6, Some(30.0))]);
+        assert_eq!(states(&tr), [(ZoneState::PreAlarm, reason::SINGLE_SOURCE)]);
+        assert_eq!(tr[0].sources, evidence::THERMAL);
+    }
+
+    #[test]
+    fn test_mode_drives_outputs_and_yields_to_a_real_alarm() {
+        let mut f = Fusion::from_config(&config(""));
+        let t0 = Instant::now();
+        let tr = run(&mut f, &[op(t0, OperatorCmd::TestStart)]);
+        assert_eq!(states(&tr), [(ZoneState::Test, reason::TEST_START)]);
+        assert_ne!(tr[0].flags & flags::TEST, 0);
+        let tr = run(&mut f, &[op(t0, OperatorCmd::TestEnd)]);
+        assert_eq!(states(&tr), [(ZoneState::Normal, reason::TEST_END)]);
+        run(&mut f, &[op(t0, OperatorCmd::TestStart)]);
+        let tr = run(&mut f, &[thermal(t0, 150.0)]);
+        assert_eq!(states(&tr), [(ZoneState::Alarm, reason::CRITICAL_HEAT)]);
+        assert!(run(&mut f, &[op(t0, OperatorCmd::TestStart)]).is_empty(), "no test during an alarm");
+    }
+
+    #[test]
+    fn smoke_needs_its_persistence_then_alarms_alone() {
+        let mut f = Fusion::from_config(&config("smoke_readings = 2"));
         let at = Instant::now();
-        let tr = run(
-            &mut f,
-            &[Observation::Adc(AdcReading {
-                device: 0,
-                at,
-                smoke_pct: Some(40.0),
-                flame_pct: None,
-                flame_digital: None,
-                sent_ns: 0,
-            })],
-        );
-        assert_eq!(tr.len(), 1);
-        assert_eq!(tr[0].to, ZoneState::Alarm);
+        assert!(run(&mut f, &[smoke(at, 40.0)]).is_empty());
+        assert!(run(&mut f, &[smoke(at, 10.0), smoke(at, 40.0)]).is_empty(), "a dip restarts the count");
+        let tr = run(&mut f, &[smoke(at, 41.0)]);
+        assert_eq!(states(&tr), [(ZoneState::Alarm, reason::SMOKE_ALONE)]);
     }
 
     #[test]
     fn lost_source_is_trouble_not_alarm() {
-        let mut f = Fusion::from_config(&config());
+        let mut f = Fusion::from_config(&config(""));
         let at = Instant::now();
         let tr = run(&mut f, &[Observation::SourceHealth { source: SourceRef::Device(0), at, ok: false }]);
-        assert_eq!(tr[0].to, ZoneState::Trouble);
+        assert_eq!(states(&tr), [(ZoneState::Trouble, reason::SOURCE_TROUBLE)]);
         let tr = run(&mut f, &[Observation::SourceHealth { source: SourceRef::Device(0), at, ok: true }]);
-        assert_eq!(tr[0].to, ZoneState::Normal);
+        assert_eq!(states(&tr), [(ZoneState::Normal, reason::SOURCE_RESTORED)]);
     }
 }

@@ -53,7 +53,11 @@ fn metric(app_addr: SocketAddr, name_with_labels: &str) -> f64 {
 
 /// Polls a metric until it reaches `want` or 5 s pass.
 fn wait_metric(addr: SocketAddr, name: &str, want: f64) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    wait_metric_for(addr, name, want, Duration::from_secs(5))
+}
+
+fn wait_metric_for(addr: SocketAddr, name: &str, want: f64, limit: Duration) -> f64 {
+    let deadline = Instant::now() + limit;
     loop {
         let v = metric(addr, name);
         if v >= want || Instant::now() > deadline {
@@ -206,7 +210,9 @@ async fn thousands_of_idle_connections_over_the_limit_are_refused_cleanly() {
                 Err(e) => panic!("connect failed (listener backlog exhausted?): {e}"),
             }
         }
-        let refused = wait_metric(telemetry, "ember_sensor_connections_refused_total", 4901.0);
+        // Thousands of accepts and closes: give a busy 2-core machine time, the count is what matters.
+        let refused =
+            wait_metric_for(telemetry, "ember_sensor_connections_refused_total", 4901.0, Duration::from_secs(60));
         assert_eq!(refused, 4901.0, "100 links allowed, the device holds one");
         assert_eq!(metric(telemetry, "ember_sensor_connections_active"), 100.0);
         device.write_all(b"#Sensor:ADC1=280,ADC2=1300!\n").unwrap();

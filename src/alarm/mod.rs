@@ -23,19 +23,25 @@ pub struct Outputs {
 impl Outputs {
     pub const SAFE: Outputs = Outputs { relay: false, siren: Siren::Off, trouble_led: false };
 
-    /// Worst zone wins: any ALARM energises the relay and the steady siren.
+    /// Worst zone wins. Relay: on while any zone is in alarm (acknowledged or silenced included) or testing.
+    /// Siren: steady for an unhandled alarm or a test, pulsed for pre-alarm or an acknowledged alarm (a
+    /// reminder), off when silenced. Trouble LED: any zone in trouble.
     pub fn from_states(states: impl IntoIterator<Item = ZoneState>) -> Self {
         let mut o = Outputs::SAFE;
+        let louder = |a: Siren, b: Siren| match (a, b) {
+            (Siren::Steady, _) | (_, Siren::Steady) => Siren::Steady,
+            (Siren::Pulsed, _) | (_, Siren::Pulsed) => Siren::Pulsed,
+            _ => Siren::Off,
+        };
         for s in states {
-            match s {
-                ZoneState::Alarm => {
-                    o.relay = true;
-                    o.siren = Siren::Steady;
-                }
-                ZoneState::PreAlarm if o.siren == Siren::Off => o.siren = Siren::Pulsed,
-                ZoneState::Trouble => o.trouble_led = true,
-                _ => {}
-            }
+            let siren = match s {
+                ZoneState::Alarm | ZoneState::Test => Siren::Steady,
+                ZoneState::PreAlarm | ZoneState::Acknowledged => Siren::Pulsed,
+                _ => Siren::Off,
+            };
+            o.siren = louder(o.siren, siren);
+            o.relay |= s.is_alarm() || s == ZoneState::Test;
+            o.trouble_led |= s == ZoneState::Trouble;
         }
         o
     }
@@ -109,5 +115,12 @@ mod tests {
         assert_eq!(o, Outputs { relay: true, siren: Siren::Steady, trouble_led: true });
         assert_eq!(Outputs::from_states([ZoneState::Normal]), Outputs::SAFE);
         assert_eq!(Outputs::from_states([ZoneState::PreAlarm]).siren, Siren::Pulsed);
+        assert_eq!(
+            Outputs::from_states([ZoneState::Silenced]),
+            Outputs { relay: true, siren: Siren::Off, trouble_led: false }
+        );
+        assert_eq!(Outputs::from_states([ZoneState::Acknowledged]).siren, Siren::Pulsed);
+        assert_eq!(Outputs::from_states([ZoneState::Silenced, ZoneState::PreAlarm]).siren, Siren::Pulsed);
+        assert!(Outputs::from_states([ZoneState::Test]).relay);
     }
 }

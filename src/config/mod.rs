@@ -167,6 +167,22 @@ pub struct Zone {
     /// Hottest thermal pixel at or above this is thermal evidence. Default 60 °C.
     #[serde(default = "default_thermal_c")]
     pub thermal_alarm_c: f32,
+    /// Consecutive thermal frames over `thermal_alarm_c` (or rising fast) before thermal counts. Default 2.
+    #[serde(default = "default_thermal_frames")]
+    pub thermal_frames: u32,
+    /// A hot cluster rising at least this fast (°C/min) is thermal evidence even below `thermal_alarm_c`
+    /// (the rate-of-rise rule of heat detectors). 0 disables. Default 15.
+    #[serde(default = "default_rise")]
+    pub rise_alarm_c_per_min: f32,
+    /// The rising cluster must span at least this many pixels. Default 2.
+    #[serde(default = "default_rise_pixels")]
+    pub rise_min_pixels: u16,
+    /// A hottest pixel at or above this raises ALARM on its own. Default 120 °C.
+    #[serde(default = "default_critical_c")]
+    pub thermal_critical_c: f32,
+    /// Consecutive smoke readings at the device's alarm level before smoke counts. Default 2.
+    #[serde(default = "default_smoke_readings")]
+    pub smoke_readings: u32,
     /// Independent kinds of evidence (vision, thermal, smoke, flame) needed within `window_secs` for ALARM.
     /// One kind alone gives PRE_ALARM. Default 2.
     #[serde(default = "default_min_sources")]
@@ -178,8 +194,12 @@ pub struct Zone {
     /// its own. Default true.
     #[serde(default = "yes")]
     pub smoke_alone_alarms: bool,
-    /// ALARM is latched; after this many seconds without any evidence the zone returns to NORMAL.
-    /// 0 keeps it latched until the process restarts (a later release adds acknowledge/reset). Default 0.
+    /// Vision alone can raise ALARM (with `min_sources = 1`). Default false: a camera alone gives PRE_ALARM,
+    /// because colour cues alone mistake lamps and sunsets for fire.
+    #[serde(default)]
+    pub vision_alone_alarms: bool,
+    /// ALARM is latched until an operator resets it (button or `POST /api/zones/NAME/reset`); with this set,
+    /// it also resets by itself after that many seconds without any evidence. 0 = operator only. Default 0.
     #[serde(default)]
     pub auto_reset_secs: f64,
 }
@@ -319,6 +339,21 @@ fn default_vision_persist() -> u32 {
 }
 fn default_thermal_c() -> f32 {
     60.0
+}
+fn default_thermal_frames() -> u32 {
+    2
+}
+fn default_rise() -> f32 {
+    15.0
+}
+fn default_rise_pixels() -> u16 {
+    2
+}
+fn default_critical_c() -> f32 {
+    120.0
+}
+fn default_smoke_readings() -> u32 {
+    2
 }
 fn default_min_sources() -> u32 {
     2
@@ -465,6 +500,12 @@ pub fn validate(c: &Config, base_dir: &Path) -> Vec<(Vec<PathSeg>, String)> {
         }
         if !(0.0..=1.0).contains(&z.vision_threshold) {
             push(at("vision_threshold"), format!("vision_threshold must be 0..=1, got {}", z.vision_threshold));
+        }
+        if z.thermal_critical_c < z.thermal_alarm_c {
+            push(at("thermal_critical_c"), "thermal_critical_c must be at least thermal_alarm_c".into());
+        }
+        if z.rise_alarm_c_per_min < 0.0 {
+            push(at("rise_alarm_c_per_min"), "rise_alarm_c_per_min must not be negative".into());
         }
         if z.min_sources == 0 || z.min_sources > 4 {
             push(at("min_sources"), format!("min_sources must be 1..=4, got {}", z.min_sources));

@@ -125,6 +125,7 @@ async fn run_async(args: Args) -> anyhow::Result<serde_json::Value> {
             rise_c_per_min: 0.0,
             smoke_pct: 5.0,
             flags: 0,
+            reason: crate::event::reason::SINGLE_SOURCE,
         };
         // The queue refuses when the uplink is busy; wait rather than lose a synthetic alert.
         while input.push(t) == Pushed::Refused {

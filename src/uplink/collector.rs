@@ -59,11 +59,7 @@ pub struct Collector {
 }
 
 fn state_label(level: u8) -> &'static str {
-    [ZoneState::Normal, ZoneState::Trouble, ZoneState::PreAlarm, ZoneState::Alarm]
-        .into_iter()
-        .find(|s| s.level() == level)
-        .map(ZoneState::label)
-        .unwrap_or("unknown")
+    ZoneState::ALL.into_iter().find(|s| s.level() == level).map(ZoneState::label).unwrap_or("unknown")
 }
 
 fn reason(e: &WireError) -> &'static str {
@@ -177,6 +173,7 @@ impl Collector {
                     "max_c": (a.max_deci_c != wire::UNKNOWN_DECI_C).then(|| a.max_deci_c as f64 / 10.0),
                     "rise_c_per_min": (a.rise_deci_c_min != wire::UNKNOWN_DECI_C).then(|| a.rise_deci_c_min as f64 / 10.0),
                     "smoke_pct": (a.smoke_deci_pct != wire::UNKNOWN_DECI_PCT).then(|| a.smoke_deci_pct as f64 / 10.0),
+                    "reason": crate::event::reason::label(a.flags >> 2),
                     "test": a.flags & wire::flags::TEST != 0,
                     "operator": a.flags & wire::flags::OPERATOR != 0,
                 });

@@ -47,10 +47,11 @@ pub struct Alert<'a> {
     pub flags: u8,
 }
 
+/// The alert's flags byte: two flag bits, and `event::reason` in the upper six bits.
 pub mod flags {
-    /// Caused by an operator's output test, not by evidence.
+    /// Caused by, or during, an operator's output test.
     pub const TEST: u8 = 1;
-    /// Caused by an operator (acknowledge, silence, reset).
+    /// Caused by an operator (acknowledge, silence, reset, test).
     pub const OPERATOR: u8 = 2;
 }
 
