@@ -138,15 +138,19 @@ impl App {
         });
         metrics::register_process(&registry);
 
-        // Telemetry first, so a failing start-up can still be observed.
-        let listener = bind("telemetry", c.telemetry.listen).await?;
-        app.telemetry_addr = listener.local_addr()?;
-        let state = http::HttpState::new(Arc::clone(&registry), Arc::clone(&health));
-        app.spawn("telemetry", None, move |_, stop| async move { Ok(http::serve(listener, state, stop).await?) });
-
         let observations: Queue<Observation> =
             Queue::new("observations", c.runtime.observation_queue, Overflow::DropOldest);
         metrics::register_queue(&registry, "observations", observations.capacity(), observations.stats());
+
+        // Telemetry next, so a failing start-up can still be observed.
+        let listener = bind("telemetry", c.telemetry.listen).await?;
+        app.telemetry_addr = listener.local_addr()?;
+        let operator = http::OperatorPort {
+            queue: observations.clone(),
+            zones: Arc::new(c.zones.iter().map(|z| z.name.clone()).collect()),
+        };
+        let state = http::HttpState::with_operator(Arc::clone(&registry), Arc::clone(&health), operator);
+        app.spawn("telemetry", None, move |_, stop| async move { Ok(http::serve(listener, state, stop).await?) });
 
         // Cameras and their detectors.
         for (i, cam) in c.cameras.iter().enumerate() {
@@ -317,7 +321,14 @@ impl App {
                     .map_err(|e| anyhow::anyhow!("cannot read the uplink key {k}: {e}"))?,
                 None => Vec::new(),
             };
+            let transport = match c.uplink.transport {
+                crate::config::UplinkTransport::Tcp => crate::uplink::Transport::Tcp,
+                crate::config::UplinkTransport::Mqtt => {
+                    crate::uplink::Transport::Mqtt { topic_prefix: c.uplink.topic_prefix.clone() }
+                }
+            };
             let task = UplinkTask {
+                transport,
                 server,
                 device_id: c.site.device_id,
                 key,

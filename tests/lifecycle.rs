@@ -112,3 +112,74 @@ async fn shutdown_sets_outputs_safe_last_after_an_alarm() {
     assert_eq!(after.last(), Some(&Outputs::SAFE), "safe state is applied last: {after:?}");
     assert_eq!(after.len(), before.len() + 1, "nothing touched the outputs after the safe state");
 }
+
+fn http_post(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_acknowledges_silences_and_resets_over_http() {
+    let loaded = load(&site_toml(""));
+    let rec = RecordingOutput::default();
+    let sink = SharedBuf::default();
+    let app = App::start(
+        &loaded,
+        Overrides { alarm: Some(Box::new(rec.clone())), collector_sink: Some(Box::new(sink.clone())) },
+    )
+    .await
+    .unwrap();
+    let addr = app.telemetry_addr;
+    let sink2 = sink.clone();
+    tokio::task::spawn_blocking(move || {
+        let state = || {
+            let (_, m) = http_get(addr, "/metrics");
+            m.lines()
+                .find(|l| l.starts_with("ember_zone_state{zone=\"room\"}"))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        };
+        let wait_state = |want: f64| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while state() != Some(want) {
+                assert!(Instant::now() < deadline, "zone never reached state {want}, now {:?}", state());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
+        wait_state(3.0);
+        assert_eq!(http_post(addr, "/api/zones/nowhere/acknowledge").0, 404);
+        assert_eq!(http_post(addr, "/api/zones/room/dance").0, 404);
+        assert_eq!(http_post(addr, "/api/zones/room/acknowledge").0, 202);
+        wait_state(4.0);
+        assert_eq!(http_post(addr, "/api/zones/all/silence").0, 202);
+        wait_state(5.0);
+        assert_eq!(http_post(addr, "/api/zones/room/reset").0, 202);
+        // The simulated fire is still burning: after the reset, fresh evidence raises the alarm again.
+        wait_state(3.0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let reasons: Vec<String> =
+                sink2.alerts().iter().map(|a| a["reason"].as_str().unwrap_or("").to_owned()).collect();
+            if ["operator_acknowledge", "operator_silence", "operator_reset"]
+                .iter()
+                .all(|r| reasons.iter().any(|x| x == r))
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "operator alerts missing: {reasons:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    app.shutdown().await;
+    let applied = rec.applied.lock().unwrap().clone();
+    use ember_edge::alarm::Siren;
+    assert!(applied.iter().any(|o| o.relay && o.siren == Siren::Off), "silenced: relay on, siren off: {applied:?}");
+    assert_eq!(applied.last(), Some(&Outputs::SAFE));
+}

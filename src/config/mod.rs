@@ -231,7 +231,15 @@ pub struct Uplink {
     /// Send alerts upstream. Default false.
     #[serde(default)]
     pub enabled: bool,
-    /// The collector's address (host:port). Required when enabled.
+    /// "tcp" to `ember-edge collect`, or "mqtt" to a broker (QoS 1). Default "tcp".
+    #[serde(default = "default_transport")]
+    pub transport: UplinkTransport,
+    /// MQTT topic prefix: alerts go to `<prefix>/<device_id>/alert`, heartbeats to `/heartbeat`, and
+    /// `/status` holds a retained online/offline (last will). Default "ember".
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    /// The collector's or broker's address (host:port). Required when enabled (tcp: unless the in-process
+    /// collector is on).
     #[serde(default)]
     pub server: Option<String>,
     /// First reconnect delay; doubles up to `reconnect_max_ms`, with jitter. Default 200 ms.
@@ -263,6 +271,13 @@ pub struct Uplink {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
+pub enum UplinkTransport {
+    Tcp,
+    Mqtt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FsyncPolicy {
     Always,
     Never,
@@ -272,6 +287,8 @@ impl Default for Uplink {
     fn default() -> Self {
         Uplink {
             enabled: false,
+            transport: default_transport(),
+            topic_prefix: default_topic_prefix(),
             server: None,
             reconnect_min_ms: default_reconnect_min(),
             reconnect_max_ms: default_reconnect_max(),
@@ -372,6 +389,12 @@ fn default_reconnect_max() -> u64 {
 }
 fn default_heartbeat() -> u64 {
     30
+}
+fn default_transport() -> UplinkTransport {
+    UplinkTransport::Tcp
+}
+fn default_topic_prefix() -> String {
+    "ember".into()
 }
 fn default_spool_bytes() -> u64 {
     8 << 20
@@ -520,6 +543,10 @@ pub fn validate(c: &Config, base_dir: &Path) -> Vec<(Vec<PathSeg>, String)> {
 
     if c.uplink.enabled {
         match &c.uplink.server {
+            None if c.uplink.transport == UplinkTransport::Mqtt => push(
+                vec![key("uplink"), key("enabled")],
+                "uplink transport mqtt needs `server` (the broker's host:port)".into(),
+            ),
             None if !c.collector.enabled => push(
                 vec![key("uplink"), key("enabled")],
                 "uplink is enabled but neither `server` nor an in-process [collector] is set".into(),
@@ -535,6 +562,12 @@ pub fn validate(c: &Config, base_dir: &Path) -> Vec<(Vec<PathSeg>, String)> {
         push(
             vec![key("uplink"), key("reconnect_min_ms")],
             "reconnect_min_ms must be at least 1 and at most reconnect_max_ms".into(),
+        );
+    }
+    if c.uplink.topic_prefix.is_empty() || c.uplink.topic_prefix.contains(['#', '+']) {
+        push(
+            vec![key("uplink"), key("topic_prefix")],
+            "topic_prefix must be non-empty and free of MQTT wildcards".into(),
         );
     }
     if !(4096..=(1u64 << 34)).contains(&c.uplink.spool_max_bytes) {

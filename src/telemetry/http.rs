@@ -1,5 +1,7 @@
-//! The telemetry HTTP listener: `GET /metrics` (Prometheus text) and `GET /health` (200 `ok`, or 503 naming the
-//! failing parts). A deliberately small HTTP/1.1 server: bounded request size, read timeout, connection cap.
+//! The telemetry HTTP listener: `GET /metrics` (Prometheus text), `GET /health` (200 `ok`, or 503 naming the
+//! failing parts) and the operator's commands `POST /api/zones/{name|all}/{acknowledge|silence|reset|
+//! test-start|test-end}`. A deliberately small HTTP/1.1 server: bounded request size, read timeout,
+//! connection cap. It listens on loopback by default: commands are for the local operator.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,22 +16,72 @@ const MAX_HEAD: usize = 8192;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS: usize = 64;
 
+/// Where operator commands go, and the zone names they may name.
+pub struct OperatorPort {
+    pub queue: crate::queue::Queue<crate::event::Observation>,
+    pub zones: Arc<Vec<String>>,
+}
+
 pub struct HttpState {
     pub registry: Arc<Registry>,
     pub health: Arc<Health>,
+    pub operator: Option<OperatorPort>,
     requests: Counter,
     refused: Counter,
+    commands: Counter,
 }
 
 impl HttpState {
     pub fn new(registry: Arc<Registry>, health: Arc<Health>) -> Arc<Self> {
+        Self::build(registry, health, None)
+    }
+
+    pub fn with_operator(registry: Arc<Registry>, health: Arc<Health>, operator: OperatorPort) -> Arc<Self> {
+        Self::build(registry, health, Some(operator))
+    }
+
+    fn build(registry: Arc<Registry>, health: Arc<Health>, operator: Option<OperatorPort>) -> Arc<Self> {
         let requests = registry.counter("ember_http_requests_total", "Requests served by the telemetry listener.", &[]);
         let refused = registry.counter(
             "ember_http_refused_total",
             "Telemetry connections refused or dropped (over the connection cap, bad or slow requests).",
             &[],
         );
-        Arc::new(HttpState { registry, health, requests, refused })
+        let commands = registry.counter("ember_operator_commands_total", "Operator commands accepted over HTTP.", &[]);
+        Arc::new(HttpState { registry, health, operator, requests, refused, commands })
+    }
+
+    /// `POST /api/zones/{zone}/{command}`: queues the command for fusion.
+    fn operator_command(&self, path: &str) -> (u16, String) {
+        use crate::event::{Observation, OperatorCmd};
+        let Some(op) = &self.operator else { return (404, "no zones\n".into()) };
+        let mut parts = path.trim_start_matches("/api/zones/").split('/');
+        let (Some(zone), Some(cmd), None) = (parts.next(), parts.next(), parts.next()) else {
+            return (404, "use /api/zones/{name|all}/{acknowledge|silence|reset|test-start|test-end}\n".into());
+        };
+        let cmd = match cmd {
+            "acknowledge" | "ack" => OperatorCmd::Acknowledge,
+            "silence" => OperatorCmd::Silence,
+            "reset" => OperatorCmd::Reset,
+            "test-start" => OperatorCmd::TestStart,
+            "test-end" => OperatorCmd::TestEnd,
+            _ => return (404, format!("unknown command `{cmd}`\n")),
+        };
+        let zone_index = if zone == "all" {
+            None
+        } else {
+            match op.zones.iter().position(|z| z == zone) {
+                Some(i) => Some(i),
+                None => return (404, format!("unknown zone `{zone}`\n")),
+            }
+        };
+        let at = tokio::time::Instant::now();
+        if op.queue.push(Observation::Operator { zone: zone_index, cmd, at }) == crate::queue::Pushed::Refused {
+            return (503, "busy, try again\n".into());
+        }
+        self.commands.inc();
+        log::info!("operator: {cmd:?} for zone {zone}");
+        (202, format!("{cmd:?} queued for {zone}\n"))
     }
 }
 
@@ -86,6 +138,10 @@ async fn handle(mut stream: TcpStream, state: &HttpState) -> std::io::Result<()>
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
     state.requests.inc();
+    if method == "POST" && path.starts_with("/api/zones/") {
+        let (status, body) = state.operator_command(path);
+        return respond(&mut stream, status, "text/plain", body.as_bytes()).await;
+    }
     if method != "GET" && method != "HEAD" {
         return respond(&mut stream, 405, "text/plain", b"method not allowed\n").await;
     }
@@ -108,6 +164,7 @@ async fn handle(mut stream: TcpStream, state: &HttpState) -> std::io::Result<()>
 async fn respond(stream: &mut TcpStream, status: u16, ctype: &str, body: &[u8]) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
+        202 => "Accepted",
         404 => "Not Found",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",

@@ -12,9 +12,18 @@ use crate::uplink::collector::{Collector, load_keys};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
-    /// Address to listen on, e.g. 0.0.0.0:4900.
+    /// Address to listen on for appliances using the TCP transport, e.g. 0.0.0.0:4900.
+    #[arg(long, required_unless_present = "mqtt")]
+    pub listen: Option<SocketAddr>,
+    /// Consume alerts from this MQTT broker (host:port) instead of, or besides, listening.
     #[arg(long)]
-    pub listen: SocketAddr,
+    pub mqtt: Option<String>,
+    /// Topic filter to subscribe to.
+    #[arg(long, default_value = "ember/#")]
+    pub mqtt_topic: String,
+    /// MQTT client id; the broker keeps this session's queued alerts while the collector is down.
+    #[arg(long, default_value = "ember-edge-collector")]
+    pub mqtt_client_id: String,
     /// Folder of `<device_id>.key` files; when given, every frame must carry a valid tag.
     #[arg(long)]
     pub keys: Option<PathBuf>,
@@ -86,11 +95,24 @@ pub fn run(
             let state = http::HttpState::new(Arc::clone(&registry), Health::new());
             tokio::spawn(http::serve(l, state, stop.clone()));
         }
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-        log::info!("collector listening on {}", listener.local_addr()?);
-        let serve = tokio::spawn(Arc::clone(&collector).serve(listener, stop.clone()));
+        let mut tasks = Vec::new();
+        if let Some(addr) = args.listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+            log::info!("collector listening on {}", listener.local_addr()?);
+            tasks.push(tokio::spawn(Arc::clone(&collector).serve(listener, stop.clone())));
+        }
+        if let Some(broker) = args.mqtt.clone() {
+            crate::uplink::mqtt::split_host_port(&broker)?;
+            let c = Arc::clone(&collector);
+            tasks.push(tokio::spawn(c.consume_mqtt(
+                broker,
+                args.mqtt_topic.clone(),
+                args.mqtt_client_id.clone(),
+                stop.clone(),
+            )));
+        }
         let why = stop_signal.await;
         log::info!(
             "collector stopping ({why}): {} alerts, {} duplicates ignored",
@@ -98,7 +120,9 @@ pub fn run(
             collector.duplicates.get()
         );
         stop.cancel();
-        let _ = serve.await;
+        for t in tasks {
+            let _ = t.await;
+        }
         Ok(())
     })
 }

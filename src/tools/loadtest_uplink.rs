@@ -16,9 +16,14 @@ use crate::uplink::{UplinkCounters, UplinkTask};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
-    /// The collector (host:port).
+    /// The collector or MQTT broker (host:port).
     #[arg(long)]
     pub server: String,
+    #[arg(long, value_enum, default_value_t = TransportArg::Tcp)]
+    pub transport: TransportArg,
+    /// MQTT topic prefix.
+    #[arg(long, default_value = "ember")]
+    pub topic_prefix: String,
     /// Total alerts to produce over the life of the spool.
     #[arg(long)]
     pub alerts: u32,
@@ -41,6 +46,12 @@ pub struct Args {
     /// Give up waiting for acknowledgements after this many seconds (exit code 1).
     #[arg(long, default_value_t = 120.0)]
     pub wait_secs: f64,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TransportArg {
+    Tcp,
+    Mqtt,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -86,6 +97,10 @@ async fn run_async(args: Args) -> anyhow::Result<serde_json::Value> {
         counters.reconnects.clone(),
     );
     let task = UplinkTask {
+        transport: match args.transport {
+            TransportArg::Tcp => crate::uplink::Transport::Tcp,
+            TransportArg::Mqtt => crate::uplink::Transport::Mqtt { topic_prefix: args.topic_prefix.clone() },
+        },
         server: args.server.clone(),
         device_id: args.device_id,
         key,

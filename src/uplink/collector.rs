@@ -46,10 +46,45 @@ pub fn load_keys(dir: &Path) -> std::io::Result<HashMap<u32, Vec<u8>>> {
     Ok(keys)
 }
 
+/// Which sequence numbers of one (device, epoch) were seen: everything up to `floor`, plus a set above it.
+/// Alerts can arrive out of order (an MQTT broker redelivers queued ones after newer ones), so a high-water
+/// mark is not enough. The set is bounded: holes more than `WINDOW` below the newest seq (alerts the
+/// appliance's full spool dropped) are given up on and folded into `floor`.
+#[derive(Debug, Default)]
+struct Seen {
+    floor: u32,
+    above: std::collections::BTreeSet<u32>,
+}
+
+const WINDOW: u32 = 1 << 16;
+
+impl Seen {
+    /// Records `seq`; false if it was already seen.
+    fn insert(&mut self, seq: u32) -> bool {
+        if seq <= self.floor || !self.above.insert(seq) {
+            return false;
+        }
+        while self.above.remove(&(self.floor + 1)) {
+            self.floor += 1;
+        }
+        if let Some(&top) = self.above.last()
+            && top.saturating_sub(self.floor) > WINDOW
+        {
+            let new_floor = top - WINDOW;
+            self.above.retain(|s| *s > new_floor);
+            self.floor = new_floor;
+            while self.above.remove(&(self.floor + 1)) {
+                self.floor += 1;
+            }
+        }
+        true
+    }
+}
+
 pub struct Collector {
     sink: Mutex<Box<dyn Write + Send>>,
-    /// Highest sequence seen per (device, epoch).
-    last_seq: Mutex<HashMap<(u32, u32), u32>>,
+    /// Sequence numbers seen per (device, epoch).
+    seen: Mutex<HashMap<(u32, u32), Seen>>,
     keys: Option<HashMap<u32, Vec<u8>>>,
     registry: Arc<Registry>,
     rejected: Mutex<HashMap<&'static str, Counter>>,
@@ -79,7 +114,7 @@ impl Collector {
     pub fn new(reg: &Arc<Registry>, sink: Box<dyn Write + Send>, keys: Option<HashMap<u32, Vec<u8>>>) -> Arc<Self> {
         Arc::new(Collector {
             sink: Mutex::new(sink),
-            last_seq: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
             keys,
             registry: Arc::clone(reg),
             rejected: Mutex::new(HashMap::new()),
@@ -100,7 +135,7 @@ impl Collector {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(e),
         };
-        let mut last = self.last_seq.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let mut n = 0;
         for line in std::io::BufReader::new(f).lines() {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&line?) else { continue };
@@ -109,8 +144,7 @@ impl Collector {
             }
             let (Some(d), Some(s)) = (v["device_id"].as_u64(), v["seq"].as_u64()) else { continue };
             let e = v["epoch"].as_u64().unwrap_or(0);
-            let entry = last.entry((d as u32, e as u32)).or_insert(0);
-            *entry = (*entry).max(s as u32);
+            seen.entry((d as u32, e as u32)).or_default().insert(s as u32);
             n += 1;
         }
         Ok(n)
@@ -144,14 +178,7 @@ impl Collector {
 
     /// True if (device, epoch, seq) is new; records it.
     fn fresh(&self, device: u32, epoch: u32, seq: u32) -> bool {
-        let mut last = self.last_seq.lock().unwrap_or_else(|p| p.into_inner());
-        let prev = last.entry((device, epoch)).or_insert(0);
-        if seq > *prev {
-            *prev = seq;
-            true
-        } else {
-            false
-        }
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).entry((device, epoch)).or_default().insert(seq)
     }
 
     /// Handles one decoded message; returns (device, ack) to send, if any.
@@ -223,6 +250,21 @@ impl Collector {
         Some((device, Down::Ack { seq }))
     }
 
+    /// Decodes, verifies and handles one frame (a COBS frame, with or without its terminator); returns the
+    /// acknowledgement to send for it, if any. Bad frames are counted by reason.
+    pub fn receive(&self, frame: &[u8]) -> Option<(u32, Down)> {
+        let key_of = |d: u32| self.keys.as_ref().and_then(|k| k.get(&d).cloned());
+        let mut scratch = [0u8; MAX_MESSAGE];
+        match wire::decode_up(frame, &mut scratch, key_of, self.keys.is_some()) {
+            Ok(msg) => self.handle(msg),
+            Err(e) => {
+                self.reject(reason(&e));
+                log::warn!("collector: frame rejected: {e}");
+                None
+            }
+        }
+    }
+
     /// Serves one appliance connection until it closes.
     pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(&self, mut stream: S) -> std::io::Result<()> {
         let mut splitter = FrameSplitter::default();
@@ -235,16 +277,7 @@ impl Collector {
                 return Ok(());
             }
             splitter.feed(&buf[..n], |s| match s {
-                Split::Frame(f) => {
-                    let mut scratch = [0u8; MAX_MESSAGE];
-                    match wire::decode_up(f, &mut scratch, key_of, self.keys.is_some()) {
-                        Ok(msg) => acks.extend(self.handle(msg)),
-                        Err(e) => {
-                            self.reject(reason(&e));
-                            log::warn!("collector: frame rejected: {e}");
-                        }
-                    }
-                }
+                Split::Frame(f) => acks.extend(self.receive(f)),
                 Split::Oversize => {
                     self.reject("oversize");
                     log::warn!("collector: oversize frame rejected");
@@ -261,6 +294,68 @@ impl Collector {
             if !batch.is_empty() {
                 stream.write_all(&batch).await?;
             }
+        }
+    }
+
+    /// Consumes alerts from an MQTT broker instead of TCP: a persistent session (so the broker queues alerts
+    /// while the collector is down) and manual acknowledgements, sent only after the alert is written.
+    pub async fn consume_mqtt(
+        self: Arc<Self>,
+        broker: String,
+        topic: String,
+        client_id: String,
+        stop: CancellationToken,
+    ) -> anyhow::Result<()> {
+        use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+        let (host, port) = super::mqtt::split_host_port(&broker)?;
+        let mut delay = std::time::Duration::from_millis(200);
+        loop {
+            let mut opts = MqttOptions::new(client_id.clone(), host.clone(), port);
+            opts.set_clean_session(false).set_manual_acks(true).set_keep_alive(std::time::Duration::from_secs(10));
+            let (client, mut events) = AsyncClient::new(opts, 256);
+            // Acks the client's request queue could not take yet. Awaiting here instead would deadlock: the
+            // queue is only drained by `poll`, in this same loop. Unsent acks stall the broker's delivery window.
+            let mut unacked: std::collections::VecDeque<rumqttc::Publish> = std::collections::VecDeque::new();
+            loop {
+                while let Some(p) = unacked.front() {
+                    if client.try_ack(p).is_err() {
+                        break;
+                    }
+                    unacked.pop_front();
+                }
+                let ev = tokio::select! {
+                    _ = stop.cancelled() => {
+                        let _ = client.try_disconnect();
+                        return Ok(());
+                    }
+                    ev = events.poll() => ev,
+                };
+                match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        delay = std::time::Duration::from_millis(200);
+                        log::info!("collector: connected to MQTT broker {broker}, subscribing to {topic}");
+                        if let Err(e) = client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
+                            log::warn!("collector: subscribe failed: {e}");
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if p.topic.ends_with("/alert") || p.topic.ends_with("/heartbeat") {
+                            let _ = self.receive(&p.payload);
+                        }
+                        unacked.push_back(p);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        log::warn!("collector: MQTT connection to {broker} lost: {e}");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(std::time::Duration::from_secs(5));
         }
     }
 
@@ -289,5 +384,22 @@ impl Collector {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod seen_tests {
+    use super::*;
+
+    #[test]
+    fn out_of_order_arrivals_are_new_and_repeats_are_not() {
+        let mut s = Seen::default();
+        assert!(s.insert(2) && s.insert(3) && s.insert(1));
+        assert!(!s.insert(2) && !s.insert(1));
+        assert_eq!((s.floor, s.above.len()), (3, 0));
+        assert!(s.insert(10) && s.insert(5) && !s.insert(10));
+        // A permanent hole (dropped by a full spool) is given up on once far enough behind.
+        assert!(s.insert(10 + WINDOW + 1));
+        assert!(s.floor >= 11 && s.above.len() <= 2);
     }
 }

@@ -6,6 +6,7 @@
 //! reported upstream in heartbeats).
 
 pub mod collector;
+pub mod mqtt;
 pub mod spool;
 pub mod wire;
 
@@ -74,7 +75,17 @@ pub struct UplinkCounters {
     pub rejected_acks: Counter,
 }
 
+/// How alerts travel.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// Framed TCP to `ember-edge collect`, acknowledged per alert.
+    Tcp,
+    /// QoS-1 publishes under this topic prefix, acknowledged by the broker.
+    Mqtt { topic_prefix: String },
+}
+
 pub struct UplinkTask {
+    pub transport: Transport,
     pub server: String,
     pub device_id: u32,
     /// HMAC key shared with the collector; empty when none is configured.
@@ -133,7 +144,14 @@ impl UplinkTask {
         }
     }
 
-    pub async fn run(mut self, part: PartHandle, stop: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(self, part: PartHandle, stop: CancellationToken) -> anyhow::Result<()> {
+        match self.transport.clone() {
+            Transport::Tcp => self.run_tcp(part, stop).await,
+            Transport::Mqtt { topic_prefix } => self.run_mqtt(topic_prefix, part, stop).await,
+        }
+    }
+
+    async fn run_tcp(mut self, part: PartHandle, stop: CancellationToken) -> anyhow::Result<()> {
         let mut jitter = Jitter::new();
         let mut delay = self.reconnect_min;
         self.update_gauges();
