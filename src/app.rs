@@ -384,6 +384,11 @@ impl App {
             })
             .collect();
         let transitions = registry.counter("ember_zone_transitions_total", "Zone state changes.", &[]);
+        let alarm_latency = registry.histogram(
+            "ember_alarm_latency_seconds",
+            "Decisive sensor packet written by the device (its TS field) to the alarm outputs changed.",
+            &[],
+        );
         let decision_latency = registry.histogram(
             "ember_decision_latency_seconds",
             "Sensor packet written by the device (its TS field) to fusion decided and outputs applied.",
@@ -393,7 +398,7 @@ impl App {
         let obs = observations.clone();
         let names = Arc::clone(&zone_names);
         app.spawn("fusion", Some(Duration::from_secs(5)), move |part, stop| {
-            let m = FusionMetrics { zone_gauges, transitions, decision_latency };
+            let m = FusionMetrics { zone_gauges, transitions, decision_latency, alarm_latency };
             FusionTask { fusion, input: obs, alarm: alarm_for_fusion, uplink: uplink_queue, zone_names: names, m }
                 .run(part, stop)
         });
@@ -469,6 +474,7 @@ struct FusionMetrics {
     zone_gauges: Vec<crate::telemetry::Gauge>,
     transitions: crate::telemetry::Counter,
     decision_latency: crate::telemetry::metrics::Histogram,
+    alarm_latency: crate::telemetry::metrics::Histogram,
 }
 
 /// The fusion loop: observations in, transitions out to the alarm outputs (directly) and the uplink queue.
@@ -484,7 +490,8 @@ struct FusionTask {
 impl FusionTask {
     async fn run(self, part: PartHandle, stop: CancellationToken) -> anyhow::Result<()> {
         let FusionTask { mut fusion, input, alarm, uplink, zone_names, m } = self;
-        let FusionMetrics { zone_gauges, transitions, decision_latency } = m;
+        let FusionMetrics { zone_gauges, transitions, decision_latency, alarm_latency } = m;
+        let mut last_outputs = Outputs::SAFE;
         let mut states = vec![ZoneState::Normal; fusion.zone_count()];
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -550,6 +557,11 @@ impl FusionTask {
                 log::error!("alarm outputs could not be set: {e}");
             }
             observe_latency(&decision_latency, sent_ns);
+            if outputs != last_outputs {
+                // The packet that changed the outputs: its latency is input → line change.
+                observe_latency(&alarm_latency, sent_ns);
+                last_outputs = outputs;
+            }
         }
     }
 }

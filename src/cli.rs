@@ -123,6 +123,9 @@ pub enum LoadtestCmd {
     /// Synthetic alerts through the real uplink and spool to a collector, resumable across kills; prints a
     /// JSON report when every alert is acknowledged.
     Uplink(crate::tools::loadtest_uplink::Args),
+    /// Input → alarm output latency: drives a zone into ALARM with stamped smoke packets and resets it, many
+    /// times; reports the appliance's own latency percentiles.
+    Alarm(crate::tools::loadtest_alarm::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -177,6 +180,13 @@ pub fn main() -> ExitCode {
         },
         Command::Collect(args) => finish(crate::tools::collect::run(args, wait_for_stop(None))),
         Command::Loadtest { cmd: LoadtestCmd::Uplink(args) } => match crate::tools::loadtest_uplink::run(args) {
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => finish(Err(e)),
+        },
+        Command::Loadtest { cmd: LoadtestCmd::Alarm(args) } => match crate::tools::loadtest_alarm::run(args) {
             Ok(report) => {
                 println!("{report}");
                 ExitCode::SUCCESS

@@ -1,6 +1,7 @@
 //! Command-line tools built on the library: offline thermal decoding, the sensor simulator and load tool.
 
 pub mod collect;
+pub mod loadtest_alarm;
 pub mod loadtest_sensors;
 pub mod loadtest_uplink;
 pub mod thermal_decode;
