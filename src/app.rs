@@ -115,7 +115,17 @@ impl App {
         let c = &loaded.config;
         let registry = Registry::new();
         let health = Health::new();
-        let alarm: SharedAlarm = Arc::new(Mutex::new(ov.alarm.take().unwrap_or_else(|| crate::alarm::build(&c.alarm))));
+        let board = match &c.site.board {
+            Some(b) => Some(crate::board::load_file(&loaded.resolve(b)).map_err(|p| {
+                anyhow::anyhow!("board profile {b}: {}", p.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("; "))
+            })?),
+            None => None,
+        };
+        let backend = match ov.alarm.take() {
+            Some(a) => a,
+            None => crate::alarm::build(&c.alarm, board.as_ref())?,
+        };
+        let alarm: SharedAlarm = Arc::new(Mutex::new(backend));
         let mut app = App {
             registry: Arc::clone(&registry),
             health: Arc::clone(&health),
@@ -403,6 +413,13 @@ impl App {
                 .run(part, stop)
         });
 
+        if c.alarm.backend == crate::config::AlarmBackend::Gpio
+            && let Some(b) = &board
+        {
+            let (gpio, q) = (b.gpio.clone(), observations.clone());
+            app.spawn("ack-button", None, move |_, stop| crate::alarm::gpio::watch_button(gpio, q, stop));
+        }
+
         if let Some(period) = sdnotify::watchdog_interval() {
             let health = Arc::clone(&health);
             app.spawn("watchdog", None, move |_, stop| async move {
@@ -512,6 +529,9 @@ impl FusionTask {
                 _ = tick.tick() => {
                     part.beat();
                     fusion.tick(tokio::time::Instant::now(), &mut |t| pending.push(t));
+                    if let Err(e) = alarm.lock().unwrap_or_else(|p| p.into_inner()).tick() {
+                        log::error!("alarm outputs could not be set: {e}");
+                    }
                 }
             }
             if pending.is_empty() {

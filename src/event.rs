@@ -88,6 +88,8 @@ pub enum ZoneState {
 /// What an operator (ack button, status page, API) asks of a zone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OperatorCmd {
+    /// The ack button: acknowledges an alarm, or silences an acknowledged one.
+    Button,
     Acknowledge,
     Silence,
     Reset,

@@ -318,6 +318,11 @@ impl Fusion {
     fn operator(&mut self, zi: usize, cmd: OperatorCmd, now: Instant, out: &mut impl FnMut(Transition)) {
         let z = &mut self.zones[zi];
         let base = if z.troubled_sources > 0 { ZoneState::Trouble } else { ZoneState::Normal };
+        let cmd = match (cmd, z.state) {
+            (OperatorCmd::Button, ZoneState::Acknowledged) => OperatorCmd::Silence,
+            (OperatorCmd::Button, _) => OperatorCmd::Acknowledge,
+            (c, _) => c,
+        };
         match (cmd, z.state) {
             (OperatorCmd::Acknowledge, ZoneState::Alarm) => {
                 z.handled_kinds = active_bits(z, now);

@@ -1,6 +1,8 @@
 //! Local alarm outputs, driven only by the local fusion decision (no network in the path). The state of the
 //! outputs is derived from all zone states; a backend applies it. `safe()` is called last at shutdown.
-//! Issue 5 adds GPIO backends (gpiocdev, rppal) beside the log backend.
+//! Backends: `log` (laptops) and `gpio` (the Linux GPIO character device, every board).
+
+pub mod gpio;
 
 use crate::event::ZoneState;
 
@@ -51,6 +53,10 @@ impl Outputs {
 pub trait AlarmOutput: Send {
     fn name(&self) -> &'static str;
     fn apply(&mut self, o: Outputs) -> std::io::Result<()>;
+    /// Called every half second, for patterns (the pulsed siren).
+    fn tick(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
     /// Puts every output in its documented safe state (relay open, siren off).
     fn safe(&mut self) -> std::io::Result<()> {
         self.apply(Outputs::SAFE)
@@ -99,9 +105,14 @@ impl AlarmOutput for RecordingOutput {
     }
 }
 
-pub fn build(c: &crate::config::Alarm) -> Box<dyn AlarmOutput> {
+/// Builds the configured backend; a GPIO backend needs the site's board profile.
+pub fn build(c: &crate::config::Alarm, board: Option<&crate::board::Board>) -> anyhow::Result<Box<dyn AlarmOutput>> {
     match c.backend {
-        crate::config::AlarmBackend::Log => Box::new(LogOutput::default()),
+        crate::config::AlarmBackend::Log => Ok(Box::new(LogOutput::default())),
+        crate::config::AlarmBackend::Gpio => {
+            let b = board.ok_or_else(|| anyhow::anyhow!("[alarm] backend \"gpio\" needs [site] board"))?;
+            Ok(Box::new(gpio::GpioOutputs::open(&b.gpio)?))
+        }
     }
 }
 

@@ -60,11 +60,14 @@ pub struct Site {
     /// Human-readable name for logs. Default "ember-edge".
     #[serde(default = "default_site_name")]
     pub name: String,
+    /// The board profile (relative to this file), e.g. "../board/rpi4.toml": GPIO lines, cameras, UARTs.
+    #[serde(default)]
+    pub board: Option<String>,
 }
 
 impl Default for Site {
     fn default() -> Self {
-        Site { device_id: 1, name: default_site_name() }
+        Site { device_id: 1, name: default_site_name(), board: None }
     }
 }
 
@@ -209,6 +212,8 @@ pub struct Zone {
 pub enum AlarmBackend {
     /// Logs output changes; for laptops and simulated sites.
     Log,
+    /// GPIO lines of the board profile, through the Linux GPIO character device.
+    Gpio,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -577,6 +582,15 @@ pub fn validate(c: &Config, base_dir: &Path) -> Vec<(Vec<PathSeg>, String)> {
         && !base_dir.join(k).is_file()
     {
         push(vec![key("uplink"), key("key_file")], format!("key file `{}` does not exist", base_dir.join(k).display()));
+    }
+    if let Some(b) = &c.site.board {
+        if let Err(problems) = crate::board::load_file(&base_dir.join(b)) {
+            for p in problems {
+                push(vec![key("site"), key("board")], format!("board profile: {p}"));
+            }
+        }
+    } else if c.alarm.backend == AlarmBackend::Gpio {
+        push(vec![key("alarm"), key("backend")], "backend \"gpio\" needs [site] board (a board profile)".into());
     }
     if c.collector.enabled && c.collector.listen.is_none() {
         push(vec![key("collector"), key("enabled")], "collector is enabled but `listen` is not set".into());
