@@ -97,6 +97,25 @@ fn state_label(level: u8) -> &'static str {
     ZoneState::ALL.into_iter().find(|s| s.level() == level).map(ZoneState::label).unwrap_or("unknown")
 }
 
+/// The fields every alert version has, as the collector writes them.
+fn alert_json(version: u8, epoch: u32, a: &wire::AlertV1<'_>) -> serde_json::Value {
+    serde_json::json!({
+        "type": "alert",
+        "version": version,
+        "device_id": a.device_id,
+        "epoch": epoch,
+        "seq": a.seq,
+        "ts_ms": a.ts_ms,
+        "zone": a.zone,
+        "from": state_label(a.from),
+        "to": state_label(a.to),
+        "sources": evidence::names(a.sources).collect::<Vec<_>>(),
+        "vision_score": a.vision_milli as f64 / 1000.0,
+        "max_c": (a.max_deci_c != wire::UNKNOWN_DECI_C).then(|| a.max_deci_c as f64 / 10.0),
+        "smoke_pct": (a.smoke_deci_pct != wire::UNKNOWN_DECI_PCT).then(|| a.smoke_deci_pct as f64 / 10.0),
+    })
+}
+
 fn reason(e: &WireError) -> &'static str {
     match e {
         WireError::Empty => "empty",
@@ -185,45 +204,31 @@ impl Collector {
     fn handle(&self, msg: Received<'_>) -> Option<(u32, Down)> {
         let (device, epoch, seq, alert) = match msg {
             Received::V2(Up::Alert(a)) => {
-                let value = serde_json::json!({
-                    "type": "alert",
-                    "version": 2,
-                    "device_id": a.device_id,
-                    "epoch": a.epoch,
-                    "seq": a.seq,
-                    "ts_ms": a.ts_ms,
-                    "zone": a.zone,
-                    "from": state_label(a.from),
-                    "to": state_label(a.to),
-                    "sources": evidence::names(a.sources).collect::<Vec<_>>(),
-                    "vision_score": a.vision_milli as f64 / 1000.0,
-                    "max_c": (a.max_deci_c != wire::UNKNOWN_DECI_C).then(|| a.max_deci_c as f64 / 10.0),
-                    "rise_c_per_min": (a.rise_deci_c_min != wire::UNKNOWN_DECI_C).then(|| a.rise_deci_c_min as f64 / 10.0),
-                    "smoke_pct": (a.smoke_deci_pct != wire::UNKNOWN_DECI_PCT).then(|| a.smoke_deci_pct as f64 / 10.0),
-                    "reason": crate::event::reason::label(a.flags >> 2),
-                    "test": a.flags & wire::flags::TEST != 0,
-                    "operator": a.flags & wire::flags::OPERATOR != 0,
-                });
+                let mut value = alert_json(
+                    2,
+                    a.epoch,
+                    &wire::AlertV1 {
+                        device_id: a.device_id,
+                        seq: a.seq,
+                        ts_ms: a.ts_ms,
+                        zone: a.zone,
+                        from: a.from,
+                        to: a.to,
+                        sources: a.sources,
+                        vision_milli: a.vision_milli,
+                        max_deci_c: a.max_deci_c,
+                        smoke_deci_pct: a.smoke_deci_pct,
+                    },
+                );
+                value["rise_c_per_min"] = serde_json::json!(
+                    (a.rise_deci_c_min != wire::UNKNOWN_DECI_C).then(|| a.rise_deci_c_min as f64 / 10.0)
+                );
+                value["reason"] = serde_json::json!(crate::event::reason::label(a.flags >> 2));
+                value["test"] = serde_json::json!(a.flags & wire::flags::TEST != 0);
+                value["operator"] = serde_json::json!(a.flags & wire::flags::OPERATOR != 0);
                 (a.device_id, a.epoch, a.seq, value)
             }
-            Received::V1(wire::UpV1::Alert(a)) => {
-                let value = serde_json::json!({
-                    "type": "alert",
-                    "version": 1,
-                    "device_id": a.device_id,
-                    "epoch": 0,
-                    "seq": a.seq,
-                    "ts_ms": a.ts_ms,
-                    "zone": a.zone,
-                    "from": state_label(a.from),
-                    "to": state_label(a.to),
-                    "sources": evidence::names(a.sources).collect::<Vec<_>>(),
-                    "vision_score": a.vision_milli as f64 / 1000.0,
-                    "max_c": (a.max_deci_c != wire::UNKNOWN_DECI_C).then(|| a.max_deci_c as f64 / 10.0),
-                    "smoke_pct": (a.smoke_deci_pct != wire::UNKNOWN_DECI_PCT).then(|| a.smoke_deci_pct as f64 / 10.0),
-                });
-                (a.device_id, 0, a.seq, value)
-            }
+            Received::V1(wire::UpV1::Alert(a)) => (a.device_id, 0, a.seq, alert_json(1, 0, &a)),
             Received::V2(Up::Heartbeat { device_id, epoch, ts_ms, health, spool_pending, spool_dropped }) => {
                 self.heartbeats.inc();
                 self.emit(serde_json::json!({

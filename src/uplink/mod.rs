@@ -124,6 +124,32 @@ impl UplinkTask {
         self.counters.spool_bytes.set(self.spool.bytes() as f64);
     }
 
+    fn heartbeat_msg(&self) -> Up<'static> {
+        Up::Heartbeat {
+            device_id: self.device_id,
+            epoch: self.spool.epoch(),
+            ts_ms: wall_ms(tokio::time::Instant::now()),
+            health: 0,
+            spool_pending: self.spool.pending() as u32,
+            spool_dropped: self.spool.dropped.min(u32::MAX as u64) as u32,
+        }
+    }
+
+    /// Counts a reconnect and waits `delay`, spooling alerts meanwhile so nothing backs up into fusion.
+    /// False when asked to stop.
+    async fn wait_to_reconnect(&mut self, delay: Duration, stop: &CancellationToken) -> bool {
+        self.counters.reconnects.inc();
+        let wait = tokio::time::sleep(delay);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                _ = &mut wait => return true,
+                t = self.input.pop() => { self.spool_transition(&t); }
+            }
+        }
+    }
+
     /// Appends a transition to the spool; returns the encoded frame's sequence number.
     fn spool_transition(&mut self, t: &Transition) -> Option<u32> {
         let zone = self.zone_names.get(t.zone).map(String::as_str).unwrap_or("?");
@@ -180,16 +206,8 @@ impl UplinkTask {
                 Ok(Err(e)) => log::debug!("uplink connect to {} failed: {e}", self.server),
                 Err(_) => log::debug!("uplink connect to {} timed out", self.server),
             }
-            self.counters.reconnects.inc();
-            // Keep spooling alerts while we wait, so nothing backs up into fusion.
-            let wait = tokio::time::sleep(jitter.apply(delay));
-            tokio::pin!(wait);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return Ok(()),
-                    _ = &mut wait => break,
-                    t = self.input.pop() => { self.spool_transition(&t); }
-                }
+            if !self.wait_to_reconnect(jitter.apply(delay), &stop).await {
+                return Ok(());
             }
             delay = (delay * 2).min(self.reconnect_max);
         }
@@ -252,15 +270,7 @@ impl UplinkTask {
                 }
                 _ = heartbeat.tick() => {
                     part.beat();
-                    let hb = Up::Heartbeat {
-                        device_id: self.device_id,
-                        epoch: self.spool.epoch(),
-                        ts_ms: wall_ms(tokio::time::Instant::now()),
-                        health: 0,
-                        spool_pending: self.spool.pending() as u32,
-                        spool_dropped: self.spool.dropped.min(u32::MAX as u64) as u32,
-                    };
-                    if let Ok(n) = wire::encode(&hb, &self.key, &mut out) {
+                    if let Ok(n) = wire::encode(&self.heartbeat_msg(), &self.key, &mut out) {
                         stream.write_all(&out[..n]).await?;
                     }
                 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use tokio_util::sync::CancellationToken;
 
-use super::wire::{self, Up};
-use super::{UplinkTask, wall_ms};
+use super::UplinkTask;
+use super::wire;
 use crate::telemetry::PartHandle;
 
 pub fn split_host_port(s: &str) -> anyhow::Result<(String, u16)> {
@@ -66,16 +66,8 @@ impl UplinkTask {
                     t = self.input.pop(), if !connected || order.len() < 256 => { self.spool_transition(&t); }
                     _ = heartbeat.tick(), if connected => {
                         part.beat();
-                        let hb = Up::Heartbeat {
-                            device_id: self.device_id,
-                            epoch: self.spool.epoch(),
-                            ts_ms: wall_ms(tokio::time::Instant::now()),
-                            health: 0,
-                            spool_pending: self.spool.pending() as u32,
-                            spool_dropped: self.spool.dropped.min(u32::MAX as u64) as u32,
-                        };
                         let mut out = [0u8; wire::MAX_FRAME];
-                        if let Ok(n) = wire::encode(&hb, &self.key, &mut out)
+                        if let Ok(n) = wire::encode(&self.heartbeat_msg(), &self.key, &mut out)
                             && client.try_publish(format!("{base}/heartbeat"), QoS::AtMostOnce, false, out[..n].to_vec()).is_ok()
                         {
                             order.push_back(None);
@@ -117,15 +109,8 @@ impl UplinkTask {
             } else {
                 log::debug!("uplink MQTT connect to {} failed: {lost}", self.server);
             }
-            self.counters.reconnects.inc();
-            let wait = tokio::time::sleep(jitter.apply(delay));
-            tokio::pin!(wait);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return Ok(()),
-                    _ = &mut wait => break,
-                    t = self.input.pop() => { self.spool_transition(&t); }
-                }
+            if !self.wait_to_reconnect(jitter.apply(delay), &stop).await {
+                return Ok(());
             }
             delay = (delay * 2).min(self.reconnect_max);
         }
