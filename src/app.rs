@@ -413,7 +413,8 @@ impl App {
                 .run(part, stop)
         });
 
-        if c.alarm.backend == crate::config::AlarmBackend::Gpio
+        // The ack button is read through the GPIO character device for both GPIO backends.
+        if c.alarm.backend != crate::config::AlarmBackend::Log
             && let Some(b) = &board
         {
             let (gpio, q) = (b.gpio.clone(), observations.clone());

@@ -78,3 +78,30 @@ async fn a_button_press_injected_by_the_harness_becomes_an_operator_command() {
     stop.cancel();
     task.await.unwrap().unwrap();
 }
+
+/// rppal on QEMU's raspi3b machine (BCM2837 registers through /dev/mem; the rig boots with iomem=relaxed).
+#[cfg(feature = "rppal")]
+#[test]
+#[ignore = "needs a Raspberry Pi or QEMU raspi3b: run by board/qemu-test.sh system"]
+fn rppal_toggles_pins_on_raspi3b() {
+    if std::env::var("EMBER_QEMU_MACHINE").as_deref() != Ok("raspi3b") {
+        eprintln!("not a Raspberry Pi machine: rppal is checked on the raspi3b pass");
+        return;
+    }
+    let bcm = |n: u32, active_low: bool| Line { name: format!("GPIO{n}"), offset: Some(n), active_low, debounce_ms: 0 };
+    let g = Gpio {
+        backend: ember_edge::board::GpioBackend::Rppal,
+        chip: "/dev/gpiochip0".into(),
+        consumer: "ember-edge-test".into(),
+        relay: bcm(17, true),
+        siren: bcm(27, false),
+        trouble_led: bcm(22, false),
+        ack_button: bcm(23, true),
+    };
+    let mut out = ember_edge::alarm::rppal_backend::RppalOutputs::open(&g).unwrap();
+    assert_eq!(out.levels(), [true, false, false], "safe: active-low relay high, others low");
+    out.apply(Outputs { relay: true, siren: Siren::Steady, trouble_led: true }).unwrap();
+    assert_eq!(out.levels(), [false, true, true]);
+    out.safe().unwrap();
+    assert_eq!(out.levels(), [true, false, false]);
+}

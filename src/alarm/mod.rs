@@ -3,6 +3,8 @@
 //! Backends: `log` (laptops) and `gpio` (the Linux GPIO character device, every board).
 
 pub mod gpio;
+#[cfg(feature = "rppal")]
+pub mod rppal_backend;
 
 use crate::event::ZoneState;
 
@@ -112,6 +114,15 @@ pub fn build(c: &crate::config::Alarm, board: Option<&crate::board::Board>) -> a
         crate::config::AlarmBackend::Gpio => {
             let b = board.ok_or_else(|| anyhow::anyhow!("[alarm] backend \"gpio\" needs [site] board"))?;
             Ok(Box::new(gpio::GpioOutputs::open(&b.gpio)?))
+        }
+        #[cfg(feature = "rppal")]
+        crate::config::AlarmBackend::Rppal => {
+            let b = board.ok_or_else(|| anyhow::anyhow!("[alarm] backend \"rppal\" needs [site] board"))?;
+            Ok(Box::new(rppal_backend::RppalOutputs::open(&b.gpio)?))
+        }
+        #[cfg(not(feature = "rppal"))]
+        crate::config::AlarmBackend::Rppal => {
+            anyhow::bail!("[alarm] backend \"rppal\" needs a build with `--features rppal`")
         }
     }
 }

@@ -214,6 +214,8 @@ pub enum AlarmBackend {
     Log,
     /// GPIO lines of the board profile, through the Linux GPIO character device.
     Gpio,
+    /// Raspberry Pi register access by BCM number (a build with `--features rppal`).
+    Rppal,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -589,8 +591,8 @@ pub fn validate(c: &Config, base_dir: &Path) -> Vec<(Vec<PathSeg>, String)> {
                 push(vec![key("site"), key("board")], format!("board profile: {p}"));
             }
         }
-    } else if c.alarm.backend == AlarmBackend::Gpio {
-        push(vec![key("alarm"), key("backend")], "backend \"gpio\" needs [site] board (a board profile)".into());
+    } else if c.alarm.backend != AlarmBackend::Log {
+        push(vec![key("alarm"), key("backend")], "GPIO backends need [site] board (a board profile)".into());
     }
     if c.collector.enabled && c.collector.listen.is_none() {
         push(vec![key("collector"), key("enabled")], "collector is enabled but `listen` is not set".into());
