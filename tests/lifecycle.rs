@@ -64,7 +64,7 @@ fn run_serves_metrics_and_health_and_stops_on_sigterm() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(sent.elapsed() < Duration::from_secs(2), "did not stop within 2 s of SIGTERM");
+        assert!(sent.elapsed() < common::scaled(Duration::from_secs(2)), "did not stop within 2 s of SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     };
     let log = log.join().unwrap();
@@ -145,7 +145,7 @@ async fn operator_acknowledges_silences_and_resets_over_http() {
                 .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         };
         let wait_state = |want: f64| {
-            let deadline = Instant::now() + Duration::from_secs(20);
+            let deadline = Instant::now() + common::scaled(Duration::from_secs(20));
             while state() != Some(want) {
                 assert!(Instant::now() < deadline, "zone never reached state {want}, now {:?}", state());
                 std::thread::sleep(Duration::from_millis(50));
@@ -161,7 +161,7 @@ async fn operator_acknowledges_silences_and_resets_over_http() {
         assert_eq!(http_post(addr, "/api/zones/room/reset").0, 202);
         // The simulated fire is still burning: after the reset, fresh evidence raises the alarm again.
         wait_state(3.0);
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + common::scaled(Duration::from_secs(5));
         loop {
             let reasons: Vec<String> =
                 sink2.alerts().iter().map(|a| a["reason"].as_str().unwrap_or("").to_owned()).collect();

@@ -57,7 +57,7 @@ fn wait_metric(addr: SocketAddr, name: &str, want: f64) -> f64 {
 }
 
 fn wait_metric_for(addr: SocketAddr, name: &str, want: f64, limit: Duration) -> f64 {
-    let deadline = Instant::now() + limit;
+    let deadline = Instant::now() + common::scaled(limit);
     loop {
         let v = metric(addr, name);
         if v >= want || Instant::now() > deadline {
@@ -273,6 +273,12 @@ async fn slow_loris_and_silent_links_are_closed_in_virtual_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_port_that_disappears_and_comes_back() {
+    if let Ok(q) = std::env::var("EMBER_TEST_QEMU_USER") {
+        // qemu-user 7.2 does not emulate the TCGETS2 ioctl serialport needs ("Unsupported ioctl 0x802c542a").
+        // This test runs natively and inside qemu-system, where the kernel is real.
+        eprintln!("skipped under {q}: qemu-user lacks TCGETS2");
+        return;
+    }
     let dir = std::env::temp_dir().join(format!("ember-serial-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let link = dir.join("ttyEMBER0");

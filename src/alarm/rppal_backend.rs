@@ -16,7 +16,9 @@ pub struct RppalOutputs {
 }
 
 fn pin(rpi: &Rpi, line: &Line) -> anyhow::Result<(OutputPin, bool)> {
-    let bcm = line.offset.ok_or_else(|| anyhow::anyhow!("rppal needs the BCM number as `offset` for line `{}`", line.name))?;
+    let bcm = line
+        .offset
+        .ok_or_else(|| anyhow::anyhow!("rppal needs the BCM number as `offset` for line `{}`", line.name))?;
     let bcm = u8::try_from(bcm).map_err(|_| anyhow::anyhow!("BCM {bcm} is out of range"))?;
     let mut p = rpi.get(bcm)?.into_output();
     // Held for the life of the process; on drop rppal would restore the pin's previous mode.

@@ -33,8 +33,11 @@ pub fn cpu_seconds() -> Option<f64> {
     Some((utime + stime) / ticks_per_second())
 }
 
+/// From /proc/self/status (`Threads:`), which qemu-user emulates faithfully, unlike the thread field of
+/// /proc/self/stat.
 pub fn threads() -> Option<u64> {
-    stat_fields()?.get(17)?.parse().ok()
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Threads:"))?.trim().parse().ok()
 }
 
 #[cfg(test)]

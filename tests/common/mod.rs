@@ -89,3 +89,9 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
 }
+
+/// Deadlines in tests are multiplied by `EMBER_TEST_TIME_SCALE` (board/qemu-test.sh sets it for emulated runs).
+pub fn scaled(d: std::time::Duration) -> std::time::Duration {
+    let k: f64 = std::env::var("EMBER_TEST_TIME_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0);
+    d.mul_f64(k.max(1.0))
+}
