@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{SharedBuf, http_get, load, site_toml};
+use common::{SharedBuf, http_get, http_post, load, site_toml};
 use ember_edge::alarm::{Outputs, RecordingOutput};
 use ember_edge::app::{App, Overrides};
 
@@ -111,17 +111,6 @@ async fn shutdown_sets_outputs_safe_last_after_an_alarm() {
     let after = rec.applied.lock().unwrap().clone();
     assert_eq!(after.last(), Some(&Outputs::SAFE), "safe state is applied last: {after:?}");
     assert_eq!(after.len(), before.len() + 1, "nothing touched the outputs after the safe state");
-}
-
-fn http_post(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,11 +2,14 @@
 //! its own on a free port): an appliance's uplink publishes 3,000 alerts at QoS 1 while the broker restarts in
 //! the middle, and the collector, consuming over MQTT with a persistent session, writes each exactly once.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{exactly_once, free_port, written};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ember-edge");
 
@@ -14,10 +17,6 @@ fn mosquitto_bin() -> PathBuf {
     ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].iter().map(PathBuf::from).find(|p| p.is_file()).unwrap_or_else(|| {
         panic!("this test needs the mosquitto broker (apt-get install mosquitto; .ci/run installs it)")
     })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn broker(conf: &Path, port: u16) -> Child {
@@ -29,17 +28,6 @@ fn broker(conf: &Path, port: u16) -> Child {
         std::thread::sleep(Duration::from_millis(20));
     }
     c
-}
-
-fn written(out: &Path) -> BTreeMap<u64, u32> {
-    let mut seen = BTreeMap::new();
-    for line in std::fs::read_to_string(out).unwrap_or_default().lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        if v["type"] == "alert" {
-            *seen.entry(v["seq"].as_u64().unwrap()).or_insert(0) += 1;
-        }
-    }
-    seen
 }
 
 fn signal(c: &mut Child, sig: i32) {
@@ -125,10 +113,6 @@ fn broker_restart_mid_stream_loses_and_duplicates_nothing() {
     }
     signal(&mut collector, libc::SIGTERM);
     signal(&mut b2, libc::SIGTERM);
-    let seen = written(&out);
-    let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(dups.is_empty(), "duplicated: {:?}", &dups[..dups.len().min(10)]);
-    let missing: Vec<u64> = (1..=3000).filter(|s| !seen.contains_key(s)).collect();
-    assert!(missing.is_empty(), "lost {} alerts, first {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    exactly_once(&written(&out), 1..=3000);
     let _ = std::fs::remove_dir_all(&d);
 }

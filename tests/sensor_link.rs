@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{SharedBuf, http_get, load};
+use common::{SharedBuf, load, metric};
 use ember_edge::app::{App, Overrides};
 
 fn site(extra: &str) -> String {
@@ -40,15 +40,6 @@ async fn start(text: &str) -> App {
     App::start(&load(text), Overrides { collector_sink: Some(Box::new(SharedBuf::default())), ..Default::default() })
         .await
         .unwrap()
-}
-
-fn metric(app_addr: SocketAddr, name_with_labels: &str) -> f64 {
-    let (_, body) = http_get(app_addr, "/metrics");
-    body.lines()
-        .find(|l| l.starts_with(name_with_labels) && l[name_with_labels.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// Polls a metric until it reaches `want` or 5 s pass.

@@ -4,14 +4,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::http_get;
+use common::{exactly_once, free_port, metric, written};
 use ember_edge::uplink::wire::{self, Alert, MAX_FRAME, Up};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ember-edge");
@@ -21,10 +20,6 @@ fn temp(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn collector(port: u16, out: &Path, extra: &[&str]) -> Child {
@@ -64,26 +59,6 @@ fn producer(port: u16, spool: &Path, alerts: u32, extra: &[&str]) -> Command {
 }
 
 /// Alert sequence numbers written by the collector, with how often each was written.
-fn written(out: &Path) -> BTreeMap<u64, u32> {
-    let mut seen = BTreeMap::new();
-    for line in std::fs::read_to_string(out).unwrap_or_default().lines() {
-        // A line being written right now, or torn by a killed collector, is not an alert (yet).
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        if v["type"] == "alert" {
-            *seen.entry(v["seq"].as_u64().unwrap()).or_insert(0) += 1;
-        }
-    }
-    seen
-}
-
-fn exactly_once(seen: &BTreeMap<u64, u32>, range: std::ops::RangeInclusive<u64>) {
-    let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(dups.is_empty(), "duplicated: {:?}", &dups[..dups.len().min(10)]);
-    let missing: Vec<u64> = range.clone().filter(|s| !seen.contains_key(s)).collect();
-    assert!(missing.is_empty(), "lost {} alerts, first {:?}", missing.len(), &missing[..missing.len().min(10)]);
-    assert_eq!(seen.len() as u64, range.end() - range.start() + 1, "unexpected extra seqs");
-}
-
 fn spool_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|rd| {
@@ -201,14 +176,6 @@ fn frame(up: &Up<'_>, key: &[u8]) -> Vec<u8> {
     let mut out = [0u8; MAX_FRAME];
     let n = wire::encode(up, key, &mut out).unwrap();
     out[..n].to_vec()
-}
-
-fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
-    let (_, body) = http_get(addr, "/metrics");
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[test]

@@ -187,6 +187,11 @@ impl RiseTracker {
     }
 }
 
+/// FNV-1a over 16-bit words: enough to notice that a frame or an EEPROM image repeats or changed.
+pub fn fnv1a(words: &[u16]) -> u64 {
+    words.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| (h ^ x as u64).wrapping_mul(0x100_0000_01b3))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// The same pixel words this many frames in a row: the sensor or its bridge is stuck.
@@ -207,7 +212,7 @@ pub struct Health {
 
 impl Health {
     pub fn check(&mut self, raw_pixels: &[u16], temps: &[f32; PIXELS]) -> Option<Fault> {
-        let h = raw_pixels.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| (h ^ x as u64).wrapping_mul(0x100_0000_01b3));
+        let h = fnv1a(raw_pixels);
         if self.last_hash == Some(h) {
             self.repeats += 1;
         } else {

@@ -72,11 +72,6 @@ pub struct Devices {
     output: Queue<Observation>,
 }
 
-fn hash_words(w: &[u16]) -> u64 {
-    // FNV-1a: enough to notice that a device's EEPROM image changed.
-    w.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| (h ^ x as u64).wrapping_mul(0x100_0000_01b3))
-}
-
 impl Devices {
     pub fn new(cfg: &crate::config::Sensors, reg: &Registry, output: Queue<Observation>) -> Self {
         let now = Instant::now();
@@ -204,7 +199,7 @@ impl Devices {
 
     pub fn eeprom(&self, device: usize, words: &[u16; EEPROM_WORDS], now: Instant) {
         let Some(mut st) = self.lock(device) else { return };
-        let h = hash_words(words);
+        let h = super::analysis::fnv1a(words);
         if st.eeprom_hash == Some(h) {
             return;
         }

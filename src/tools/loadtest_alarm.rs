@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::telemetry::metrics::quantile_from_buckets;
+use super::prom;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -35,24 +35,10 @@ fn http(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<String> {
     Ok(r.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
 }
 
-fn metric_line(text: &str, name: &str) -> Option<f64> {
-    text.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))?.rsplit(' ').next()?.parse().ok()
-}
-
-fn buckets(text: &str) -> Vec<(f64, u64)> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("ember_alarm_latency_seconds_bucket{le=\""))
-        .filter_map(|rest| {
-            let (le, tail) = rest.split_once('"')?;
-            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
-            Some((le, tail.rsplit(' ').next()?.parse::<f64>().ok()? as u64))
-        })
-        .collect()
-}
-
 pub fn run(args: Args) -> anyhow::Result<serde_json::Value> {
     let state_metric = format!("ember_zone_state{{zone=\"{}\"}}", args.zone);
-    let before = buckets(&http(args.telemetry, "GET", "/metrics")?);
+    const HIST: &str = "ember_alarm_latency_seconds";
+    let before = prom::buckets(&http(args.telemetry, "GET", "/metrics")?, HIST);
     let mut dev = TcpStream::connect(args.sensor)?;
     dev.set_nodelay(true)?;
     dev.set_read_timeout(Some(Duration::from_millis(1)))?;
@@ -66,7 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<serde_json::Value> {
             // Drain the appliance's commands so its writes never block.
             let _ = dev.read(&mut sink);
             let m = http(args.telemetry, "GET", "/metrics")?;
-            if metric_line(&m, &state_metric) == Some(3.0) {
+            if prom::value(&m, &state_metric) == Some(3.0) {
                 break;
             }
             if Instant::now() > deadline {
@@ -79,22 +65,18 @@ pub fn run(args: Args) -> anyhow::Result<serde_json::Value> {
         http(args.telemetry, "POST", &format!("/api/zones/{}/reset", args.zone))?;
         dev.write_all(b"#Sensor:ADC1=280,ADC2=1300!\n")?;
         let deadline = Instant::now() + Duration::from_secs(5);
-        while metric_line(&http(args.telemetry, "GET", "/metrics")?, &state_metric) == Some(3.0) {
+        while prom::value(&http(args.telemetry, "GET", "/metrics")?, &state_metric) == Some(3.0) {
             if Instant::now() > deadline {
                 anyhow::bail!("iteration {i}: zone {} did not reset", args.zone);
             }
         }
     }
-    let after = buckets(&http(args.telemetry, "GET", "/metrics")?);
-    let delta: Vec<(f64, u64)> = after
-        .iter()
-        .map(|&(le, c)| (le, c.saturating_sub(before.iter().find(|b| b.0 == le).map(|b| b.1).unwrap_or(0))))
-        .collect();
-    let q = |p| quantile_from_buckets(&delta, p).map(|s| (s * 1e6).round() / 1e3);
+    let after = prom::buckets(&http(args.telemetry, "GET", "/metrics")?, HIST);
+    let d = prom::delta(&before, &after);
     Ok(serde_json::json!({
         "iterations": args.iterations,
-        "measured": delta.last().map(|x| x.1).unwrap_or(0),
-        "input_to_outputs_ms": {"p50": q(0.5), "p95": q(0.95), "p99": q(0.99)},
+        "measured": d.count,
+        "input_to_outputs_ms": {"p50": d.p50_ms, "p95": d.p95_ms, "p99": d.p99_ms},
         "wall_secs": started.elapsed().as_secs_f64(),
     }))
 }

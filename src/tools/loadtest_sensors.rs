@@ -14,8 +14,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::telemetry::metrics::quantile_from_buckets;
-
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     #[arg(long, default_value = "127.0.0.1")]
@@ -254,35 +252,11 @@ struct Scrape {
 
 impl Scrape {
     fn sum(&self, name: &str, label_filter: Option<(&str, &str)>) -> f64 {
-        let mut total = 0.0;
-        for line in self.text.lines() {
-            let Some(rest) = line.strip_prefix(name) else { continue };
-            if !(rest.starts_with('{') || rest.starts_with(' ')) {
-                continue;
-            }
-            if let Some((k, v)) = label_filter
-                && !rest.contains(&format!("{k}=\"{v}\""))
-            {
-                continue;
-            }
-            if let Some(v) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
-                total += v;
-            }
-        }
-        total
+        super::prom::sum(&self.text, name, label_filter)
     }
 
     fn buckets(&self, name: &str) -> Vec<(f64, u64)> {
-        let prefix = format!("{name}_bucket{{");
-        let mut out = Vec::new();
-        for line in self.text.lines() {
-            let Some(rest) = line.strip_prefix(&prefix) else { continue };
-            let Some(le) = rest.split("le=\"").nth(1).and_then(|x| x.split('"').next()) else { continue };
-            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
-            let c = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) as u64;
-            out.push((le, c));
-        }
-        out
+        super::prom::buckets(&self.text, name)
     }
 }
 
@@ -301,12 +275,8 @@ async fn scrape(url: &str) -> Option<Scrape> {
 }
 
 fn delta_quantiles(before: &[(f64, u64)], after: &[(f64, u64)]) -> serde_json::Value {
-    let d: Vec<(f64, u64)> = after
-        .iter()
-        .map(|&(le, c)| (le, c.saturating_sub(before.iter().find(|b| b.0 == le).map(|b| b.1).unwrap_or(0))))
-        .collect();
-    let q = |p| quantile_from_buckets(&d, p).map(|s| (s * 1e6).round() / 1e3);
-    serde_json::json!({"count": d.last().map(|x| x.1).unwrap_or(0), "p50_ms": q(0.50), "p95_ms": q(0.95), "p99_ms": q(0.99)})
+    let d = super::prom::delta(before, after);
+    serde_json::json!({"count": d.count, "p50_ms": d.p50_ms, "p95_ms": d.p95_ms, "p99_ms": d.p99_ms})
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -80,9 +80,18 @@ impl SharedBuf {
 
 /// Blocking HTTP/1.1 GET; returns (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http(addr, "GET", path)
+}
+
+/// Blocking HTTP/1.1 POST with an empty body; returns (status, body).
+pub fn http_post(addr: SocketAddr, path: &str) -> (u16, String) {
+    http(addr, "POST", path)
+}
+
+fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).expect("connect to telemetry");
     s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
@@ -94,4 +103,36 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 pub fn scaled(d: std::time::Duration) -> std::time::Duration {
     let k: f64 = std::env::var("EMBER_TEST_TIME_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0);
     d.mul_f64(k.max(1.0))
+}
+
+/// The value of the series named exactly `series` (labels included) in the appliance's /metrics; 0 if absent.
+pub fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let (_, body) = http_get(addr, "/metrics");
+    ember_edge::tools::prom::value(&body, series).unwrap_or(0.0)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Alert sequence numbers a collector wrote to its JSON-lines output, with how often each was written.
+pub fn written(out: &std::path::Path) -> std::collections::BTreeMap<u64, u32> {
+    let mut seen = std::collections::BTreeMap::new();
+    for line in std::fs::read_to_string(out).unwrap_or_default().lines() {
+        // A line being written right now, or torn by a killed collector, is not an alert (yet).
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if v["type"] == "alert" {
+            *seen.entry(v["seq"].as_u64().unwrap()).or_insert(0) += 1;
+        }
+    }
+    seen
+}
+
+/// Every seq of `range` written exactly once, and nothing else.
+pub fn exactly_once(seen: &std::collections::BTreeMap<u64, u32>, range: std::ops::RangeInclusive<u64>) {
+    let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dups.is_empty(), "duplicated: {:?}", &dups[..dups.len().min(10)]);
+    let missing: Vec<u64> = range.clone().filter(|s| !seen.contains_key(s)).collect();
+    assert!(missing.is_empty(), "lost {} alerts, first {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    assert_eq!(seen.len() as u64, range.end() - range.start() + 1, "unexpected extra seqs");
 }
