@@ -3,6 +3,7 @@
 //! never grows. Issue-4 sources (V4L2, MJPEG over HTTP) plug in beside `replay`.
 
 pub mod jpeg;
+pub mod rate;
 pub mod replay;
 
 use std::sync::Mutex;
