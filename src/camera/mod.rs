@@ -2,6 +2,8 @@
 //! through a one-slot mailbox: when detection falls behind, the older frame is dropped and counted, so memory
 //! never grows. Issue-4 sources (V4L2, MJPEG over HTTP) plug in beside `replay`.
 
+pub mod adapt;
+pub mod health;
 pub mod jpeg;
 pub mod rate;
 pub mod replay;
