@@ -186,9 +186,7 @@ impl CameraHealth {
             Condition::Covered
         } else if held(self.same_since) {
             Condition::Frozen
-        } else if held(self.blur_since) {
-            Condition::Defocused
-        } else if self.condition == Condition::Defocused && blurred {
+        } else if held(self.blur_since) || (self.condition == Condition::Defocused && blurred) {
             Condition::Defocused
         } else {
             Condition::Ok
@@ -199,7 +197,8 @@ impl CameraHealth {
             self.learned_for += dt.min(Duration::from_secs(5));
             // A time constant of about five minutes once learned, faster while learning.
             let alpha = if self.learned_for < self.cfg.learn { 0.2 } else { (dt.as_secs_f32() / 300.0).min(0.05) };
-            self.baseline = if self.baseline == 0.0 { s.detail } else { self.baseline + alpha * (s.detail - self.baseline) };
+            self.baseline =
+                if self.baseline == 0.0 { s.detail } else { self.baseline + alpha * (s.detail - self.baseline) };
         }
         self.last_learn = Some(now);
         self.set(next)
@@ -236,7 +235,8 @@ mod tests {
         for y in 0..H {
             for x in 0..W {
                 // A checkerboard of 8-px squares with noise; "blurred" keeps only a gentle gradient.
-                let noise = (seed.wrapping_mul(2_654_435_761) ^ (x * 31 + y * 17) as u32).wrapping_mul(2_246_822_519) >> 28;
+                let noise =
+                    (seed.wrapping_mul(2_654_435_761) ^ (x * 31 + y * 17) as u32).wrapping_mul(2_246_822_519) >> 28;
                 let l = if blur {
                     100 + (x / 20) as u32 + noise / 4
                 } else if ((x / 8) + (y / 8)) % 2 == 0 {
@@ -254,7 +254,13 @@ mod tests {
         FrameStats::measure(p, W, H, PixelFormat::Rgb24).unwrap()
     }
 
-    fn run(h: &mut CameraHealth, t0: Instant, from_s: u64, to_s: u64, frame: impl Fn(u64) -> Vec<u8>) -> Vec<Condition> {
+    fn run(
+        h: &mut CameraHealth,
+        t0: Instant,
+        from_s: u64,
+        to_s: u64,
+        frame: impl Fn(u64) -> Vec<u8>,
+    ) -> Vec<Condition> {
         let mut out = Vec::new();
         for s in from_s..to_s {
             if let Some(c) = h.observe(t0 + Duration::from_secs(s), stats(&frame(s))) {
