@@ -22,7 +22,14 @@ pub struct AdaptConfig {
 
 impl AdaptConfig {
     pub fn new(min_fps: f64, max_fps: f64) -> Self {
-        AdaptConfig { min_fps, max_fps, high_drop_ratio: 0.25, high_busy: 0.9, low_busy: 0.6, cooldown: Duration::from_secs(1) }
+        AdaptConfig {
+            min_fps,
+            max_fps,
+            high_drop_ratio: 0.25,
+            high_busy: 0.9,
+            low_busy: 0.6,
+            cooldown: Duration::from_secs(1),
+        }
     }
 }
 
@@ -69,7 +76,9 @@ impl RateController {
             return Change::None;
         };
         let elapsed = now.saturating_duration_since(then);
-        if elapsed < self.cfg.cooldown || self.last_change.is_some_and(|t| now.saturating_duration_since(t) < self.cfg.cooldown) {
+        if elapsed < self.cfg.cooldown
+            || self.last_change.is_some_and(|t| now.saturating_duration_since(t) < self.cfg.cooldown)
+        {
             return Change::None;
         }
         self.last = Some((now, total));

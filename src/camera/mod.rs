@@ -7,6 +7,7 @@ pub mod health;
 pub mod jpeg;
 pub mod rate;
 pub mod replay;
+pub mod watch;
 
 use std::sync::Mutex;
 use tokio::sync::Notify;
@@ -33,6 +34,11 @@ impl<T> Latest<T> {
         // Drop the evicted value (a pooled frame) outside the lock.
         drop(old);
         self.ready.notify_one();
+    }
+
+    /// The counter of values replaced unread, for whoever watches this mailbox's load.
+    pub fn replaced_counter(&self) -> Counter {
+        self.replaced.clone()
     }
 
     pub async fn take(&self) -> T {
