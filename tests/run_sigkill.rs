@@ -1,4 +1,4 @@
-//! The appliance itself (`ember-edge run`, not a load tool) killed with SIGKILL again and again while its
+//! The appliance itself (`ember-edge run`, not a load tool) killed with SIGKILL 50 times while its
 //! zone goes into alarm and is reset: every alert it spooled reaches the collector exactly once, with no gap
 //! in the sequence numbers across all the restarts. The device is this test, over TCP; the receiver is a
 //! separate `ember-edge collect` process.
@@ -101,10 +101,10 @@ fsync = "always"
         rng
     };
     let mut confirmed_cycles = 0u64;
-    for round in 0..12 {
+    for round in 0..50 {
         let mut run = start_run(&config, telemetry);
         let mut dev = TcpStream::connect(("127.0.0.1", sport)).unwrap();
-        for _ in 0..1 + next() % 3 {
+        for _ in 0..next() % 3 {
             dev.write_all(b"#Sensor:ADC1=3500,ADC2=1300!\n").unwrap();
             wait_state(telemetry, 3.0);
             dev.write_all(b"#Sensor:ADC1=280,ADC2=1300!\n").unwrap();
@@ -117,7 +117,7 @@ fsync = "always"
         std::thread::sleep(Duration::from_millis(next() % 40));
         sigkill(&mut run);
         // Some rounds also leave the collector down for a while, so the backlog waits in the spool.
-        if round % 4 == 1 {
+        if round % 10 == 1 {
             sigkill(&mut collector);
             let mut run = start_run(&config, telemetry);
             std::thread::sleep(Duration::from_millis(200));
