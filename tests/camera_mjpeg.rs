@@ -436,6 +436,16 @@ async fn stalls_are_detected_and_reconnected() {
                     b.extend_from_slice(&part("frame", &f[0]));
                     let _ = s.write_all(&b).await;
                 }
+                // A head trickled a byte at a time, never finished: bytes keep coming, but no response.
+                2 => {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\n").await;
+                    while s.write_all(b"X").await.is_ok() {
+                        tokio::select! {
+                            _ = h.cancelled() => break,
+                            _ = tokio::time::sleep(ms(50)) => {}
+                        }
+                    }
+                }
                 _ => return good_stream(s, f).await,
             }
             // Keep the socket open (silent) until the test ends.
@@ -448,15 +458,17 @@ async fn stalls_are_detected_and_reconnected() {
     let mut o = Opts::new(srv.addr);
     o.stall = stall;
     let cam = start(o);
-    wait_for("the third connection streams", Duration::from_secs(10), || {
-        srv.accepts.lock().unwrap().len() >= 3 && cam.counters.captured.get() >= 3
+    wait_for("the fourth connection streams", Duration::from_secs(10), || {
+        srv.accepts.lock().unwrap().len() >= 4 && cam.counters.captured.get() >= 3
     })
     .await;
-    assert_eq!(cam.errors("stall"), 2);
+    assert_eq!(cam.errors("stall"), 3);
     let accepts = srv.accepts.lock().unwrap().clone();
     // Each silent connection was held for at least the stall timeout before the next attempt.
     assert!(accepts[1] - accepts[0] >= stall, "{:?}", accepts[1] - accepts[0]);
     assert!(accepts[2] - accepts[1] >= stall, "{:?}", accepts[2] - accepts[1]);
+    // The trickled head is cut off after twice the stall timeout.
+    assert!(accepts[3] - accepts[2] >= stall * 2, "{:?}", accepts[3] - accepts[2]);
     hold.cancel();
     cam.stop().await;
 }

@@ -209,12 +209,17 @@ impl MjpegHttp {
             Err(_) => return End::Stall,
         }
 
-        // Response head.
+        // Response head. It must arrive whole within twice the stall timeout, so a server trickling header
+        // bytes cannot hold the connection forever.
+        let head_deadline = Instant::now() + self.stall_timeout * 2;
         let mut filled = 0;
         let head = loop {
             io.part.beat();
             if filled == io.buf.len() {
                 return End::Protocol;
+            }
+            if Instant::now() >= head_deadline {
+                return End::Stall;
             }
             match self.read(&mut stream, &mut io.buf[filled..]).await {
                 Ok(n) => {
@@ -414,6 +419,7 @@ fn describe(end: End) -> String {
     match end {
         End::Connect => "cannot connect".into(),
         End::Status(401) => "HTTP 401: wrong or missing credentials (user:pass@ in the url)".into(),
+        End::Status(s @ 300..=399) => format!("HTTP {s}: redirects are not followed, put the final URL in the config"),
         End::Status(s) => format!("HTTP status {s}"),
         End::Protocol => "not an HTTP MJPEG response".into(),
         End::Stall => "stream stalled".into(),

@@ -394,3 +394,28 @@ fn steady_state_does_not_allocate() {
     assert_eq!(crate::alloc_count::allocations(), before);
     assert_eq!(parts, 15);
 }
+
+#[test]
+fn timing_framer() {
+    // Throughput of the framer alone, printed for docs (run with --release for real numbers).
+    let frames = jpegs();
+    let stream = standard(&frames, "b", true);
+    let mut p = MultipartParser::new(1 << 20);
+    p.set_boundary(b"b");
+    let rounds = if cfg!(debug_assertions) { 5 } else { 200 };
+    let t = std::time::Instant::now();
+    for _ in 0..rounds {
+        for piece in stream.chunks(64 * 1024) {
+            let mut piece = piece;
+            while !piece.is_empty() {
+                let (n, part) = p.push(std::hint::black_box(piece));
+                std::hint::black_box(part);
+                piece = &piece[n..];
+            }
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let mb = (stream.len() * rounds) as f64 / 1e6;
+    println!("framer: {:.0} MB/s, {:.1} us per frame", mb / secs, secs * 1e6 / (rounds * frames.len()) as f64);
+    assert_eq!(p.stats().parts, (rounds * frames.len()) as u64);
+}
