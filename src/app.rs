@@ -16,8 +16,8 @@ use crate::alarm::{AlarmOutput, Outputs};
 use crate::camera::adapt::AdaptConfig;
 use crate::camera::rate::Rate;
 use crate::camera::watch::{CameraWatch, WatchMetrics};
-use crate::camera::{Latest, replay};
-use crate::config::Loaded;
+use crate::camera::{Latest, mjpeg_http, replay};
+use crate::config::{CameraSource, Loaded};
 use crate::detect::{DetectCounters, DetectTask, Detector};
 use crate::event::{Observation, Transition, ZoneState};
 use crate::frame::{FramePool, PixelFormat};
@@ -168,8 +168,6 @@ impl App {
         // Cameras and their detectors.
         for (i, cam) in c.cameras.iter().enumerate() {
             let labels = [("camera", cam.name.as_str())];
-            let set = replay::ReplaySet::open(&cam.path, |p| loaded.resolve(p))
-                .map_err(|e| anyhow::anyhow!("camera {}: {e}", cam.name))?;
             let pool = FramePool::new(
                 c.runtime.frames_per_camera,
                 PixelFormat::Rgb24.frame_len(cam.max_width, cam.max_height),
@@ -225,10 +223,36 @@ impl App {
             );
             let stale = Some(Duration::from_secs_f64((5.0 / cam.min_fps()).max(5.0)));
             let (name, mw, mh, out) = (cam.name.clone(), cam.max_width, cam.max_height, Arc::clone(&latest));
-            app.spawn(&format!("camera:{}", cam.name), stale, move |part, stop| {
-                replay::Replay { camera: i, name, set, rate, max_width: mw, max_height: mh, pool, out, counters, part }
-                    .run(stop)
-            });
+            match cam.source {
+                CameraSource::Replay => {
+                    let set = replay::ReplaySet::open(cam.path.as_deref().unwrap_or_default(), |p| loaded.resolve(p))
+                        .map_err(|e| anyhow::anyhow!("camera {}: {e}", cam.name))?;
+                    let max_jpeg_bytes = cam.max_jpeg_bytes;
+                    app.spawn(&format!("camera:{}", cam.name), stale, move |part, stop| {
+                        let (max_width, max_height) = (mw, mh);
+                        replay::Replay {
+                            camera: i,
+                            name,
+                            set,
+                            rate,
+                            max_width,
+                            max_height,
+                            pool,
+                            out,
+                            counters,
+                            part,
+                            max_jpeg_bytes,
+                        }
+                        .run(stop)
+                    });
+                }
+                CameraSource::Mjpeg => {
+                    let counters = mjpeg_http::MjpegCounters::register(&registry, &cam.name, counters);
+                    let source = mjpeg_http::MjpegHttp::from_config(i, cam, rate, pool, out, counters)?;
+                    let stale = Some(source.stale_after());
+                    app.spawn(&format!("camera:{}", cam.name), stale, move |part, stop| source.run(part, stop));
+                }
+            }
             let detect = DetectTask {
                 camera: i,
                 detector: Detector::new(cam.detector),

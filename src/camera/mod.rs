@@ -1,10 +1,13 @@
 //! Camera sources. Each camera is a task that fills pooled frames and hands the newest one to its detector
 //! through a one-slot mailbox: when detection falls behind, the older frame is dropped and counted, so memory
-//! never grows. Issue-4 sources (V4L2, MJPEG over HTTP) plug in beside `replay`.
+//! never grows. Sources: `replay` (a folder of JPEGs or an .mjpeg file) and `mjpeg_http` (IP cameras).
 
 pub mod adapt;
 pub mod health;
+pub mod http;
 pub mod jpeg;
+pub mod mjpeg_http;
+pub mod multipart;
 pub mod rate;
 pub mod replay;
 pub mod watch;

@@ -1,4 +1,5 @@
-//! Replay camera: plays a folder of JPEG files (name order, looping) at a fixed rate into pooled frames.
+//! Replay camera: plays a folder of JPEG files (name order, looping), or one .mjpeg file of concatenated
+//! JPEGs (read incrementally through the MJPEG framer, looping), at a fixed rate into pooled frames.
 //! `builtin:demo` plays the small set of real frames compiled into the binary, so the demo needs no files.
 
 use std::path::{Path, PathBuf};
@@ -7,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Latest;
 use super::jpeg::JpegDecoder;
+use super::multipart::MultipartParser;
 use crate::frame::{Frame, FramePool, PixelFormat};
 use crate::telemetry::{Counter, PartHandle};
 
@@ -36,6 +38,15 @@ pub const DEMO_FRAMES: &[(&str, &[u8])] = &[
 pub enum ReplaySet {
     Builtin(&'static [(&'static str, &'static [u8])]),
     Folder(Vec<PathBuf>),
+    /// One file of concatenated JPEGs (`ffmpeg -f mjpeg`).
+    Stream(PathBuf),
+}
+
+/// Whether a replay path names an MJPEG file rather than a folder (by its extension).
+pub fn is_mjpeg_file(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("mjpeg") || e.eq_ignore_ascii_case("mjpg"))
 }
 
 impl ReplaySet {
@@ -44,7 +55,13 @@ impl ReplaySet {
         if path == "builtin:demo" {
             return Ok(ReplaySet::Builtin(DEMO_FRAMES));
         }
-        Self::folder(&resolve(path))
+        let p = resolve(path);
+        if is_mjpeg_file(&p) {
+            // Opened now so a missing or unreadable file fails start-up, not the first frame.
+            std::fs::File::open(&p)?;
+            return Ok(ReplaySet::Stream(p));
+        }
+        Self::folder(&p)
     }
 
     pub fn folder(dir: &Path) -> std::io::Result<Self> {
@@ -70,6 +87,79 @@ impl ReplaySet {
         match self {
             ReplaySet::Builtin(b) => b.len(),
             ReplaySet::Folder(f) => f.len(),
+            ReplaySet::Stream(_) => 1,
+        }
+    }
+}
+
+/// Reads concatenated JPEGs from a file through a fixed read buffer and the MJPEG framer, looping at the end.
+pub struct StreamReader {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    parser: MultipartParser,
+    buf: Box<[u8]>,
+    pos: usize,
+    end: usize,
+    /// JPEGs found since the file was last opened; a pass with none means the file holds no JPEG.
+    found: u64,
+}
+
+/// Outcome counts a replay reports as frame errors.
+fn bad_parts(s: &super::multipart::Stats) -> u64 {
+    s.truncated + s.oversized
+}
+
+impl StreamReader {
+    pub fn new(path: PathBuf, max_jpeg_bytes: usize) -> Self {
+        StreamReader {
+            path,
+            file: None,
+            parser: MultipartParser::new(max_jpeg_bytes),
+            buf: vec![0u8; 64 * 1024].into_boxed_slice(),
+            pos: 0,
+            end: 0,
+            found: 0,
+        }
+    }
+
+    /// The next JPEG of the file (from its start again after the last one), with how many parts were
+    /// truncated or oversized on the way.
+    pub fn next_jpeg(&mut self) -> std::io::Result<(&[u8], u64)> {
+        let bad_before = bad_parts(&self.parser.stats());
+        let mut reopened = false;
+        loop {
+            if self.pos == self.end {
+                let file = match &mut self.file {
+                    Some(f) => f,
+                    None => {
+                        if reopened && self.found == 0 {
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::InvalidData,
+                                format!("no complete JPEG in {}", self.path.display()),
+                            ));
+                        }
+                        reopened = true;
+                        self.found = 0;
+                        self.file.insert(std::fs::File::open(&self.path)?)
+                    }
+                };
+                let n = std::io::Read::read(file, &mut self.buf)?;
+                if n == 0 {
+                    // End of the file: a part in progress is cut off; start over.
+                    self.parser.end_of_stream();
+                    self.file = None;
+                    continue;
+                }
+                (self.pos, self.end) = (0, n);
+            }
+            let (n, part) = self.parser.push(&self.buf[self.pos..self.end]);
+            let done = part.is_some();
+            self.pos += n;
+            if done {
+                self.found += 1;
+                let bad = bad_parts(&self.parser.stats()) - bad_before;
+                return Ok((self.parser.last_part(), bad));
+            }
         }
     }
 }
@@ -92,6 +182,8 @@ pub struct Replay {
     pub out: Arc<Latest<Frame>>,
     pub counters: ReplayCounters,
     pub part: PartHandle,
+    /// Largest JPEG taken from an .mjpeg file.
+    pub max_jpeg_bytes: usize,
 }
 
 impl Replay {
@@ -104,6 +196,10 @@ impl Replay {
         let mut file_buf: Vec<u8> = Vec::new();
         let mut seq: u64 = 0;
         let mut index = 0usize;
+        let mut stream = match &self.set {
+            ReplaySet::Stream(p) => Some(StreamReader::new(p.clone(), self.max_jpeg_bytes)),
+            _ => None,
+        };
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
@@ -132,6 +228,21 @@ impl Replay {
                         }
                     }
                 }
+                ReplaySet::Stream(path) => match stream.as_mut().map(StreamReader::next_jpeg) {
+                    Some(Ok((jpeg, bad))) => {
+                        if bad > 0 {
+                            self.counters.decode_errors.add(bad);
+                            log::warn!("camera {}: {bad} cut or oversized JPEGs in {}", self.name, path.display());
+                        }
+                        ("", jpeg)
+                    }
+                    Some(Err(e)) => {
+                        self.counters.decode_errors.inc();
+                        log::warn!("camera {}: cannot read {}: {e}", self.name, path.display());
+                        continue;
+                    }
+                    None => continue,
+                },
             };
             match decoder.decode_rgb(bytes, frame.buffer_mut(), self.max_width, self.max_height) {
                 Ok((w, h)) => {
@@ -162,5 +273,6 @@ fn files_name(set: &ReplaySet, i: usize) -> String {
     match set {
         ReplaySet::Folder(f) => f.get(i).map(|p| p.display().to_string()).unwrap_or_default(),
         ReplaySet::Builtin(b) => b.get(i).map(|x| x.0.to_owned()).unwrap_or_default(),
+        ReplaySet::Stream(p) => p.display().to_string(),
     }
 }

@@ -123,8 +123,11 @@ impl Default for Runtime {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CameraSource {
-    /// A folder of JPEG files played in name order at `fps`, looping; `builtin:demo` is the set in the binary.
+    /// A folder of JPEG files played in name order at `fps`, looping; `builtin:demo` is the set in the binary;
+    /// or one .mjpeg/.mjpg file of concatenated JPEGs (as `ffmpeg -f mjpeg` writes).
     Replay,
+    /// An IP camera's MJPEG stream over HTTP (`multipart/x-mixed-replace`), from `url`.
+    Mjpeg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -141,8 +144,31 @@ pub struct Camera {
     pub name: String,
     /// Where frames come from.
     pub source: CameraSource,
-    /// Replay: a folder of .jpg files (relative to the config file), or `builtin:demo`.
-    pub path: String,
+    /// Replay only: a folder of .jpg files or an .mjpeg/.mjpg file (relative to the config file), or
+    /// `builtin:demo`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// MJPEG only: the stream URL, `http://[user:pass@]host[:port]/path` (credentials go as Basic auth).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// MJPEG and .mjpeg replay: largest JPEG accepted, in bytes; larger ones are skipped and counted. Default
+    /// 1 MiB.
+    #[serde(default = "default_max_jpeg_bytes")]
+    pub max_jpeg_bytes: usize,
+    /// MJPEG: no bytes for this long (or bytes but no frame for twice this long) drops the connection and
+    /// reconnects. Default 5000 ms.
+    #[serde(default = "default_camera_timeout_ms")]
+    pub stall_timeout_ms: u64,
+    /// MJPEG: TCP connect timeout. Default 5000 ms.
+    #[serde(default = "default_camera_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// MJPEG: the first reconnect waits up to this long (full jitter); the ceiling doubles per failure.
+    /// Default 500 ms.
+    #[serde(default = "default_camera_reconnect_min")]
+    pub reconnect_min_ms: u64,
+    /// MJPEG: ceiling of the reconnect wait. Default 30000 ms.
+    #[serde(default = "default_camera_reconnect_max")]
+    pub reconnect_max_ms: u64,
     /// Frames per second to capture and analyse: the ceiling of the adaptive rate. Default 5.
     #[serde(default = "default_fps")]
     pub fps: f64,
@@ -363,6 +389,18 @@ fn default_width() -> usize {
 fn default_height() -> usize {
     480
 }
+fn default_max_jpeg_bytes() -> usize {
+    1 << 20
+}
+fn default_camera_timeout_ms() -> u64 {
+    5000
+}
+fn default_camera_reconnect_min() -> u64 {
+    500
+}
+fn default_camera_reconnect_max() -> u64 {
+    30_000
+}
 fn default_detector() -> DetectorKind {
     DetectorKind::Embereye
 }
@@ -498,12 +536,7 @@ pub fn validate(c: &Config, base_dir: &Path) -> Vec<(Vec<PathSeg>, String)> {
         if !(16..=4096).contains(&cam.max_height) {
             push(at("max_height"), format!("max_height must be 16..=4096, got {}", cam.max_height));
         }
-        if cam.source == CameraSource::Replay && cam.path != "builtin:demo" {
-            let p = base_dir.join(&cam.path);
-            if !p.is_dir() {
-                push(at("path"), format!("replay folder `{}` does not exist", p.display()));
-            }
-        }
+        validate_camera_source(cam, base_dir, &at, &mut push);
     }
 
     sensors::validate(&c.sensors, !c.simulator.is_empty(), &mut push);
@@ -622,6 +655,63 @@ pub fn validate(c: &Config, base_dir: &Path) -> Vec<(Vec<PathSeg>, String)> {
         push(vec![key("runtime"), key("frames_per_camera")], "frames_per_camera must be 1..=64".into());
     }
     out
+}
+
+/// Each source's own fields: required where the source needs them, refused where it would ignore them.
+fn validate_camera_source(
+    cam: &Camera,
+    base_dir: &Path,
+    at: &dyn Fn(&str) -> Vec<PathSeg>,
+    push: &mut dyn FnMut(Vec<PathSeg>, String),
+) {
+    match cam.source {
+        CameraSource::Replay => {
+            if cam.url.is_some() {
+                push(at("url"), "`url` is only for source = \"mjpeg\"; replay reads `path`".into());
+            }
+            match cam.path.as_deref() {
+                None => push(
+                    at("source"),
+                    "source = \"replay\" needs `path` (a folder, an .mjpeg file or builtin:demo)".into(),
+                ),
+                Some("builtin:demo") => {}
+                Some(path) => {
+                    let p = base_dir.join(path);
+                    if crate::camera::replay::is_mjpeg_file(&p) {
+                        if !p.is_file() {
+                            push(at("path"), format!("replay file `{}` does not exist", p.display()));
+                        }
+                    } else if !p.is_dir() {
+                        push(at("path"), format!("replay folder `{}` does not exist", p.display()));
+                    }
+                }
+            }
+        }
+        CameraSource::Mjpeg => {
+            if cam.path.is_some() {
+                push(at("path"), "`path` is only for source = \"replay\"; an MJPEG camera reads `url`".into());
+            }
+            match cam.url.as_deref() {
+                None => push(at("source"), "source = \"mjpeg\" needs `url` (http://host[:port]/path)".into()),
+                Some(u) => {
+                    if let Err(e) = crate::camera::http::HttpUrl::parse(u) {
+                        push(at("url"), format!("invalid url: {e}"));
+                    }
+                }
+            }
+        }
+    }
+    if !(4096..=(64 << 20)).contains(&cam.max_jpeg_bytes) {
+        push(at("max_jpeg_bytes"), format!("max_jpeg_bytes must be 4096..=64 MiB, got {}", cam.max_jpeg_bytes));
+    }
+    for (k, v) in [("stall_timeout_ms", cam.stall_timeout_ms), ("connect_timeout_ms", cam.connect_timeout_ms)] {
+        if !(50..=600_000).contains(&v) {
+            push(at(k), format!("{k} must be 50..=600000, got {v}"));
+        }
+    }
+    if cam.reconnect_min_ms == 0 || cam.reconnect_min_ms > cam.reconnect_max_ms || cam.reconnect_max_ms > 3_600_000 {
+        push(at("reconnect_min_ms"), "reconnect_min_ms must be at least 1 and at most reconnect_max_ms (≤ 1 h)".into());
+    }
 }
 
 fn valid_host_port(s: &str) -> bool {

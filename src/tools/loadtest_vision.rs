@@ -152,7 +152,10 @@ fn summary(lat: &mut [f64]) -> (f64, f64, f64, f64) {
 
 pub fn run(args: Args) -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!(args.streams >= 1, "--streams must be at least 1");
-    anyhow::ensure!(args.width >= 2 && args.height >= 1 && args.width.is_multiple_of(2), "--width must be even and ≥ 2");
+    anyhow::ensure!(
+        args.width >= 2 && args.height >= 1 && args.width.is_multiple_of(2),
+        "--width must be even and ≥ 2"
+    );
     anyhow::ensure!(args.fps > 0.0, "--fps must be positive");
     let cpu0 = proc_stat::cpu_seconds();
     let wall0 = Instant::now();
