@@ -159,7 +159,9 @@ impl App {
             queue: observations.clone(),
             zones: Arc::new(c.zones.iter().map(|z| z.name.clone()).collect()),
         };
-        let state = http::HttpState::with_operator(Arc::clone(&registry), Arc::clone(&health), operator);
+        let live = crate::live::Live::new(c, &registry, &health, app.stop.clone());
+        live.start().map_err(|e| anyhow::anyhow!("cannot start the live-view encoders: {e}"))?;
+        let state = http::HttpState::with_live(Arc::clone(&registry), Arc::clone(&health), operator, Arc::clone(&live));
         app.spawn("telemetry", None, move |_, stop| async move { Ok(http::serve(listener, state, stop).await?) });
 
         // Cameras and their detectors.
@@ -171,11 +173,15 @@ impl App {
                 c.runtime.frames_per_camera,
                 PixelFormat::Rgb24.frame_len(cam.max_width, cam.max_height),
             );
-            let latest = Arc::new(Latest::new(registry.counter(
-                "ember_frames_dropped_total",
-                "Frames replaced by a newer one before detection read them.",
-                &labels,
-            )));
+            let tap: Arc<dyn crate::camera::Tap<crate::frame::Frame>> = live.cameras[i].clone();
+            let latest = Arc::new(Latest::with_tap(
+                registry.counter(
+                    "ember_frames_dropped_total",
+                    "Frames replaced by a newer one before detection read them.",
+                    &labels,
+                ),
+                tap,
+            ));
             let pool_free = pool.clone();
             registry.probe(
                 "ember_frame_pool_free",
@@ -200,15 +206,17 @@ impl App {
             let stale = Some(Duration::from_secs_f64((5.0 / cam.fps).max(5.0)));
             let (name, fps, mw, mh, out) =
                 (cam.name.clone(), cam.fps, cam.max_width, cam.max_height, Arc::clone(&latest));
+            let size = cam.replay_size;
             app.spawn(&format!("camera:{}", cam.name), stale, move |part, stop| {
                 replay::Replay { camera: i, name, set, fps, max_width: mw, max_height: mh, pool, out, counters, part }
-                    .run(stop)
+                    .run_sized(size, stop)
             });
             let detect = DetectTask {
                 camera: i,
                 detector: Detector::new(cam.detector),
                 input: latest,
                 output: observations.clone(),
+                live: Some(Arc::clone(&live.cameras[i])),
                 counters: DetectCounters {
                     frames: registry.counter("ember_detect_frames_total", "Frames scored by the detector.", &labels),
                     nanos: registry.counter("ember_detect_nanoseconds_total", "Time spent scoring frames.", &labels),
@@ -226,6 +234,7 @@ impl App {
         // Sensor link.
         let map = Arc::new(DeviceMap::from_config(&c.sensors));
         let devices = Arc::new(Devices::new(&c.sensors, &registry, observations.clone()));
+        live.set_devices(Arc::clone(&devices));
         let server = Arc::new(SensorServer {
             map: Arc::clone(&map),
             devices: Arc::clone(&devices),
@@ -407,10 +416,11 @@ impl App {
         let alarm_for_fusion = Arc::clone(&alarm);
         let obs = observations.clone();
         let names = Arc::clone(&zone_names);
+        let zone_board = Arc::clone(&live.board);
         app.spawn("fusion", Some(Duration::from_secs(5)), move |part, stop| {
             let m = FusionMetrics { zone_gauges, transitions, decision_latency, alarm_latency };
-            FusionTask { fusion, input: obs, alarm: alarm_for_fusion, uplink: uplink_queue, zone_names: names, m }
-                .run(part, stop)
+            let (alarm, uplink, zone_names, board) = (alarm_for_fusion, uplink_queue, names, zone_board);
+            FusionTask { fusion, input: obs, alarm, uplink, zone_names, m, board }.run(part, stop)
         });
 
         // The ack button is read through the GPIO character device for both GPIO backends.
@@ -503,11 +513,13 @@ struct FusionTask {
     uplink: Option<Queue<Transition>>,
     zone_names: Arc<Vec<String>>,
     m: FusionMetrics,
+    /// Zone states and recent transitions for the status page.
+    board: Arc<crate::live::ZoneBoard>,
 }
 
 impl FusionTask {
     async fn run(self, part: PartHandle, stop: CancellationToken) -> anyhow::Result<()> {
-        let FusionTask { mut fusion, input, alarm, uplink, zone_names, m } = self;
+        let FusionTask { mut fusion, input, alarm, uplink, zone_names, m, board } = self;
         let FusionMetrics { zone_gauges, transitions, decision_latency, alarm_latency } = m;
         let mut last_outputs = Outputs::SAFE;
         let mut states = vec![ZoneState::Normal; fusion.zone_count()];
@@ -541,6 +553,7 @@ impl FusionTask {
             }
             for t in pending.drain(..) {
                 states[t.zone] = t.to;
+                board.record(&t, crate::live::status::unix_ms());
                 transitions.inc();
                 if let Some(g) = zone_gauges.get(t.zone) {
                     g.set(t.to.level() as f64);

@@ -126,6 +126,9 @@ pub enum LoadtestCmd {
     /// Input → alarm output latency: drives a zone into ALARM with stamped smoke packets and resets it, many
     /// times; reports the appliance's own latency percentiles.
     Alarm(crate::tools::loadtest_alarm::Args),
+    /// Live-view viewers: K MJPEG streams per camera, frames/bytes/fps per connection, the appliance's CPU, RSS
+    /// and JPEG encodes; `--find-max` steps viewers up to the measured limit. Prints a JSON report.
+    Streams(crate::tools::loadtest_streams::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -190,6 +193,14 @@ pub fn main() -> ExitCode {
             Ok(report) => {
                 println!("{report}");
                 ExitCode::SUCCESS
+            }
+            Err(e) => finish(Err(e)),
+        },
+        Command::Loadtest { cmd: LoadtestCmd::Streams(args) } => match crate::tools::loadtest_streams::run(args) {
+            Ok(report) => {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                let failed = report["passed"] == false;
+                if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
             }
             Err(e) => finish(Err(e)),
         },

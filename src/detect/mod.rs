@@ -51,6 +51,8 @@ pub struct DetectTask {
     pub input: Arc<Latest<Frame>>,
     pub output: Queue<Observation>,
     pub counters: DetectCounters,
+    /// The camera's live view, which draws the latest result in its overlay.
+    pub live: Option<Arc<crate::live::CameraLive>>,
 }
 
 impl DetectTask {
@@ -69,6 +71,10 @@ impl DetectTask {
             self.counters.nanos.add(started.elapsed().as_nanos() as u64);
             self.counters.frames.inc();
             self.counters.score.set(score as f64);
+            if let Some(l) = &self.live {
+                // The heuristic gives a score only; a detector with regions passes its boxes here.
+                l.set_detections(frame.meta.seq, score, &[]);
+            }
             self.output.push(Observation::Vision(VisionScore {
                 camera: self.camera,
                 seq: frame.meta.seq,
