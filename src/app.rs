@@ -162,7 +162,9 @@ impl App {
             queue: observations.clone(),
             zones: Arc::new(c.zones.iter().map(|z| z.name.clone()).collect()),
         };
-        let state = http::HttpState::with_operator(Arc::clone(&registry), Arc::clone(&health), operator);
+        let live = crate::live::Live::new(c, &registry, &health, app.stop.clone());
+        live.start().map_err(|e| anyhow::anyhow!("cannot start the live-view encoders: {e}"))?;
+        let state = http::HttpState::with_live(Arc::clone(&registry), Arc::clone(&health), operator, Arc::clone(&live));
         app.spawn("telemetry", None, move |_, stop| async move { Ok(http::serve(listener, state, stop).await?) });
 
         // Cameras and their detectors.
@@ -172,11 +174,15 @@ impl App {
                 c.runtime.frames_per_camera,
                 PixelFormat::Rgb24.frame_len(cam.max_width, cam.max_height),
             );
-            let latest = Arc::new(Latest::new(registry.counter(
-                "ember_frames_dropped_total",
-                "Frames replaced by a newer one before detection read them.",
-                &labels,
-            )));
+            let tap: Arc<dyn crate::camera::Tap<crate::frame::Frame>> = live.cameras[i].clone();
+            let latest = Arc::new(Latest::with_tap(
+                registry.counter(
+                    "ember_frames_dropped_total",
+                    "Frames replaced by a newer one before detection read them.",
+                    &labels,
+                ),
+                tap,
+            ));
             let pool_free = pool.clone();
             registry.probe(
                 "ember_frame_pool_free",
@@ -228,6 +234,7 @@ impl App {
                     let set = replay::ReplaySet::open(cam.path.as_deref().unwrap_or_default(), |p| loaded.resolve(p))
                         .map_err(|e| anyhow::anyhow!("camera {}: {e}", cam.name))?;
                     let max_jpeg_bytes = cam.max_jpeg_bytes;
+                    let size = cam.replay_size;
                     app.spawn(&format!("camera:{}", cam.name), stale, move |part, stop| {
                         let (max_width, max_height) = (mw, mh);
                         replay::Replay {
@@ -243,7 +250,7 @@ impl App {
                             part,
                             max_jpeg_bytes,
                         }
-                        .run(stop)
+                        .run_sized(size, stop)
                     });
                 }
                 CameraSource::Mjpeg => {
@@ -259,6 +266,7 @@ impl App {
                 input: latest,
                 output: observations.clone(),
                 watch,
+                live: Some(Arc::clone(&live.cameras[i])),
                 counters: DetectCounters {
                     frames: registry.counter("ember_detect_frames_total", "Frames scored by the detector.", &labels),
                     nanos: registry.counter("ember_detect_nanoseconds_total", "Time spent scoring frames.", &labels),
@@ -276,6 +284,7 @@ impl App {
         // Sensor link.
         let map = Arc::new(DeviceMap::from_config(&c.sensors));
         let devices = Arc::new(Devices::new(&c.sensors, &registry, observations.clone()));
+        live.set_devices(Arc::clone(&devices));
         let server = Arc::new(SensorServer {
             map: Arc::clone(&map),
             devices: Arc::clone(&devices),
@@ -457,10 +466,11 @@ impl App {
         let alarm_for_fusion = Arc::clone(&alarm);
         let obs = observations.clone();
         let names = Arc::clone(&zone_names);
+        let zone_board = Arc::clone(&live.board);
         app.spawn("fusion", Some(Duration::from_secs(5)), move |part, stop| {
             let m = FusionMetrics { zone_gauges, transitions, decision_latency, alarm_latency };
-            FusionTask { fusion, input: obs, alarm: alarm_for_fusion, uplink: uplink_queue, zone_names: names, m }
-                .run(part, stop)
+            let (alarm, uplink, zone_names, board) = (alarm_for_fusion, uplink_queue, names, zone_board);
+            FusionTask { fusion, input: obs, alarm, uplink, zone_names, m, board }.run(part, stop)
         });
 
         // The ack button is read through the GPIO character device for both GPIO backends.
@@ -553,11 +563,13 @@ struct FusionTask {
     uplink: Option<Queue<Transition>>,
     zone_names: Arc<Vec<String>>,
     m: FusionMetrics,
+    /// Zone states and recent transitions for the status page.
+    board: Arc<crate::live::ZoneBoard>,
 }
 
 impl FusionTask {
     async fn run(self, part: PartHandle, stop: CancellationToken) -> anyhow::Result<()> {
-        let FusionTask { mut fusion, input, alarm, uplink, zone_names, m } = self;
+        let FusionTask { mut fusion, input, alarm, uplink, zone_names, m, board } = self;
         let FusionMetrics { zone_gauges, transitions, decision_latency, alarm_latency } = m;
         let mut last_outputs = Outputs::SAFE;
         let mut states = vec![ZoneState::Normal; fusion.zone_count()];
@@ -591,6 +603,7 @@ impl FusionTask {
             }
             for t in pending.drain(..) {
                 states[t.zone] = t.to;
+                board.record(&t, crate::live::status::unix_ms());
                 transitions.inc();
                 if let Some(g) = zone_gauges.get(t.zone) {
                     g.set(t.to.level() as f64);

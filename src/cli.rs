@@ -129,6 +129,9 @@ pub enum LoadtestCmd {
     /// Detector throughput on synthetic frames, one thread per stream (EmberEye's camera_stream_load_test.py
     /// flags and JSON), with per-stream fps and latency percentiles and the process's CPU and peak RSS.
     Vision(crate::tools::loadtest_vision::Args),
+    /// Live-view viewers: K MJPEG streams per camera, frames/bytes/fps per connection, the appliance's CPU, RSS
+    /// and JPEG encodes; `--find-max` steps viewers up to the measured limit. Prints a JSON report.
+    Streams(crate::tools::loadtest_streams::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -200,6 +203,14 @@ pub fn main() -> ExitCode {
             Ok(report) => {
                 println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
                 ExitCode::SUCCESS
+            }
+            Err(e) => finish(Err(e)),
+        },
+        Command::Loadtest { cmd: LoadtestCmd::Streams(args) } => match crate::tools::loadtest_streams::run(args) {
+            Ok(report) => {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                let failed = report["passed"] == false;
+                if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
             }
             Err(e) => finish(Err(e)),
         },

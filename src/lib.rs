@@ -22,6 +22,7 @@ pub mod detect;
 pub mod event;
 pub mod frame;
 pub mod fusion;
+pub mod live;
 pub mod queue;
 pub mod sensor;
 #[cfg(test)]

@@ -12,24 +12,39 @@ pub mod rate;
 pub mod replay;
 pub mod watch;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use crate::telemetry::Counter;
+
+/// Sees every value put into a `Latest` before the reader does (the live view's preview copy). Must be quick
+/// and must not block: it runs on the source's task.
+pub trait Tap<T>: Send + Sync {
+    fn offer(&self, v: &T);
+}
 
 /// Holds at most one value; a newer value replaces an unread older one ("newest wins").
 pub struct Latest<T> {
     slot: Mutex<Option<T>>,
     ready: Notify,
     replaced: Counter,
+    tap: Option<Arc<dyn Tap<T>>>,
 }
 
 impl<T> Latest<T> {
     pub fn new(replaced: Counter) -> Self {
-        Latest { slot: Mutex::new(None), ready: Notify::new(), replaced }
+        Latest { slot: Mutex::new(None), ready: Notify::new(), replaced, tap: None }
+    }
+
+    /// Like `new`, with a tap that sees every value put.
+    pub fn with_tap(replaced: Counter, tap: Arc<dyn Tap<T>>) -> Self {
+        Latest { slot: Mutex::new(None), ready: Notify::new(), replaced, tap: Some(tap) }
     }
 
     pub fn put(&self, v: T) {
+        if let Some(t) = &self.tap {
+            t.offer(&v);
+        }
         let old = self.slot.lock().unwrap_or_else(|p| p.into_inner()).replace(v);
         if old.is_some() {
             self.replaced.inc();

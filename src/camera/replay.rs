@@ -188,6 +188,16 @@ pub struct Replay {
 
 impl Replay {
     pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
+        self.run_sized(None, stop).await
+    }
+
+    /// Like `run`; with `size` = [w, h], every frame is scaled to w×h (nearest neighbour) to stand in for a
+    /// camera of that resolution. The decode goes through one scratch buffer allocated here, once.
+    pub async fn run_sized(self, size: Option<[usize; 2]>, stop: CancellationToken) -> anyhow::Result<()> {
+        let mut scratch = match size {
+            Some(_) => vec![0u8; PixelFormat::Rgb24.frame_len(self.max_width, self.max_height)],
+            None => Vec::new(),
+        };
         // Paced frame by frame so a rate change applies from the next frame; after a stall, carry on at the
         // current rate rather than bursting to catch up.
         let mut next = tokio::time::Instant::now();
@@ -244,7 +254,16 @@ impl Replay {
                     None => continue,
                 },
             };
-            match decoder.decode_rgb(bytes, frame.buffer_mut(), self.max_width, self.max_height) {
+            let decoded = match size {
+                None => decoder.decode_rgb(bytes, frame.buffer_mut(), self.max_width, self.max_height),
+                Some([tw, th]) => {
+                    decoder.decode_rgb(bytes, &mut scratch, self.max_width, self.max_height).map(|(w, h)| {
+                        scale_nearest(&scratch, w, h, frame.buffer_mut(), tw, th);
+                        (tw, th)
+                    })
+                }
+            };
+            match decoded {
                 Ok((w, h)) => {
                     seq += 1;
                     frame.meta.camera = self.camera;
@@ -269,10 +288,41 @@ impl Replay {
     }
 }
 
+/// Nearest-neighbour scaling of RGB24 `src` (sw×sh) into `dst` (dw×dh); `dst` must hold dw×dh×3 bytes.
+pub fn scale_nearest(src: &[u8], sw: usize, sh: usize, dst: &mut [u8], dw: usize, dh: usize) {
+    if sw == 0 || sh == 0 {
+        return;
+    }
+    for y in 0..dh {
+        let sy = y * sh / dh;
+        let row = &mut dst[y * dw * 3..(y + 1) * dw * 3];
+        for (x, px) in row.chunks_exact_mut(3).enumerate() {
+            let i = (sy * sw + x * sw / dw) * 3;
+            px.copy_from_slice(&src[i..i + 3]);
+        }
+    }
+}
+
 fn files_name(set: &ReplaySet, i: usize) -> String {
     match set {
         ReplaySet::Folder(f) => f.get(i).map(|p| p.display().to_string()).unwrap_or_default(),
         ReplaySet::Builtin(b) => b.get(i).map(|x| x.0.to_owned()).unwrap_or_default(),
         ReplaySet::Stream(p) => p.display().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nearest_scaling_maps_corners_and_blocks() {
+        // 2x1 source: red, blue; scaled to 4x2.
+        let src = [255, 0, 0, 0, 0, 255];
+        let mut dst = [0u8; 4 * 2 * 3];
+        super::scale_nearest(&src, 2, 1, &mut dst, 4, 2);
+        let px = |x: usize, y: usize| &dst[(y * 4 + x) * 3..(y * 4 + x) * 3 + 3];
+        assert_eq!(px(0, 0), [255, 0, 0]);
+        assert_eq!(px(1, 1), [255, 0, 0]);
+        assert_eq!(px(2, 0), [0, 0, 255]);
+        assert_eq!(px(3, 1), [0, 0, 255]);
     }
 }

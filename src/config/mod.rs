@@ -77,11 +77,40 @@ pub struct Telemetry {
     /// Address of the /metrics and /health listener. Default 127.0.0.1:9090 (loopback only).
     #[serde(default = "default_telemetry_listen")]
     pub listen: SocketAddr,
+    /// A secret every request must carry (`Authorization: Bearer TOKEN` or `?token=TOKEN`), except /health.
+    /// Required (this or `basic_auth`) when `listen` is not a loopback address. Default: none.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// "user:password" for HTTP basic auth (browsers prompt for it), accepted besides `token`. Default: none.
+    #[serde(default)]
+    pub basic_auth: Option<String>,
+    /// Live-view viewers (MJPEG streams and snapshots waiting for a frame) at once, all cameras. Beyond it: 503.
+    /// Default 16.
+    #[serde(default = "default_max_viewers")]
+    pub max_viewers: usize,
+    /// Live-view viewers at once per camera. Beyond it: 503. Default 8.
+    #[serde(default = "default_max_viewers_per_camera")]
+    pub max_viewers_per_camera: usize,
+    /// A viewer that cannot take a frame within this many milliseconds of it being ready is disconnected
+    /// (it only ever gets the newest frame, so a slow one skips frames before that). Default 2000.
+    #[serde(default = "default_viewer_max_lag_ms")]
+    pub viewer_max_lag_ms: u64,
+    /// JPEG quality of the live view, 1..=100. Default 70.
+    #[serde(default = "default_jpeg_quality")]
+    pub jpeg_quality: u8,
 }
 
 impl Default for Telemetry {
     fn default() -> Self {
-        Telemetry { listen: default_telemetry_listen() }
+        Telemetry {
+            listen: default_telemetry_listen(),
+            token: None,
+            basic_auth: None,
+            max_viewers: default_max_viewers(),
+            max_viewers_per_camera: default_max_viewers_per_camera(),
+            viewer_max_lag_ms: default_viewer_max_lag_ms(),
+            jpeg_quality: default_jpeg_quality(),
+        }
     }
 }
 
@@ -185,6 +214,10 @@ pub struct Camera {
     /// Which detector scores this camera's frames. Default "embereye".
     #[serde(default = "default_detector")]
     pub detector: DetectorKind,
+    /// Replay only: scale every frame to this [width, height] (nearest neighbour), to stand in for a camera of
+    /// that resolution; must fit max_width x max_height. Unset: frames keep their own size.
+    #[serde(default)]
+    pub replay_size: Option<[usize; 2]>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -368,6 +401,18 @@ fn default_site_name() -> String {
 fn default_telemetry_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9090))
 }
+fn default_max_viewers() -> usize {
+    16
+}
+fn default_max_viewers_per_camera() -> usize {
+    8
+}
+fn default_viewer_max_lag_ms() -> u64 {
+    2000
+}
+fn default_jpeg_quality() -> u8 {
+    70
+}
 fn default_observation_queue() -> usize {
     1024
 }
@@ -537,8 +582,17 @@ pub fn validate(c: &Config, base_dir: &Path) -> Vec<(Vec<PathSeg>, String)> {
             push(at("max_height"), format!("max_height must be 16..=4096, got {}", cam.max_height));
         }
         validate_camera_source(cam, base_dir, &at, &mut push);
+        if let Some([w, h]) = cam.replay_size
+            && !(16..=cam.max_width).contains(&w) | !(16..=cam.max_height).contains(&h)
+        {
+            push(
+                at("replay_size"),
+                format!("replay_size {w}x{h} must be at least 16x16 and fit max_width x max_height"),
+            );
+        }
     }
 
+    crate::live::validate_config(&c.telemetry, &mut push);
     sensors::validate(&c.sensors, !c.simulator.is_empty(), &mut push);
     for (i, s) in c.simulator.iter().enumerate() {
         let at = |k: &str| vec![key("simulator"), PathSeg::Index(i), key(k)];

@@ -55,6 +55,8 @@ pub struct DetectTask {
     pub counters: DetectCounters,
     /// Adapts the camera's rate and reports its health.
     pub watch: CameraWatch,
+    /// The camera's live view, which draws the latest result in its overlay.
+    pub live: Option<Arc<crate::live::CameraLive>>,
 }
 
 impl DetectTask {
@@ -83,6 +85,10 @@ impl DetectTask {
             self.watch.frame(tokio::time::Instant::now(), &frame, busy);
             self.counters.frames.inc();
             self.counters.score.set(score as f64);
+            if let Some(l) = &self.live {
+                // The heuristic gives a score only; a detector with regions passes its boxes here.
+                l.set_detections(frame.meta.seq, score, &[]);
+            }
             self.output.push(Observation::Vision(VisionScore {
                 camera: self.camera,
                 seq: frame.meta.seq,

@@ -52,6 +52,17 @@ struct State {
     rise: super::analysis::RiseTracker,
     thermal_health: super::analysis::Health,
     started: Instant,
+    /// Thermal frames converted and analysed so far (the live view shows `temps` only once there is one).
+    thermal_frames: u64,
+}
+
+/// A device as the status page shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceView {
+    pub online: bool,
+    pub faults: u8,
+    pub has_frame: bool,
+    pub hot_c: f32,
 }
 
 pub struct DeviceCounters {
@@ -92,6 +103,7 @@ impl Devices {
                     rise: super::analysis::RiseTracker::new(d.rise_window_secs),
                     thermal_health: super::analysis::Health::default(),
                     started: now,
+                    thermal_frames: 0,
                 })
             })
             .collect();
@@ -249,6 +261,7 @@ impl Devices {
             return;
         }
         let stats = super::analysis::analyse(&st.temps, cfg.hot_cluster_c, &mut st.analysis);
+        st.thermal_frames += 1;
         let secs = now.saturating_duration_since(st.started).as_secs_f64();
         st.rise.push(secs, stats.max_c);
         let rise = st.rise.rate_c_per_min();
@@ -266,6 +279,24 @@ impl Devices {
             hot_pixels,
             rise_c_per_min: rise,
         }));
+    }
+
+    /// Copies the device's last thermal grid (°C) into `out` and says what state the device is in; None for an
+    /// unknown device. For the status page and the live-view overlay.
+    pub fn thermal_grid(&self, device: usize, out: &mut [f32; PIXELS]) -> Option<DeviceView> {
+        let hot_c = self.cfg.get(device)?.hot_cluster_c;
+        let st = self.lock(device)?;
+        out.copy_from_slice(&st.temps[..]);
+        Some(DeviceView {
+            online: st.last_seen.is_some() && st.faults & fault::OFFLINE == 0,
+            faults: st.faults,
+            has_frame: st.thermal_frames > 0,
+            hot_c,
+        })
+    }
+
+    pub fn count(&self) -> usize {
+        self.cfg.len()
     }
 
     /// A `#Sensor` packet: converts the ADC channels and supervises them.

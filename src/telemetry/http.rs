@@ -1,7 +1,9 @@
 //! The telemetry HTTP listener: `GET /metrics` (Prometheus text), `GET /health` (200 `ok`, or 503 naming the
 //! failing parts) and the operator's commands `POST /api/zones/{name|all}/{acknowledge|silence|reset|
 //! test-start|test-end}`. A deliberately small HTTP/1.1 server: bounded request size, read timeout,
-//! connection cap. It listens on loopback by default: commands are for the local operator.
+//! connection cap. It listens on loopback by default: commands are for the local operator. The live view
+//! (`crate::live`: status page, /api/status, camera streams) is served here too, and so is access control:
+//! with a token or basic credentials configured, every request but /health must carry them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +28,7 @@ pub struct HttpState {
     pub registry: Arc<Registry>,
     pub health: Arc<Health>,
     pub operator: Option<OperatorPort>,
+    pub live: Option<Arc<crate::live::Live>>,
     requests: Counter,
     refused: Counter,
     commands: Counter,
@@ -40,6 +43,20 @@ impl HttpState {
         Self::build(registry, health, Some(operator))
     }
 
+    /// The appliance's listener: operator commands plus the live view (which also carries the access rules).
+    pub fn with_live(
+        registry: Arc<Registry>,
+        health: Arc<Health>,
+        operator: OperatorPort,
+        live: Arc<crate::live::Live>,
+    ) -> Arc<Self> {
+        let mut s = Self::build(registry, health, Some(operator));
+        if let Some(st) = Arc::get_mut(&mut s) {
+            st.live = Some(live);
+        }
+        s
+    }
+
     fn build(registry: Arc<Registry>, health: Arc<Health>, operator: Option<OperatorPort>) -> Arc<Self> {
         let requests = registry.counter("ember_http_requests_total", "Requests served by the telemetry listener.", &[]);
         let refused = registry.counter(
@@ -48,7 +65,7 @@ impl HttpState {
             &[],
         );
         let commands = registry.counter("ember_operator_commands_total", "Operator commands accepted over HTTP.", &[]);
-        Arc::new(HttpState { registry, health, operator, requests, refused, commands })
+        Arc::new(HttpState { registry, health, operator, live: None, requests, refused, commands })
     }
 
     /// `POST /api/zones/{zone}/{command}`: queues the command for fusion.
@@ -86,7 +103,9 @@ impl HttpState {
 }
 
 pub async fn serve(listener: TcpListener, state: Arc<HttpState>, stop: CancellationToken) -> std::io::Result<()> {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Live-view viewers hold their connection for as long as they watch: they get places of their own.
+    let viewers = state.live.as_ref().map(|l| l.limits.max_total()).unwrap_or(0);
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS + viewers));
     loop {
         let (stream, _) = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
@@ -115,7 +134,7 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, stop: Cancellat
     }
 }
 
-async fn handle(mut stream: TcpStream, state: &HttpState) -> std::io::Result<()> {
+async fn handle(mut stream: TcpStream, state: &Arc<HttpState>) -> std::io::Result<()> {
     let mut buf = [0u8; MAX_HEAD];
     let mut len = 0;
     let head_end = loop {
@@ -136,8 +155,30 @@ async fn handle(mut stream: TcpStream, state: &HttpState) -> std::io::Result<()>
     let head = std::str::from_utf8(&buf[..head_end]).unwrap_or("");
     let mut parts = head.lines().next().unwrap_or("").split(' ');
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     state.requests.inc();
+    if let Some(live) = &state.live
+        && path != "/health"
+    {
+        let authorization = head.lines().skip(1).find_map(|l| {
+            l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case("authorization")).map(|(_, v)| v.trim())
+        });
+        if let crate::live::auth::Verdict::Denied { basic } = live.auth.check(authorization, query) {
+            let challenge = if basic { "WWW-Authenticate: Basic realm=\"ember-edge\"\r\n" } else { "" };
+            let msg = "authentication required\n";
+            let resp = format!(
+                "HTTP/1.1 401 Unauthorized\r\n{challenge}Content-Type: text/plain\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{msg}",
+                msg.len()
+            );
+            stream.write_all(resp.as_bytes()).await?;
+            return stream.shutdown().await;
+        }
+        if (method == "GET" || method == "HEAD") && crate::live::http::handles(path) {
+            let live = Arc::clone(live);
+            return crate::live::http::serve(stream, path, query, method == "HEAD", &live).await;
+        }
+    }
     if method == "POST" && path.starts_with("/api/zones/") {
         let (status, body) = state.operator_command(path);
         return respond(&mut stream, status, "text/plain", body.as_bytes()).await;

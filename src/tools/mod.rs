@@ -3,6 +3,7 @@
 pub mod collect;
 pub mod loadtest_alarm;
 pub mod loadtest_sensors;
+pub mod loadtest_streams;
 pub mod loadtest_uplink;
 pub mod loadtest_vision;
 pub mod prom;

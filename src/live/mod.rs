@@ -1,0 +1,274 @@
+//! The live view on the telemetry listener: cameras as MJPEG streams and snapshots (optionally with the
+//! detection overlay), `/api/status` (zones, cameras, devices with their thermal grids, trouble, recent
+//! alerts) and the status page at `/` that shows all of it, updating without reloads.
+//!
+//! Encode once, fan out: a camera's newest frame is copied (only while someone watches) and JPEG-encoded at
+//! most once per frame interval on the camera's encoder thread, into a small pool of shared buffers; every
+//! viewer sends the same bytes and only ever the newest frame. Viewers are limited per camera and in total
+//! (503 beyond), and one that cannot take a frame within the configured lag is disconnected.
+
+pub mod auth;
+pub mod camera;
+pub mod fanout;
+pub mod http;
+pub mod multipart;
+pub mod overlay;
+pub mod status;
+pub mod viewers;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, PathSeg, Telemetry, key};
+use crate::sensor::device::Devices;
+use crate::telemetry::{Counter, Health, Registry, metrics};
+
+pub use camera::{CameraLive, Variant};
+pub use status::ZoneBoard;
+
+/// Everything the live routes need, shared by the listener's connections.
+pub struct Live {
+    pub site: String,
+    pub cameras: Vec<Arc<CameraLive>>,
+    pub limits: viewers::ViewerLimits,
+    pub max_lag: Duration,
+    pub board: Arc<ZoneBoard>,
+    pub auth: auth::Auth,
+    devices: Arc<OnceLock<Arc<Devices>>>,
+    device_names: Vec<String>,
+    health: Arc<Health>,
+    stop: CancellationToken,
+    pub counters: ViewerCounters,
+}
+
+pub struct ViewerCounters {
+    pub refused: Counter,
+    pub lagged: Counter,
+    pub frames_sent: Counter,
+    pub bytes_sent: Counter,
+    pub frames_skipped: Counter,
+}
+
+/// Shared JPEG buffers per camera and variant beyond the viewers: the published frame plus one being written.
+const SPARE_SLOTS: usize = 2;
+
+impl Live {
+    /// Builds the per-camera state from the config; `start` runs the encoder threads.
+    pub fn new(c: &Config, registry: &Arc<Registry>, health: &Arc<Health>, stop: CancellationToken) -> Arc<Live> {
+        let devices = Arc::new(OnceLock::new());
+        let t = &c.telemetry;
+        let cameras: Vec<Arc<CameraLive>> = c
+            .cameras
+            .iter()
+            .enumerate()
+            .map(|(i, cam)| {
+                // Devices that share a zone with this camera: their thermal grids go in its overlay.
+                let mut thermal: Vec<usize> = Vec::new();
+                for z in c.zones.iter().filter(|z| z.cameras.contains(&cam.name)) {
+                    for d in &z.devices {
+                        if let Some(k) = c.sensors.devices.iter().position(|x| &x.name == d)
+                            && !thermal.contains(&k)
+                        {
+                            thermal.push(k);
+                        }
+                    }
+                }
+                let max_len = crate::frame::PixelFormat::Rgb24.frame_len(cam.max_width, cam.max_height);
+                // A viewer holds at most one buffer (while writing it), so this many never runs dry.
+                let slots = t.max_viewers_per_camera.min(t.max_viewers) + SPARE_SLOTS;
+                Arc::new(CameraLive::new(
+                    i,
+                    &cam.name,
+                    cam.fps,
+                    max_len,
+                    slots,
+                    t.jpeg_quality,
+                    thermal,
+                    Arc::clone(&devices),
+                    camera::LiveCounters::new(registry, &cam.name),
+                ))
+            })
+            .collect();
+        for cam in &cameras {
+            let c2 = Arc::clone(cam);
+            registry.probe(
+                "ember_live_viewers",
+                "Live-view viewers connected now.",
+                metrics::Kind::Gauge,
+                &[("camera", cam.name.as_str())],
+                move || c2.viewers() as f64,
+            );
+        }
+        let counters = ViewerCounters {
+            refused: registry.counter(
+                "ember_live_viewers_refused_total",
+                "Live-view requests answered 503 because the viewer limits were reached.",
+                &[],
+            ),
+            lagged: registry.counter(
+                "ember_live_viewers_lagged_total",
+                "Viewers disconnected for not taking a frame within the configured lag.",
+                &[],
+            ),
+            frames_sent: registry.counter("ember_live_frames_sent_total", "Frames written to live-view viewers.", &[]),
+            bytes_sent: registry.counter("ember_live_bytes_sent_total", "Bytes written to live-view viewers.", &[]),
+            frames_skipped: registry.counter(
+                "ember_live_viewer_frames_skipped_total",
+                "Frames a slow viewer never got because a newer one replaced them (newest wins).",
+                &[],
+            ),
+        };
+        Arc::new(Live {
+            site: c.site.name.clone(),
+            limits: viewers::ViewerLimits::new(cameras.len(), t.max_viewers_per_camera, t.max_viewers),
+            cameras,
+            max_lag: Duration::from_millis(t.viewer_max_lag_ms),
+            board: Arc::new(ZoneBoard::new(c.zones.iter().map(|z| z.name.clone()).collect())),
+            auth: auth::Auth::new(t.token.as_deref(), t.basic_auth.as_deref()),
+            devices,
+            device_names: c.sensors.devices.iter().map(|d| d.name.clone()).collect(),
+            health: Arc::clone(health),
+            stop,
+            counters,
+        })
+    }
+
+    /// Starts one encoder thread per camera; they end when the stop token is cancelled.
+    pub fn start(&self) -> std::io::Result<()> {
+        for cam in &self.cameras {
+            let (cam, stop) = (Arc::clone(cam), self.stop.clone());
+            std::thread::Builder::new()
+                .name(format!("live-{}", cam.index))
+                .stack_size(256 * 1024)
+                .spawn(move || cam.run_encoder(stop))?;
+        }
+        Ok(())
+    }
+
+    pub fn stop_token(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    /// The sensor devices, once the sensor link exists (the thermal grids on the page and in the overlay).
+    pub fn set_devices(&self, d: Arc<Devices>) {
+        let _ = self.devices.set(d);
+    }
+
+    /// A camera by name or index.
+    pub fn camera(&self, id: &str) -> Option<&Arc<CameraLive>> {
+        self.cameras
+            .iter()
+            .find(|c| c.name == id)
+            .or_else(|| id.parse::<usize>().ok().and_then(|i| self.cameras.get(i)))
+    }
+
+    /// "live", "starting", "stalled" (no frame for 3 intervals and at least 2 s) or "failed" (source task died).
+    pub fn camera_state(&self, cam: &CameraLive) -> &'static str {
+        let part = format!("camera:{}", cam.name);
+        if self.health.states().iter().any(|(n, s)| *n == part && matches!(s, crate::telemetry::PartState::Failed(_))) {
+            return "failed";
+        }
+        match cam.frame_age() {
+            None => "starting",
+            Some(age) if age > Duration::from_secs_f64((3.0 / cam.fps).max(2.0)) => "stalled",
+            Some(_) => "live",
+        }
+    }
+
+    pub fn cameras_json(&self) -> serde_json::Value {
+        self.cameras
+            .iter()
+            .map(|c| {
+                let (w, h) = c.size();
+                serde_json::json!({
+                    "id": c.name, "index": c.index, "state": self.camera_state(c),
+                    "fps": (c.measured_fps() * 10.0).round() / 10.0, "fps_config": c.fps,
+                    "width": w, "height": h, "frames": c.frames(), "viewers": self.limits.viewers(c.index),
+                    "score": (c.detection_score() as f64 * 1000.0).round() / 1000.0,
+                    "snapshot": format!("/cameras/{}/snapshot.jpg", c.name),
+                    "stream": format!("/cameras/{}/stream.mjpg", c.name),
+                })
+            })
+            .collect()
+    }
+
+    /// The whole `/api/status` document.
+    pub fn status_json(&self) -> serde_json::Value {
+        let now = tokio::time::Instant::now();
+        let mut trouble: Vec<String> = self.health.failing(now);
+        let mut devices = Vec::new();
+        let mut grid = Box::new([0f32; crate::sensor::proto::PIXELS]);
+        if let Some(d) = self.devices.get() {
+            for (i, name) in self.device_names.iter().enumerate() {
+                let Some(v) = d.thermal_grid(i, &mut grid) else { continue };
+                let faults: Vec<&str> = crate::sensor::device::fault::names(v.faults).collect();
+                for f in &faults {
+                    trouble.push(format!("device {name}: {f}"));
+                }
+                let cells: Vec<serde_json::Value> =
+                    grid.iter().map(|t| serde_json::json!((*t as f64 * 10.0).round() / 10.0)).collect();
+                devices.push(serde_json::json!({
+                    "name": name, "online": v.online, "faults": faults, "hot_c": v.hot_c,
+                    "thermal": if v.has_frame { serde_json::json!({"width": crate::sensor::proto::GRID_W,
+                        "height": crate::sensor::proto::GRID_H, "celsius": cells}) } else { serde_json::Value::Null },
+                }));
+            }
+        }
+        for c in &self.cameras {
+            let s = self.camera_state(c);
+            if s == "stalled" || s == "failed" {
+                trouble.push(format!("camera {}: {s}", c.name));
+            }
+        }
+        serde_json::json!({
+            "site": self.site,
+            "time_ms": status::unix_ms(),
+            "zones": self.board.zones_json(),
+            "cameras": self.cameras_json(),
+            "devices": devices,
+            "trouble": trouble,
+            "alerts": self.board.alerts_json(),
+        })
+    }
+}
+
+/// Config checks for the live view and the listener's access control.
+pub fn validate_config(t: &Telemetry, push: &mut impl FnMut(Vec<PathSeg>, String)) {
+    let at = |k: &str| vec![key("telemetry"), key(k)];
+    if !t.listen.ip().is_loopback() && t.token.is_none() && t.basic_auth.is_none() {
+        push(
+            at("listen"),
+            format!(
+                "listen {} is not a loopback address: set `token` or `basic_auth` so the camera views, status and \
+                 operator commands are not open to the whole network",
+                t.listen
+            ),
+        );
+    }
+    if let Some(tok) = &t.token
+        && (tok.len() < 8 || tok.contains(|c: char| !c.is_ascii_graphic() || c == '&'))
+    {
+        push(at("token"), "token must be at least 8 printable ASCII characters, without `&` or spaces".into());
+    }
+    if let Some(b) = &t.basic_auth
+        && !b.split_once(':').is_some_and(|(u, p)| !u.is_empty() && p.len() >= 8)
+    {
+        push(at("basic_auth"), "basic_auth must be \"user:password\" with a password of at least 8 characters".into());
+    }
+    if !(1..=10_000).contains(&t.max_viewers) {
+        push(at("max_viewers"), format!("max_viewers must be 1..=10000, got {}", t.max_viewers));
+    }
+    if !(1..=10_000).contains(&t.max_viewers_per_camera) {
+        push(
+            at("max_viewers_per_camera"),
+            format!("max_viewers_per_camera must be 1..=10000, got {}", t.max_viewers_per_camera),
+        );
+    }
+    if !(100..=60_000).contains(&t.viewer_max_lag_ms) {
+        push(at("viewer_max_lag_ms"), format!("viewer_max_lag_ms must be 100..=60000, got {}", t.viewer_max_lag_ms));
+    }
+    if !(1..=100).contains(&t.jpeg_quality) {
+        push(at("jpeg_quality"), format!("jpeg_quality must be 1..=100, got {}", t.jpeg_quality));
+    }
+}
