@@ -13,7 +13,9 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::alarm::{AlarmOutput, Outputs};
+use crate::camera::adapt::AdaptConfig;
 use crate::camera::rate::Rate;
+use crate::camera::watch::{CameraWatch, WatchMetrics};
 use crate::camera::{Latest, mjpeg_http, replay};
 use crate::config::{CameraSource, Loaded};
 use crate::detect::{DetectCounters, DetectTask, Detector};
@@ -196,9 +198,31 @@ impl App {
                     &labels,
                 ),
             };
-            let stale = Some(Duration::from_secs_f64((5.0 / cam.fps).max(5.0)));
-            let (name, fps, mw, mh, out) =
-                (cam.name.clone(), cam.fps, cam.max_width, cam.max_height, Arc::clone(&latest));
+            let rate = Arc::new(Rate::new(cam.fps));
+            let watch = CameraWatch::new(
+                i,
+                cam.name.clone(),
+                Arc::clone(&rate),
+                AdaptConfig::new(cam.min_fps(), cam.fps),
+                observations.clone(),
+                WatchMetrics {
+                    fps: registry.gauge("ember_camera_fps", "The camera's current adaptive frame rate.", &labels),
+                    condition: registry.gauge(
+                        "ember_camera_condition",
+                        "Camera health: 0 ok, 1 no frames, 2 frozen, 3 covered or black, 4 defocused or fogged.",
+                        &labels,
+                    ),
+                    troubles: registry.counter(
+                        "ember_camera_troubles_total",
+                        "Times the camera went into a trouble condition.",
+                        &labels,
+                    ),
+                    dropped: latest.replaced_counter(),
+                },
+                tokio::time::Instant::now(),
+            );
+            let stale = Some(Duration::from_secs_f64((5.0 / cam.min_fps()).max(5.0)));
+            let (name, mw, mh, out) = (cam.name.clone(), cam.max_width, cam.max_height, Arc::clone(&latest));
             match cam.source {
                 CameraSource::Replay => {
                     let set = replay::ReplaySet::open(cam.path.as_deref().unwrap_or_default(), |p| loaded.resolve(p))
@@ -210,7 +234,7 @@ impl App {
                             camera: i,
                             name,
                             set,
-                            fps,
+                            rate,
                             max_width,
                             max_height,
                             pool,
@@ -223,8 +247,6 @@ impl App {
                     });
                 }
                 CameraSource::Mjpeg => {
-                    // The camera's rate, shared with whatever adapts it at run time.
-                    let rate = Arc::new(Rate::new(cam.fps));
                     let counters = mjpeg_http::MjpegCounters::register(&registry, &cam.name, counters);
                     let source = mjpeg_http::MjpegHttp::from_config(i, cam, rate, pool, out, counters)?;
                     let stale = Some(source.stale_after());
@@ -236,6 +258,7 @@ impl App {
                 detector: Detector::new(cam.detector),
                 input: latest,
                 output: observations.clone(),
+                watch,
                 counters: DetectCounters {
                     frames: registry.counter("ember_detect_frames_total", "Frames scored by the detector.", &labels),
                     nanos: registry.counter("ember_detect_nanoseconds_total", "Time spent scoring frames.", &labels),

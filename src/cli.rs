@@ -126,6 +126,9 @@ pub enum LoadtestCmd {
     /// Input → alarm output latency: drives a zone into ALARM with stamped smoke packets and resets it, many
     /// times; reports the appliance's own latency percentiles.
     Alarm(crate::tools::loadtest_alarm::Args),
+    /// Detector throughput on synthetic frames, one thread per stream (EmberEye's camera_stream_load_test.py
+    /// flags and JSON), with per-stream fps and latency percentiles and the process's CPU and peak RSS.
+    Vision(crate::tools::loadtest_vision::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -189,6 +192,13 @@ pub fn main() -> ExitCode {
         Command::Loadtest { cmd: LoadtestCmd::Alarm(args) } => match crate::tools::loadtest_alarm::run(args) {
             Ok(report) => {
                 println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => finish(Err(e)),
+        },
+        Command::Loadtest { cmd: LoadtestCmd::Vision(args) } => match crate::tools::loadtest_vision::run(args) {
+            Ok(report) => {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
                 ExitCode::SUCCESS
             }
             Err(e) => finish(Err(e)),

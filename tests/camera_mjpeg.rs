@@ -578,7 +578,7 @@ async fn mjpeg_file_replays_in_order_and_loops() {
         camera: 0,
         name: "clip".into(),
         set,
-        fps: 100.0,
+        rate: Arc::new(ember_edge::camera::rate::Rate::new(100.0)),
         max_width: MAX,
         max_height: MAX,
         pool: FramePool::new(2, PixelFormat::Rgb24.frame_len(MAX, MAX)),

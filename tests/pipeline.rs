@@ -68,3 +68,35 @@ async fn idle_room_with_quiet_frames_raises_nothing() {
     assert!(sink.lines().iter().any(|l| l["type"] == "heartbeat"), "the link itself is up");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_frozen_camera_puts_its_zone_in_trouble_not_alarm() {
+    // One file replayed over and over is exactly what a hung encoder looks like: identical frames.
+    let dir = std::env::temp_dir().join(format!("ember-frozen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/frames/rf-indoorfire_image6_880670.jpg"),
+        dir.join("still.jpg"),
+    )
+    .unwrap();
+    let extra =
+        format!("[[cameras]]\nname = \"still\"\nsource = \"replay\"\npath = \"{}\"\nfps = 4.0\n", dir.display());
+    let text = site_toml(&extra)
+        .replace("scenario = \"fire\"", "scenario = \"idle\"")
+        .replace("cameras = [\"cam\"]", "cameras = [\"still\"]");
+    let loaded = load(&text);
+    let sink = SharedBuf::default();
+    let app = App::start(&loaded, Overrides { collector_sink: Some(Box::new(sink.clone())), ..Default::default() })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let metrics = app.registry.render();
+    app.shutdown().await;
+    let alerts = sink.alerts();
+    let path: Vec<(&str, &str)> =
+        alerts.iter().map(|a| (a["from"].as_str().unwrap(), a["to"].as_str().unwrap())).collect();
+    assert_eq!(path, [("normal", "trouble")], "{alerts:#?}");
+    assert!(metrics.contains("ember_camera_condition{camera=\"still\"} 2"), "{metrics}");
+    assert!(metrics.contains("ember_camera_troubles_total{camera=\"still\"} 1"), "{metrics}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

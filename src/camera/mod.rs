@@ -2,12 +2,15 @@
 //! through a one-slot mailbox: when detection falls behind, the older frame is dropped and counted, so memory
 //! never grows. Sources: `replay` (a folder of JPEGs or an .mjpeg file) and `mjpeg_http` (IP cameras).
 
+pub mod adapt;
+pub mod health;
 pub mod http;
 pub mod jpeg;
 pub mod mjpeg_http;
 pub mod multipart;
 pub mod rate;
 pub mod replay;
+pub mod watch;
 
 use std::sync::Mutex;
 use tokio::sync::Notify;
@@ -34,6 +37,11 @@ impl<T> Latest<T> {
         // Drop the evicted value (a pooled frame) outside the lock.
         drop(old);
         self.ready.notify_one();
+    }
+
+    /// The counter of values replaced unread, for whoever watches this mailbox's load.
+    pub fn replaced_counter(&self) -> Counter {
+        self.replaced.clone()
     }
 
     pub async fn take(&self) -> T {

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Latest;
@@ -175,7 +174,8 @@ pub struct Replay {
     pub camera: usize,
     pub name: String,
     pub set: ReplaySet,
-    pub fps: f64,
+    /// The camera's current rate, adapted at run time to the detector's budget.
+    pub rate: Arc<super::rate::Rate>,
     pub max_width: usize,
     pub max_height: usize,
     pub pool: FramePool,
@@ -188,10 +188,9 @@ pub struct Replay {
 
 impl Replay {
     pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
-        let period = Duration::from_secs_f64(1.0 / self.fps);
-        let mut tick = tokio::time::interval(period);
-        // After a stall, carry on at the set rate rather than bursting to catch up.
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Paced frame by frame so a rate change applies from the next frame; after a stall, carry on at the
+        // current rate rather than bursting to catch up.
+        let mut next = tokio::time::Instant::now();
         let mut decoder = JpegDecoder::new();
         // One read buffer reused for every file: it grows to the largest file once, then stays.
         let mut file_buf: Vec<u8> = Vec::new();
@@ -205,8 +204,9 @@ impl Replay {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
-                _ = tick.tick() => {}
+                _ = tokio::time::sleep_until(next) => {}
             }
+            next = (next + self.rate.period()).max(tokio::time::Instant::now());
             self.part.beat();
             let Some(mut frame) = self.pool.take() else {
                 self.counters.pool_exhausted.inc();

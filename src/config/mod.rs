@@ -102,6 +102,13 @@ pub struct Runtime {
     pub frames_per_camera: usize,
 }
 
+impl Camera {
+    /// The floor of the adaptive rate.
+    pub fn min_fps(&self) -> f64 {
+        self.min_fps.unwrap_or((self.fps / 5.0).max(0.2)).min(self.fps)
+    }
+}
+
 impl Default for Runtime {
     fn default() -> Self {
         Runtime {
@@ -162,9 +169,13 @@ pub struct Camera {
     /// MJPEG: ceiling of the reconnect wait. Default 30000 ms.
     #[serde(default = "default_camera_reconnect_max")]
     pub reconnect_max_ms: u64,
-    /// Frames per second to capture and analyse. Default 5.
+    /// Frames per second to capture and analyse: the ceiling of the adaptive rate. Default 5.
     #[serde(default = "default_fps")]
     pub fps: f64,
+    /// Floor of the adaptive rate: when detection falls behind, the rate drops by a quarter per second down to
+    /// this, and climbs back by 1 fps per second when there is headroom. Default fps / 5 (at least 0.2).
+    #[serde(default)]
+    pub min_fps: Option<f64>,
     /// Largest frame width accepted; sizes the frame pool. Default 640.
     #[serde(default = "default_width")]
     pub max_width: usize,
@@ -513,6 +524,11 @@ pub fn validate(c: &Config, base_dir: &Path) -> Vec<(Vec<PathSeg>, String)> {
         }
         if !(cam.fps > 0.0 && cam.fps <= 120.0) {
             push(at("fps"), format!("fps must be in (0, 120], got {}", cam.fps));
+        }
+        if let Some(m) = cam.min_fps
+            && !(m > 0.0 && m <= cam.fps)
+        {
+            push(at("min_fps"), format!("min_fps must be in (0, fps = {}], got {m}", cam.fps));
         }
         if !(16..=4096).contains(&cam.max_width) {
             push(at("max_width"), format!("max_width must be 16..=4096, got {}", cam.max_width));

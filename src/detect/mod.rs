@@ -4,9 +4,11 @@
 pub mod embereye;
 
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::camera::Latest;
+use crate::camera::watch::CameraWatch;
 use crate::event::{Observation, VisionScore};
 use crate::frame::{Frame, PixelFormat};
 use crate::queue::Queue;
@@ -51,13 +53,23 @@ pub struct DetectTask {
     pub input: Arc<Latest<Frame>>,
     pub output: Queue<Observation>,
     pub counters: DetectCounters,
+    /// Adapts the camera's rate and reports its health.
+    pub watch: CameraWatch,
 }
 
 impl DetectTask {
-    pub async fn run(self, part: PartHandle, stop: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(mut self, part: PartHandle, stop: CancellationToken) -> anyhow::Result<()> {
+        // Health needs a clock even when no frame comes: that is exactly the "no frames" trouble.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let frame = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
+                _ = tick.tick() => {
+                    part.beat();
+                    self.watch.tick(tokio::time::Instant::now());
+                    continue;
+                }
                 f = self.input.take() => f,
             };
             part.beat();
@@ -66,7 +78,9 @@ impl DetectTask {
                 self.counters.unsupported.inc();
                 continue;
             };
-            self.counters.nanos.add(started.elapsed().as_nanos() as u64);
+            let busy = started.elapsed();
+            self.counters.nanos.add(busy.as_nanos() as u64);
+            self.watch.frame(tokio::time::Instant::now(), &frame, busy);
             self.counters.frames.inc();
             self.counters.score.set(score as f64);
             self.output.push(Observation::Vision(VisionScore {

@@ -18,6 +18,14 @@ pub fn rss_bytes() -> Option<u64> {
     Some(resident * page_size())
 }
 
+/// The high-water mark of resident memory (`VmHWM`), which catches peaks a periodic sample would miss.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// Fields of /proc/self/stat after the command name, which may itself contain spaces.
 fn stat_fields() -> Option<Vec<String>> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
