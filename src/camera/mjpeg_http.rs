@@ -335,7 +335,12 @@ impl MjpegHttp {
             Err(e) => {
                 self.counters.decode_errors.inc();
                 if !std::mem::replace(logged, true) {
-                    log::warn!("camera {}: a frame does not decode: {e} (further errors only counted)", self.name);
+                    if let super::jpeg::JpegError::TooLarge { .. } = e {
+                        // Every frame of this camera will fail until max_width/max_height are raised.
+                        log::error!("camera {}: {e}; raise max_width/max_height (frames are dropped)", self.name);
+                    } else {
+                        log::warn!("camera {}: a frame does not decode: {e} (further errors only counted)", self.name);
+                    }
                 }
             }
         }

@@ -210,6 +210,7 @@ impl Replay {
             ReplaySet::Stream(p) => Some(StreamReader::new(p.clone(), self.max_jpeg_bytes)),
             _ => None,
         };
+        let mut stream_warned = false;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
@@ -248,7 +249,10 @@ impl Replay {
                     }
                     Some(Err(e)) => {
                         self.counters.decode_errors.inc();
-                        log::warn!("camera {}: cannot read {}: {e}", self.name, path.display());
+                        // Retried every tick; said once, then only counted.
+                        if !std::mem::replace(&mut stream_warned, true) {
+                            log::warn!("camera {}: cannot read {}: {e}", self.name, path.display());
+                        }
                         continue;
                     }
                     None => continue,
