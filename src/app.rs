@@ -165,8 +165,6 @@ impl App {
         // Cameras and their detectors.
         for (i, cam) in c.cameras.iter().enumerate() {
             let labels = [("camera", cam.name.as_str())];
-            let set = replay::ReplaySet::open(&cam.path, |p| loaded.resolve(p))
-                .map_err(|e| anyhow::anyhow!("camera {}: {e}", cam.name))?;
             let pool = FramePool::new(
                 c.runtime.frames_per_camera,
                 PixelFormat::Rgb24.frame_len(cam.max_width, cam.max_height),
@@ -184,26 +182,78 @@ impl App {
                 &labels,
                 move || pool_free.available() as f64,
             );
-            let counters = replay::ReplayCounters {
-                captured: registry.counter("ember_frames_captured_total", "Frames captured and decoded.", &labels),
-                decode_errors: registry.counter(
-                    "ember_frame_errors_total",
-                    "Frames that could not be read or decoded.",
-                    &labels,
-                ),
-                pool_exhausted: registry.counter(
-                    "ember_frame_pool_exhausted_total",
-                    "Frames skipped because every pooled buffer was in use.",
-                    &labels,
-                ),
-            };
             let stale = Some(Duration::from_secs_f64((5.0 / cam.fps).max(5.0)));
-            let (name, fps, mw, mh, out) =
-                (cam.name.clone(), cam.fps, cam.max_width, cam.max_height, Arc::clone(&latest));
-            app.spawn(&format!("camera:{}", cam.name), stale, move |part, stop| {
-                replay::Replay { camera: i, name, set, fps, max_width: mw, max_height: mh, pool, out, counters, part }
-                    .run(stop)
-            });
+            let task = format!("camera:{}", cam.name);
+            match cam.source {
+                crate::config::CameraSource::Replay => {
+                    let set = replay::ReplaySet::open(&cam.path, |p| loaded.resolve(p))
+                        .map_err(|e| anyhow::anyhow!("camera {}: {e}", cam.name))?;
+                    let counters = replay::ReplayCounters {
+                        captured: registry.counter(
+                            "ember_frames_captured_total",
+                            "Frames captured and decoded.",
+                            &labels,
+                        ),
+                        decode_errors: registry.counter(
+                            "ember_frame_errors_total",
+                            "Frames that could not be read or decoded.",
+                            &labels,
+                        ),
+                        pool_exhausted: registry.counter(
+                            "ember_frame_pool_exhausted_total",
+                            "Frames skipped because every pooled buffer was in use.",
+                            &labels,
+                        ),
+                    };
+                    let (name, fps, mw, mh, out) =
+                        (cam.name.clone(), cam.fps, cam.max_width, cam.max_height, Arc::clone(&latest));
+                    app.spawn(&task, stale, move |part, stop| {
+                        replay::Replay {
+                            camera: i,
+                            name,
+                            set,
+                            fps,
+                            max_width: mw,
+                            max_height: mh,
+                            pool,
+                            out,
+                            counters,
+                            part,
+                        }
+                        .run(stop)
+                    });
+                }
+                #[cfg(feature = "v4l2")]
+                crate::config::CameraSource::V4l2 => {
+                    let counters = crate::camera::v4l2::V4l2Counters::new(&registry, &cam.name);
+                    let (cam, out) = (cam.clone(), Arc::clone(&latest));
+                    // The capture thread beats at least every 200 ms, also while it waits to reopen a lost
+                    // device: a missing camera shows in the metrics and the log, it does not restart the service.
+                    app.spawn(&task, Some(Duration::from_secs(5)), move |part, stop| {
+                        crate::camera::v4l2::V4l2Camera {
+                            camera: i,
+                            name: cam.name,
+                            device: cam.device,
+                            format: cam.format,
+                            width: cam.width as u32,
+                            height: cam.height as u32,
+                            fps: cam.fps,
+                            rate: Arc::new(crate::camera::rate::Rate::new(cam.fps)),
+                            max_width: cam.max_width,
+                            max_height: cam.max_height,
+                            pool,
+                            out,
+                            counters,
+                            part,
+                        }
+                        .run(stop)
+                    });
+                }
+                #[cfg(not(feature = "v4l2"))]
+                crate::config::CameraSource::V4l2 => {
+                    anyhow::bail!("camera {}: this binary was built without the `v4l2` cargo feature", cam.name)
+                }
+            }
             let detect = DetectTask {
                 camera: i,
                 detector: Detector::new(cam.detector),

@@ -2,9 +2,12 @@
 //! through a one-slot mailbox: when detection falls behind, the older frame is dropped and counted, so memory
 //! never grows. Issue-4 sources (V4L2, MJPEG over HTTP) plug in beside `replay`.
 
+pub mod capture;
 pub mod jpeg;
 pub mod rate;
 pub mod replay;
+#[cfg(feature = "v4l2")]
+pub mod v4l2;
 
 use std::sync::Mutex;
 use tokio::sync::Notify;

@@ -118,6 +118,20 @@ impl Default for Runtime {
 pub enum CameraSource {
     /// A folder of JPEG files played in name order at `fps`, looping; `builtin:demo` is the set in the binary.
     Replay,
+    /// A V4L2 capture device (USB/UVC webcam, CSI camera through its V4L2 node); needs a build with the `v4l2`
+    /// cargo feature.
+    V4l2,
+}
+
+/// Pixel format asked of a V4L2 camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureFormat {
+    /// Uncompressed 4:2:2 (FourCC YUYV): no decoding; the detector reads it as is. Most USB cameras give it
+    /// only at small sizes or low rates.
+    Yuyv,
+    /// Motion JPEG (FourCC MJPG), decoded to RGB per kept frame; how USB cameras deliver large frames.
+    Mjpeg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -134,8 +148,23 @@ pub struct Camera {
     pub name: String,
     /// Where frames come from.
     pub source: CameraSource,
-    /// Replay: a folder of .jpg files (relative to the config file), or `builtin:demo`.
+    /// Replay: a folder of .jpg files (relative to the config file), or `builtin:demo`. Required for replay.
+    #[serde(default)]
     pub path: String,
+    /// V4L2: the capture node, e.g. "/dev/video0" or a stable "/dev/v4l/by-id/usb-…-video-index0".
+    /// Default "/dev/video0".
+    #[serde(default = "default_video_device")]
+    pub device: String,
+    /// V4L2: "yuyv" or "mjpeg". Default "yuyv".
+    #[serde(default = "default_capture_format")]
+    pub format: CaptureFormat,
+    /// V4L2: frame width to ask the driver for; it may grant another size (logged and in
+    /// `ember_camera_granted_width`), which must still fit `max_width`. Default 640.
+    #[serde(default = "default_width")]
+    pub width: usize,
+    /// V4L2: frame height to ask for. Default 480.
+    #[serde(default = "default_height")]
+    pub height: usize,
     /// Frames per second to capture and analyse. Default 5.
     #[serde(default = "default_fps")]
     pub fps: f64,
@@ -352,6 +381,12 @@ fn default_width() -> usize {
 fn default_height() -> usize {
     480
 }
+fn default_video_device() -> String {
+    "/dev/video0".into()
+}
+fn default_capture_format() -> CaptureFormat {
+    CaptureFormat::Yuyv
+}
 fn default_detector() -> DetectorKind {
     DetectorKind::Embereye
 }
@@ -482,10 +517,31 @@ pub fn validate(c: &Config, base_dir: &Path) -> Vec<(Vec<PathSeg>, String)> {
         if !(16..=4096).contains(&cam.max_height) {
             push(at("max_height"), format!("max_height must be 16..=4096, got {}", cam.max_height));
         }
-        if cam.source == CameraSource::Replay && cam.path != "builtin:demo" {
+        if cam.source == CameraSource::Replay && cam.path.is_empty() {
+            push(at("source"), "a replay camera needs `path` (a folder of .jpg files or builtin:demo)".into());
+        } else if cam.source == CameraSource::Replay && cam.path != "builtin:demo" {
             let p = base_dir.join(&cam.path);
             if !p.is_dir() {
                 push(at("path"), format!("replay folder `{}` does not exist", p.display()));
+            }
+        }
+        if cam.source == CameraSource::V4l2 {
+            if !cfg!(feature = "v4l2") {
+                push(
+                    at("source"),
+                    "source \"v4l2\" is not available: this binary was built without the `v4l2` cargo feature \
+                     (build with `--features v4l2`, as the board packages are)"
+                        .into(),
+                );
+            }
+            if cam.device.is_empty() {
+                push(at("device"), "device must name a V4L2 node such as /dev/video0".into());
+            }
+            if !(16..=cam.max_width).contains(&cam.width) {
+                push(at("width"), format!("width must be 16..=max_width ({}), got {}", cam.max_width, cam.width));
+            }
+            if !(16..=cam.max_height).contains(&cam.height) {
+                push(at("height"), format!("height must be 16..=max_height ({}), got {}", cam.max_height, cam.height));
             }
         }
     }
