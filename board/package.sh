@@ -53,6 +53,7 @@ for debarch in "${debarches[@]}"; do
 
   root=$(mktemp -d "$OUT/.root-$debarch.XXXXXX")
   trap 'rm -rf "$root"' EXIT
+  chmod 0755 "$root"   # mktemp makes it 0700; it becomes "/" in the archive
   install -d "$root/DEBIAN" "$root/usr/bin" "$root/etc/ember-edge" "$root/lib/systemd/system" \
     "$root/lib/udev/rules.d" "$root/usr/share/ember-edge/boards" "$root/usr/share/doc/ember-edge"
   # Debug builds are not stripped by the profile; a package never ships symbols.
