@@ -100,15 +100,15 @@ run_user() {
 # System mode is owned by board/qemu-system.sh (another script); this is only the hand-over.
 # Extra arguments after the mode are passed on to it.
 # Whole-system pass: the hardware tests (tests/hardware.rs: gpio backend on gpio-sim, ack button, rppal on
-# raspi3b) and the real binary, cross-built for aarch64 and run by board/qemu-system.sh on virt and raspi3b.
+# raspi3b, the V4L2 source capturing from vivid) and the real binary, cross-built for aarch64 and run by board/qemu-system.sh on virt and raspi3b.
 run_system() {
   local sys json
   sys=$(dirname "$0")/qemu-system.sh
   xb_setup aarch64
   json=$XB_TARGET_DIR/hardware-tests.json
   xb_log "building the hardware tests and the binary for $XB_TRIPLE"
-  "$XB_CARGO" build --locked --target "$XB_TRIPLE" --features rppal --bins
-  "$XB_CARGO" test --locked --no-run --target "$XB_TRIPLE" --features rppal --test hardware \
+  "$XB_CARGO" build --locked --target "$XB_TRIPLE" --features rppal,v4l2 --bins
+  "$XB_CARGO" test --locked --no-run --target "$XB_TRIPLE" --features rppal,v4l2 --test hardware \
     --message-format=json-render-diagnostics >"$json"
   bash "$sys" --tests-json "$json" --bin "$XB_TARGET_DIR/$XB_TRIPLE/debug/ember-edge" --machine all "$@"
 }

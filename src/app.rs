@@ -259,6 +259,36 @@ impl App {
                     let stale = Some(source.stale_after());
                     app.spawn(&format!("camera:{}", cam.name), stale, move |part, stop| source.run(part, stop));
                 }
+                #[cfg(feature = "v4l2")]
+                CameraSource::V4l2 => {
+                    let counters = crate::camera::v4l2::V4l2Counters::new(&registry, &cam.name);
+                    let (cam, out) = (cam.clone(), Arc::clone(&latest));
+                    // The capture thread beats at least every 200 ms, also while it waits to reopen a lost
+                    // device: a missing camera shows in the metrics and the log, it does not restart the service.
+                    app.spawn(&format!("camera:{}", cam.name), Some(Duration::from_secs(5)), move |part, stop| {
+                        crate::camera::v4l2::V4l2Camera {
+                            camera: i,
+                            name: cam.name,
+                            device: cam.device,
+                            format: cam.format,
+                            width: cam.width as u32,
+                            height: cam.height as u32,
+                            fps: cam.fps,
+                            rate,
+                            max_width: cam.max_width,
+                            max_height: cam.max_height,
+                            pool,
+                            out,
+                            counters,
+                            part,
+                        }
+                        .run(stop)
+                    });
+                }
+                #[cfg(not(feature = "v4l2"))]
+                CameraSource::V4l2 => {
+                    anyhow::bail!("camera {}: this binary was built without the `v4l2` cargo feature", cam.name)
+                }
             }
             let detect = DetectTask {
                 camera: i,

@@ -126,3 +126,26 @@ fn check_config_cli_prints_every_problem_and_fails_cleanly() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("default.toml: ok"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A V4L2 camera in a binary built without the `v4l2` feature is a config error that says so, at the line.
+#[cfg(not(feature = "v4l2"))]
+#[test]
+fn a_v4l2_camera_without_the_feature_names_the_missing_feature() {
+    let text = "[[cameras]]\nname = \"c\"\nsource = \"v4l2\"\ndevice = \"/dev/video0\"\n\n[[zones]]\nname = \"z\"\ncameras = [\"c\"]\n";
+    let p = ember_edge::config::load_str("site.toml", text, Path::new(".")).unwrap_err();
+    assert_eq!(p.len(), 1, "{p:#?}");
+    let msg = p[0].to_string();
+    assert!(msg.starts_with("site.toml:3:"), "{msg}");
+    assert!(msg.contains("built without the `v4l2` cargo feature"), "{msg}");
+}
+
+/// With the feature, a V4L2 camera must ask for a size its frame pool can hold.
+#[cfg(feature = "v4l2")]
+#[test]
+fn a_v4l2_camera_asking_for_more_than_max_size_is_refused() {
+    let text =
+        "[[cameras]]\nname = \"c\"\nsource = \"v4l2\"\nwidth = 1280\n\n[[zones]]\nname = \"z\"\ncameras = [\"c\"]\n";
+    let p = ember_edge::config::load_str("site.toml", text, Path::new(".")).unwrap_err();
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(p[0].to_string().contains("width must be 16..=max_width (640), got 1280"), "{p:#?}");
+}

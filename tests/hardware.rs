@@ -105,3 +105,115 @@ fn rppal_toggles_pins_on_raspi3b() {
     out.safe().unwrap();
     assert_eq!(out.levels(), [true, false, false]);
 }
+
+/// The V4L2 source against vivid (the rig loads it and exports EMBER_VIDEO_DEVICE): the same capture thread
+/// `source = "v4l2"` runs, reading real frames through MMAP streaming into the frame pool.
+#[cfg(feature = "v4l2")]
+mod v4l2 {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use ember_edge::camera::Latest;
+    use ember_edge::camera::rate::Rate;
+    use ember_edge::camera::v4l2::{V4l2Camera, V4l2Counters, negotiate};
+    use ember_edge::config::CaptureFormat;
+    use ember_edge::frame::{FramePool, PixelFormat};
+    use ember_edge::telemetry::{Counter, Health, Registry};
+
+    fn device() -> String {
+        std::env::var("EMBER_VIDEO_DEVICE")
+            .ok()
+            .filter(|d| !d.is_empty())
+            .expect("EMBER_VIDEO_DEVICE: run this inside the QEMU rig (vivid)")
+    }
+
+    /// Captures `n` frames through the product's source; returns (width, height, format, FNV hash) of each
+    /// and the count of bad frames.
+    async fn capture(format: CaptureFormat, n: usize) -> (Vec<(usize, usize, PixelFormat, u64)>, u64) {
+        let registry = Registry::new();
+        let health = Health::new();
+        let out = Arc::new(Latest::new(Counter::default()));
+        let pool = FramePool::new(4, PixelFormat::Rgb24.frame_len(640, 480));
+        let counters = V4l2Counters::new(&registry, "vivid");
+        let (captured, errors) = (counters.captured.clone(), counters.errors.clone());
+        let cam = V4l2Camera {
+            camera: 0,
+            name: "vivid".into(),
+            device: device(),
+            format,
+            width: 320,
+            height: 240,
+            fps: 30.0,
+            rate: Arc::new(Rate::new(30.0)),
+            max_width: 640,
+            max_height: 480,
+            pool,
+            out: Arc::clone(&out),
+            counters,
+            part: health.register("camera:vivid", None),
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(cam.run(stop.clone()));
+        let mut seen = Vec::new();
+        let mut last_seq = 0;
+        while seen.len() < n {
+            let f =
+                tokio::time::timeout(Duration::from_secs(30), out.take()).await.expect("no frame from vivid in 30 s");
+            assert!(f.meta.seq > last_seq, "frames arrive in order");
+            last_seq = f.meta.seq;
+            let px = f.pixels();
+            assert_eq!(px.len(), f.meta.format.frame_len(f.meta.width, f.meta.height));
+            let hash = px.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3));
+            seen.push((f.meta.width, f.meta.height, f.meta.format, hash));
+        }
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("capture thread did not stop")
+            .unwrap()
+            .unwrap();
+        assert!(captured.get() >= n as u64);
+        (seen, errors.get())
+    }
+
+    #[tokio::test]
+    #[ignore = "needs vivid: run by board/qemu-test.sh system"]
+    async fn vivid_yuyv_frames_arrive_with_the_granted_size_and_changing_content() {
+        let (_, g) = negotiate(&device(), CaptureFormat::Yuyv, 320, 240, 30.0).unwrap();
+        println!(
+            "vivid granted {} {}x{} stride {} at {} fps ({} '{}')",
+            g.fourcc, g.width, g.height, g.stride, g.fps, g.driver, g.card
+        );
+        assert_eq!(g.fourcc, "YUYV");
+        let (frames, bad) = capture(CaptureFormat::Yuyv, 12).await;
+        assert_eq!(bad, 0, "no frame may fail the size checks");
+        for (w, h, fmt, _) in &frames {
+            assert_eq!((*w, *h, *fmt), (g.width as usize, g.height as usize, PixelFormat::Yuyv));
+        }
+        let distinct = frames.windows(2).filter(|p| p[0].3 != p[1].3).count();
+        println!(
+            "YUYV: {} frames of {}x{}, {distinct} of {} consecutive pairs differ",
+            frames.len(),
+            g.width,
+            g.height,
+            frames.len() - 1
+        );
+        assert!(distinct * 2 >= frames.len() - 1, "vivid's picture should change between frames");
+    }
+
+    #[tokio::test]
+    #[ignore = "needs vivid: run by board/qemu-test.sh system"]
+    async fn vivid_mjpeg_is_captured_if_offered_or_refused_with_the_offered_formats() {
+        match negotiate(&device(), CaptureFormat::Mjpeg, 320, 240, 30.0) {
+            Ok((_, g)) => {
+                println!("vivid offers MJPG: {}x{}", g.width, g.height);
+                let (frames, _) = capture(CaptureFormat::Mjpeg, 10).await;
+                assert!(frames.iter().all(|f| f.2 == PixelFormat::Rgb24 && f.0 > 0 && f.1 > 0));
+            }
+            Err(e) => {
+                println!("MJPEG: {e}");
+                assert!(e.contains("does not offer MJPG") && e.contains("YUYV"), "{e}");
+            }
+        }
+    }
+}

@@ -38,7 +38,7 @@ xb_arch() {
 # Debian packages. Fast path: dpkg-query says everything is installed -> no apt at all.
 XB_PACKAGES=(rustc-web cargo-web gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf
   libc6-dev-arm64-cross libc6-dev-armhf-cross binutils-aarch64-linux-gnu binutils-arm-linux-gnueabihf
-  qemu-user curl ca-certificates)
+  qemu-user curl ca-certificates jq libclang-dev)
 
 xb_missing_packages() {
   local p

@@ -1,8 +1,10 @@
 //! Camera sources. Each camera is a task that fills pooled frames and hands the newest one to its detector
 //! through a one-slot mailbox: when detection falls behind, the older frame is dropped and counted, so memory
-//! never grows. Sources: `replay` (a folder of JPEGs or an .mjpeg file) and `mjpeg_http` (IP cameras).
+//! never grows. Sources: `replay` (a folder of JPEGs or an .mjpeg file), `mjpeg_http` (IP cameras) and `v4l2`
+//! (local cameras, feature `v4l2`).
 
 pub mod adapt;
+pub mod capture;
 pub mod health;
 pub mod http;
 pub mod jpeg;
@@ -10,6 +12,8 @@ pub mod mjpeg_http;
 pub mod multipart;
 pub mod rate;
 pub mod replay;
+#[cfg(feature = "v4l2")]
+pub mod v4l2;
 pub mod watch;
 
 use std::sync::{Arc, Mutex};

@@ -157,6 +157,20 @@ pub enum CameraSource {
     Replay,
     /// An IP camera's MJPEG stream over HTTP (`multipart/x-mixed-replace`), from `url`.
     Mjpeg,
+    /// A V4L2 capture device (USB/UVC webcam, CSI camera through its V4L2 node); needs a build with the `v4l2`
+    /// cargo feature.
+    V4l2,
+}
+
+/// Pixel format asked of a V4L2 camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureFormat {
+    /// Uncompressed 4:2:2 (FourCC YUYV): no decoding; the detector reads it as is. Most USB cameras give it
+    /// only at small sizes or low rates.
+    Yuyv,
+    /// Motion JPEG (FourCC MJPG), decoded to RGB per kept frame; how USB cameras deliver large frames.
+    Mjpeg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -198,6 +212,20 @@ pub struct Camera {
     /// MJPEG: ceiling of the reconnect wait. Default 30000 ms.
     #[serde(default = "default_camera_reconnect_max")]
     pub reconnect_max_ms: u64,
+    /// V4L2: the capture node, e.g. "/dev/video0" or a stable "/dev/v4l/by-id/usb-…-video-index0".
+    /// Default "/dev/video0".
+    #[serde(default = "default_video_device")]
+    pub device: String,
+    /// V4L2: "yuyv" or "mjpeg". Default "yuyv".
+    #[serde(default = "default_capture_format")]
+    pub format: CaptureFormat,
+    /// V4L2: frame width to ask the driver for; it may grant another size (logged and in
+    /// `ember_camera_granted_width`), which must still fit `max_width`. Default 640.
+    #[serde(default = "default_width")]
+    pub width: usize,
+    /// V4L2: frame height to ask for. Default 480.
+    #[serde(default = "default_height")]
+    pub height: usize,
     /// Frames per second to capture and analyse: the ceiling of the adaptive rate. Default 5.
     #[serde(default = "default_fps")]
     pub fps: f64,
@@ -446,6 +474,12 @@ fn default_camera_reconnect_min() -> u64 {
 fn default_camera_reconnect_max() -> u64 {
     30_000
 }
+fn default_video_device() -> String {
+    "/dev/video0".into()
+}
+fn default_capture_format() -> CaptureFormat {
+    CaptureFormat::Yuyv
+}
 fn default_detector() -> DetectorKind {
     DetectorKind::Embereye
 }
@@ -589,6 +623,25 @@ pub fn validate(c: &Config, base_dir: &Path) -> Vec<(Vec<PathSeg>, String)> {
                 at("replay_size"),
                 format!("replay_size {w}x{h} must be at least 16x16 and fit max_width x max_height"),
             );
+        }
+        if cam.source == CameraSource::V4l2 {
+            if !cfg!(feature = "v4l2") {
+                push(
+                    at("source"),
+                    "source \"v4l2\" is not available: this binary was built without the `v4l2` cargo feature \
+                     (build with `--features v4l2`, as the board packages are)"
+                        .into(),
+                );
+            }
+            if cam.device.is_empty() {
+                push(at("device"), "device must name a V4L2 node such as /dev/video0".into());
+            }
+            if !(16..=cam.max_width).contains(&cam.width) {
+                push(at("width"), format!("width must be 16..=max_width ({}), got {}", cam.max_width, cam.width));
+            }
+            if !(16..=cam.max_height).contains(&cam.height) {
+                push(at("height"), format!("height must be 16..=max_height ({}), got {}", cam.max_height, cam.height));
+            }
         }
     }
 
@@ -752,6 +805,11 @@ fn validate_camera_source(
                         push(at("url"), format!("invalid url: {e}"));
                     }
                 }
+            }
+        }
+        CameraSource::V4l2 => {
+            if cam.path.is_some() || cam.url.is_some() {
+                push(at("source"), "a v4l2 camera reads `device`; `path` and `url` are for replay and mjpeg".into());
             }
         }
     }
