@@ -125,6 +125,9 @@ pub enum CameraSource {
 pub enum DetectorKind {
     /// EmberEye's HSV colour heuristic, bit-exact, for comparison with existing installs.
     Embereye,
+    /// Colour classes, fire/smoke regions and a small learned scorer on a fixed sample grid, confirmed over
+    /// frames (persistence plus flicker or growth); reads RGB and YUYV. See docs/DETECTOR.md.
+    Default,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -145,9 +148,13 @@ pub struct Camera {
     /// Largest frame height accepted. Default 480.
     #[serde(default = "default_height")]
     pub max_height: usize,
-    /// Which detector scores this camera's frames. Default "embereye".
+    /// Which detector scores this camera's frames: "embereye" or "default". Default "embereye".
     #[serde(default = "default_detector")]
     pub detector: DetectorKind,
+    /// Areas the `default` detector ignores (e.g. a lamp, a window at sunset), each `[x0, y0, x1, y1]` in
+    /// relative frame coordinates 0..1 with x0 < x1 and y0 < y1. Default none.
+    #[serde(default)]
+    pub mask: Vec<[f32; 4]>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -481,6 +488,16 @@ pub fn validate(c: &Config, base_dir: &Path) -> Vec<(Vec<PathSeg>, String)> {
         }
         if !(16..=4096).contains(&cam.max_height) {
             push(at("max_height"), format!("max_height must be 16..=4096, got {}", cam.max_height));
+        }
+        for (j, m) in cam.mask.iter().enumerate() {
+            let [x0, y0, x1, y1] = *m;
+            let inside = m.iter().all(|v| (0.0..=1.0).contains(v));
+            if !inside || x0 >= x1 || y0 >= y1 {
+                push(
+                    vec![key("cameras"), PathSeg::Index(i), key("mask"), PathSeg::Index(j)],
+                    format!("mask must be [x0, y0, x1, y1] within 0..=1 with x0 < x1 and y0 < y1, got {m:?}"),
+                );
+            }
         }
         if cam.source == CameraSource::Replay && cam.path != "builtin:demo" {
             let p = base_dir.join(&cam.path);
