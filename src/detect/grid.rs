@@ -93,7 +93,7 @@ pub fn classify_rgb(r: u8, g: u8, b: u8) -> u8 {
         c |= CORE;
     }
     // CCTV sensors render many flames pink/magenta-white.
-    if rf >= 170.0 && bf > gf && rf - gf >= 35.0 && (h >= 290.0 || h < 1.0) {
+    if rf >= 170.0 && bf > gf && rf - gf >= 35.0 && !(1.0..290.0).contains(&h) {
         c |= PINK;
     }
     // Smoke: grey, low saturation, mid brightness, neither bluish nor strongly warm.
@@ -326,8 +326,8 @@ impl GridDetector {
         for j in 0..SH {
             let row = &rgb[sample_y(j, height) * width * 3..][..width * 3];
             let base = j * SW;
-            for i in 0..SW {
-                let o = xs[i] as usize * 3;
+            for (i, &x) in xs.iter().enumerate() {
+                let o = x as usize * 3;
                 let (y, u, v) = rgb_to_yuv(row[o], row[o + 1], row[o + 2]);
                 let keep = self.keep[base + i];
                 self.class[base + i] = self.lut[lut_index(y, u, v)] & keep;
@@ -346,9 +346,9 @@ impl GridDetector {
         for j in 0..SH {
             let row = &yuyv[sample_y(j, height) * width * 2..][..width * 2];
             let base = j * SW;
-            for i in 0..SW {
+            for (i, &x) in xs.iter().enumerate() {
                 // xs are even, so `o` is the start of a Y0 U Y1 V group and the sample is Y0.
-                let o = xs[i] as usize * 2;
+                let o = x as usize * 2;
                 let (y, u, v) = (row[o], row[o + 1], row[o + 3]);
                 let keep = self.keep[base + i];
                 self.class[base + i] = self.lut[lut_index(y, u, v)] & keep;

@@ -36,7 +36,7 @@ impl Detector {
     /// `masks`: ignore rectangles `[x0, y0, x1, y1]` (relative), used by the `default` detector.
     pub fn new(kind: crate::config::DetectorKind, masks: &[[f32; 4]]) -> Self {
         match kind {
-            crate::config::DetectorKind::Embereye => Detector::EmberEye(Box::new(embereye::EmberEyeHsv::new())),
+            crate::config::DetectorKind::Embereye => Detector::EmberEye(Box::default()),
             crate::config::DetectorKind::Default => {
                 let rects: Vec<grid::RelRect> =
                     masks.iter().map(|&[x0, y0, x1, y1]| grid::RelRect { x0, y0, x1, y1 }).collect();
