@@ -246,18 +246,25 @@ pub struct GridDetector {
     /// Per cell: bit 0 fire candidate, bit 1 smoke candidate, bit 2 visited.
     cell: Box<[u8; NC]>,
     stack: Box<[u16; NC]>,
+    /// Per cell, packed for the flood fill: core-or-bright count (bits 0..4), saturated-flame count (4..8),
+    /// kept samples (8..11), luma sum (11..21), texture (21..31).
+    cellstat: Box<[u32; NC]>,
+    /// Samples per cell outside the masks.
+    kept_in_cell: Box<[u8; NC]>,
 }
 
 /// Per class byte: the packed per-cell counters (see `finish`).
-const CELL_COUNTS: [u16; 256] = {
-    let mut t = [0u16; 256];
+const CELL_COUNTS: [u32; 256] = {
+    let mut t = [0u32; 256];
     let mut c = 0;
     while c < 256 {
         let b = c as u8;
-        t[c] = (((b & (FIRE | PINK)) != 0) as u16)
-            | ((((b & (FIRE | PINK | CORE)) != 0) as u16) << 4)
-            | ((((b & SMOKE) != 0) as u16) << 8)
-            | ((((b & CORE) != 0) as u16) << 12);
+        t[c] = (((b & (FIRE | PINK)) != 0) as u32)
+            | ((((b & (FIRE | PINK | CORE)) != 0) as u32) << 4)
+            | ((((b & SMOKE) != 0) as u32) << 8)
+            | ((((b & CORE) != 0) as u32) << 12)
+            | ((((b & (CORE | BRIGHT)) != 0) as u32) << 16)
+            | ((((b & SATFIRE) != 0) as u32) << 20);
         c += 1;
     }
     t
@@ -296,10 +303,13 @@ impl GridDetector {
         }
         let kept_samples = keep.iter().filter(|&&k| k != 0).count() as u32;
         let mut kept_cells = 0;
+        let mut kept_in_cell = Box::new([0u8; NC]);
         for cy in 0..CH {
             for cx in 0..CW {
                 let i = 2 * cy * SW + 2 * cx;
-                if keep[i] | keep[i + 1] | keep[i + SW] | keep[i + SW + 1] != 0 {
+                let n = [i, i + 1, i + SW, i + SW + 1].iter().filter(|&&k| keep[k] != 0).count();
+                kept_in_cell[cy * CW + cx] = n as u8;
+                if n > 0 {
                     kept_cells += 1;
                 }
             }
@@ -313,6 +323,8 @@ impl GridDetector {
             luma: Box::new([0; NS]),
             cell: Box::new([0; NC]),
             stack: Box::new([0; NC]),
+            cellstat: Box::new([0; NC]),
+            kept_in_cell,
         }
     }
 
@@ -383,17 +395,27 @@ impl GridDetector {
             for cx in 0..CW {
                 let i = 2 * cy * SW + 2 * cx;
                 // Four 4-bit counters packed in one word: flame-like, flame-or-core, smoke, core.
-                let packed: u32 = [i, i + 1, i + SW, i + SW + 1]
-                    .iter()
-                    .map(|&k| u32::from(CELL_COUNTS[usize::from(self.class[k])]))
-                    .sum();
+                let packed: u32 =
+                    [i, i + 1, i + SW, i + SW + 1].iter().map(|&k| CELL_COUNTS[usize::from(self.class[k])]).sum();
                 let firelike = packed & 0xF;
                 let warm_or_core = (packed >> 4) & 0xF;
                 let smoke = (packed >> 8) & 0xF;
-                let core = packed >> 12;
+                let core = (packed >> 12) & 0xF;
                 fire_samples += firelike;
                 smoke_samples += smoke;
-                tex_all += u64::from(cell_texture(&self.luma, i));
+                let tex = cell_texture(&self.luma, i);
+                tex_all += u64::from(tex);
+                // Masked samples have luma 0, so this sums the kept ones.
+                let luma_sum = u32::from(self.luma[i])
+                    + u32::from(self.luma[i + 1])
+                    + u32::from(self.luma[i + SW])
+                    + u32::from(self.luma[i + SW + 1]);
+                let kc = cy * CW + cx;
+                self.cellstat[kc] = ((packed >> 16) & 0xF)
+                    | (((packed >> 20) & 0xF) << 4)
+                    | (u32::from(self.kept_in_cell[kc]) << 8)
+                    | (luma_sum << 11)
+                    | (tex << 21);
                 let mut flags = 0;
                 if firelike >= 1 && warm_or_core >= 2 {
                     flags |= CELL_FIRE;
@@ -535,17 +557,13 @@ impl GridDetector {
             b.y0 = b.y0.min(cy);
             b.y1 = b.y1.max(cy);
             b.sum_y += cy as u32;
-            let i = 2 * cy * SW + 2 * cx;
-            for s in [i, i + 1, i + SW, i + SW + 1] {
-                if self.keep[s] != 0 {
-                    let c = self.class[s];
-                    b.samples += 1;
-                    b.core += u32::from(c & (CORE | BRIGHT) != 0);
-                    b.sat += u32::from(c & SATFIRE != 0);
-                    b.luma += u32::from(self.luma[s]);
-                }
-            }
-            b.texture += cell_texture(&self.luma, i);
+            // Masked samples have class 0 and luma 0, so the cell sums count only kept samples.
+            let st = self.cellstat[k];
+            b.core += st & 0xF;
+            b.sat += (st >> 4) & 0xF;
+            b.samples += (st >> 8) & 0x7;
+            b.luma += (st >> 11) & 0x3FF;
+            b.texture += st >> 21;
             // 4-neighbour edges to the outside make the perimeter.
             for (dx, dy) in [(-1i32, 0i32), (1, 0), (0, -1), (0, 1)] {
                 let (nx, ny) = (cx as i32 + dx, cy as i32 + dy);
