@@ -292,7 +292,7 @@ impl App {
             }
             let detect = DetectTask {
                 camera: i,
-                detector: Detector::new(cam.detector),
+                detector: Detector::new(cam.detector, &cam.mask),
                 input: latest,
                 output: observations.clone(),
                 watch,

@@ -178,6 +178,9 @@ pub enum CaptureFormat {
 pub enum DetectorKind {
     /// EmberEye's HSV colour heuristic, bit-exact, for comparison with existing installs.
     Embereye,
+    /// Colour classes, fire/smoke regions and a small learned scorer on a fixed sample grid, confirmed over
+    /// frames (persistence plus flicker or growth); reads RGB and YUYV. See docs/DETECTOR.md.
+    Default,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -239,13 +242,17 @@ pub struct Camera {
     /// Largest frame height accepted. Default 480.
     #[serde(default = "default_height")]
     pub max_height: usize,
-    /// Which detector scores this camera's frames. Default "embereye".
+    /// Which detector scores this camera's frames: "embereye" or "default". Default "embereye".
     #[serde(default = "default_detector")]
     pub detector: DetectorKind,
     /// Replay only: scale every frame to this [width, height] (nearest neighbour), to stand in for a camera of
     /// that resolution; must fit max_width x max_height. Unset: frames keep their own size.
     #[serde(default)]
     pub replay_size: Option<[usize; 2]>,
+    /// Areas the `default` detector ignores (e.g. a lamp, a window at sunset), each `[x0, y0, x1, y1]` in
+    /// relative frame coordinates 0..1 with x0 < x1 and y0 < y1. Default none.
+    #[serde(default)]
+    pub mask: Vec<[f32; 4]>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -641,6 +648,16 @@ pub fn validate(c: &Config, base_dir: &Path) -> Vec<(Vec<PathSeg>, String)> {
             }
             if !(16..=cam.max_height).contains(&cam.height) {
                 push(at("height"), format!("height must be 16..=max_height ({}), got {}", cam.max_height, cam.height));
+            }
+        }
+        for (j, m) in cam.mask.iter().enumerate() {
+            let [x0, y0, x1, y1] = *m;
+            let inside = m.iter().all(|v| (0.0..=1.0).contains(v));
+            if !inside || x0 >= x1 || y0 >= y1 {
+                push(
+                    vec![key("cameras"), PathSeg::Index(i), key("mask"), PathSeg::Index(j)],
+                    format!("mask must be [x0, y0, x1, y1] within 0..=1 with x0 < x1 and y0 < y1, got {m:?}"),
+                );
             }
         }
     }

@@ -2,6 +2,9 @@
 //! The task around it takes the newest frame of one camera, scores it and hands the score to fusion.
 
 pub mod embereye;
+pub mod grid;
+pub mod grid_model;
+pub mod temporal;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,25 +19,65 @@ use crate::telemetry::{Counter, Gauge, PartHandle};
 
 /// A configured detector, built once per camera.
 pub enum Detector {
-    EmberEye(embereye::EmberEyeHsv),
+    EmberEye(Box<embereye::EmberEyeHsv>),
+    /// The grid detector with its temporal confirmation (one camera's state).
+    Default(Box<grid::GridDetector>, Box<temporal::Temporal>),
+}
+
+/// One frame's verdict, as fusion sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored {
+    pub score: f32,
+    pub fire_pixels: u32,
+    pub smoke_pixels: u32,
+    /// Raw single-frame score before temporal confirmation (equal to `score` for EmberEye).
+    pub frame_score: f32,
 }
 
 impl Detector {
-    pub fn new(kind: crate::config::DetectorKind) -> Self {
+    /// `masks`: ignore rectangles `[x0, y0, x1, y1]` (relative), used by the `default` detector.
+    pub fn new(kind: crate::config::DetectorKind, masks: &[[f32; 4]]) -> Self {
         match kind {
-            crate::config::DetectorKind::Embereye => Detector::EmberEye(embereye::EmberEyeHsv::new()),
+            crate::config::DetectorKind::Embereye => Detector::EmberEye(Box::default()),
+            crate::config::DetectorKind::Default => {
+                let rects: Vec<grid::RelRect> =
+                    masks.iter().map(|&[x0, y0, x1, y1]| grid::RelRect { x0, y0, x1, y1 }).collect();
+                Detector::Default(
+                    Box::new(grid::GridDetector::new(&rects)),
+                    Box::new(temporal::Temporal::new(temporal::TemporalConfig::default())),
+                )
+            }
         }
     }
 
-    /// Scores one frame; None for a pixel format this detector cannot read.
-    pub fn score(&self, frame: &Frame) -> Option<(f32, u32, u32)> {
+    /// Scores one frame of a live camera at `now`; None for a pixel format this detector cannot read.
+    pub fn score(&mut self, frame: &Frame, now: tokio::time::Instant) -> Option<Scored> {
+        let (w, h) = (frame.meta.width, frame.meta.height);
         match self {
             Detector::EmberEye(d) => {
                 if frame.meta.format != PixelFormat::Rgb24 {
                     return None;
                 }
-                let s = d.score_rgb(frame.pixels(), frame.meta.width, frame.meta.height);
-                Some((s.score, s.fire_pixels, s.smoke_pixels))
+                let s = d.score_rgb(frame.pixels(), w, h);
+                Some(Scored {
+                    score: s.score,
+                    fire_pixels: s.fire_pixels,
+                    smoke_pixels: s.smoke_pixels,
+                    frame_score: s.score,
+                })
+            }
+            Detector::Default(d, t) => {
+                let r = match frame.meta.format {
+                    PixelFormat::Rgb24 => d.score_rgb(frame.pixels(), w, h),
+                    PixelFormat::Yuyv => d.score_yuyv(frame.pixels(), w, h),
+                };
+                let v = t.update(&r, now);
+                Some(Scored {
+                    score: v.score,
+                    fire_pixels: r.fire_pixels,
+                    smoke_pixels: r.smoke_pixels,
+                    frame_score: r.score,
+                })
             }
         }
     }
@@ -76,7 +119,9 @@ impl DetectTask {
             };
             part.beat();
             let started = std::time::Instant::now();
-            let Some((score, fire, smoke)) = self.detector.score(&frame) else {
+            let Some(Scored { score, fire_pixels, smoke_pixels, .. }) =
+                self.detector.score(&frame, frame.meta.captured)
+            else {
                 self.counters.unsupported.inc();
                 continue;
             };
@@ -94,8 +139,8 @@ impl DetectTask {
                 seq: frame.meta.seq,
                 at: frame.meta.captured,
                 score,
-                fire_pixels: fire,
-                smoke_pixels: smoke,
+                fire_pixels,
+                smoke_pixels,
             }));
         }
     }

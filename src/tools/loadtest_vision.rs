@@ -48,12 +48,14 @@ pub struct Args {
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
 pub enum DetectorArg {
     Embereye,
+    Default,
 }
 
 impl DetectorArg {
     fn kind(self) -> DetectorKind {
         match self {
             DetectorArg::Embereye => DetectorKind::Embereye,
+            DetectorArg::Default => DetectorKind::Default,
         }
     }
 }
@@ -86,7 +88,7 @@ fn stream(args: &Args, index: usize, stop_at: Option<Instant>) -> StreamResult {
     };
     let len = format.frame_len(args.width, args.height);
     let pool = FramePool::new(1, len);
-    let detector = Detector::new(args.detector.kind());
+    let mut detector = Detector::new(args.detector.kind(), &[]);
     let period = Duration::from_secs_f64(1.0 / args.fps.max(0.001));
     let mut rng = args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(index as u64 + 1) | 1;
     let cap = args.frames.unwrap_or((args.duration.unwrap_or(0.0) * args.fps) as u64 + 16);
@@ -113,8 +115,10 @@ fn stream(args: &Args, index: usize, stop_at: Option<Instant>) -> StreamResult {
         frame.meta.format = format;
         r.frames += 1;
         let t = Instant::now();
-        match detector.score(&frame) {
-            Some((score, _, _)) => {
+        match detector.score(&frame, tokio::time::Instant::now()) {
+            Some(s) => {
+                // EmberEye's tool reports the per-frame score; so does this one (temporal damping aside).
+                let score = s.frame_score;
                 r.latencies_ms.push(t.elapsed().as_secs_f64() * 1e3);
                 r.score_sum += score as f64;
             }

@@ -1,0 +1,249 @@
+//! `ember-edge eval frames`: runs a detector on every image of a labelled folder (labels.csv as in
+//! shared/fixtures/frames) and reports recall and false-positive rates. Single frames: no temporal help.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use crate::camera::jpeg::JpegDecoder;
+use crate::detect::embereye::EmberEyeHsv;
+use crate::detect::grid::{self, GridDetector};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Which {
+    /// EmberEye's HSV heuristic (bit-exact).
+    Embereye,
+    /// The grid detector (colour regions + learned scorer).
+    Default,
+    /// The TFLite model (needs a build with the `tflite` feature).
+    Model,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Folder of images.
+    pub dir: PathBuf,
+    /// Labels CSV (file,fire,smoke,hard_negative,...). Default DIR/labels.csv.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Which::Default)]
+    pub detector: Which,
+    /// Score at or above this is a detection. Default: EmberEye's anomaly threshold (0.4) for `embereye`, the
+    /// trained operating point for `default`.
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Development: write the default detector's feature vector per image to this CSV (for
+    /// scripts/train-detector.py).
+    #[arg(long, hide = true)]
+    pub dump_features: Option<PathBuf>,
+    /// Development: feed the default detector YUYV converted from the decoded RGB instead of RGB.
+    #[arg(long, hide = true)]
+    pub yuyv: bool,
+}
+
+/// One labelled image.
+#[derive(Debug, Clone)]
+pub struct Label {
+    pub file: String,
+    pub fire: bool,
+    pub smoke: bool,
+    pub hard: bool,
+}
+
+/// Reads `file,fire,smoke,hard_negative,...` (header first). Only the first four columns are used.
+pub fn read_labels(path: &Path) -> anyhow::Result<Vec<Label>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate().skip(1) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let cols: Vec<&str> = line.split(',').collect();
+        if cols.len() < 4 {
+            bail!("{}:{}: expected at least 4 columns", path.display(), n + 1);
+        }
+        let flag = |s: &str| match s.trim() {
+            "0" => Ok(false),
+            "1" => Ok(true),
+            other => Err(anyhow::anyhow!("{}:{}: expected 0 or 1, got `{other}`", path.display(), n + 1)),
+        };
+        out.push(Label {
+            file: cols[0].trim().to_owned(),
+            fire: flag(cols[1])?,
+            smoke: flag(cols[2])?,
+            hard: flag(cols[3])?,
+        });
+    }
+    Ok(out)
+}
+
+/// The summary printed with `--json`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub images: usize,
+    pub positives: usize,
+    pub recall: f64,
+    pub fire_recall: f64,
+    pub smoke_recall: f64,
+    pub fpr: f64,
+    pub hard_fpr: f64,
+    pub threshold: f32,
+}
+
+/// Per-image scores and the report.
+pub struct Outcome {
+    pub scores: Vec<(Label, f32)>,
+    pub report: Report,
+}
+
+pub fn evaluate(args: &Args) -> anyhow::Result<Outcome> {
+    if args.detector == Which::Model {
+        bail!("the `model` detector needs the TFLite stage; this binary was built without the `tflite` feature");
+    }
+    let labels_path = args.labels.clone().unwrap_or_else(|| args.dir.join("labels.csv"));
+    let labels = read_labels(&labels_path)?;
+    if labels.is_empty() {
+        bail!("{} lists no images", labels_path.display());
+    }
+    let threshold = args.threshold.unwrap_or(match args.detector {
+        Which::Embereye => 0.4,
+        _ => crate::detect::grid_model::THRESHOLD,
+    });
+    let mut dec = JpegDecoder::new();
+    let ember = EmberEyeHsv::new();
+    let mut grid = GridDetector::new(&[]);
+    let mut rgb = Vec::new();
+    let mut yuyv = Vec::new();
+    let mut dump = match &args.dump_features {
+        Some(p) => {
+            let mut f = std::io::BufWriter::new(
+                std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+            );
+            let names: Vec<String> = grid::FEATURE_NAMES.iter().map(|n| format!("f_{n}")).collect();
+            writeln!(f, "file,fire,smoke,hard_negative,{}", names.join(","))?;
+            Some(f)
+        }
+        None => None,
+    };
+    let mut scores = Vec::with_capacity(labels.len());
+    for l in labels {
+        let path = args.dir.join(&l.file);
+        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let (w, h) =
+            load_rgb(&mut dec, &bytes, &mut rgb).with_context(|| format!("cannot decode {}", path.display()))?;
+        let score = match args.detector {
+            Which::Embereye => ember.score_rgb(&rgb, w, h).score,
+            _ => {
+                let r = if args.yuyv {
+                    rgb_to_yuyv(&rgb, w & !1, w, h, &mut yuyv);
+                    grid.score_yuyv(&yuyv, w & !1, h)
+                } else {
+                    grid.score_rgb(&rgb, w, h)
+                };
+                if let Some(f) = dump.as_mut() {
+                    let feats: Vec<String> = r.features.iter().map(|v| format!("{v:.6}")).collect();
+                    writeln!(
+                        f,
+                        "{},{},{},{},{}",
+                        l.file,
+                        u8::from(l.fire),
+                        u8::from(l.smoke),
+                        u8::from(l.hard),
+                        feats.join(",")
+                    )?;
+                }
+                r.score
+            }
+        };
+        scores.push((l, score));
+    }
+    if let Some(mut f) = dump {
+        f.flush()?;
+    }
+    let report = summarise(&scores, threshold);
+    Ok(Outcome { scores, report })
+}
+
+/// Decodes a JPEG into `rgb` (resized to fit), returning its size.
+pub fn load_rgb(dec: &mut JpegDecoder, jpeg: &[u8], rgb: &mut Vec<u8>) -> anyhow::Result<(usize, usize)> {
+    let (w, h) = dec.dimensions(jpeg)?;
+    rgb.resize(w * h * 3, 0);
+    let (w, h) = dec.decode_rgb(jpeg, rgb, w, h)?;
+    rgb.truncate(w * h * 3);
+    Ok((w, h))
+}
+
+/// RGB24 → YUYV (BT.601 limited range, chroma of the left pixel of each pair, as the grid detector samples
+/// it), for `out_w` ≤ `w` columns (even).
+pub fn rgb_to_yuyv(rgb: &[u8], out_w: usize, w: usize, h: usize, out: &mut Vec<u8>) {
+    out.clear();
+    out.reserve(out_w * h * 2);
+    for y in 0..h {
+        for x in (0..out_w).step_by(2) {
+            let p = &rgb[(y * w + x) * 3..];
+            let (y0, u, v) = grid::rgb_to_yuv(p[0], p[1], p[2]);
+            let (y1, _, _) = grid::rgb_to_yuv(p[3], p[4], p[5]);
+            out.extend_from_slice(&[y0, u, y1, v]);
+        }
+    }
+}
+
+pub fn summarise(scores: &[(Label, f32)], threshold: f32) -> Report {
+    let rate = |pred: &dyn Fn(&Label) -> bool| {
+        let (mut n, mut hit) = (0usize, 0usize);
+        for (l, s) in scores {
+            if pred(l) {
+                n += 1;
+                hit += usize::from(*s >= threshold);
+            }
+        }
+        if n == 0 { 0.0 } else { hit as f64 / n as f64 }
+    };
+    Report {
+        images: scores.len(),
+        positives: scores.iter().filter(|(l, _)| l.fire || l.smoke).count(),
+        recall: rate(&|l| l.fire || l.smoke),
+        fire_recall: rate(&|l| l.fire),
+        smoke_recall: rate(&|l| l.smoke),
+        fpr: rate(&|l| !l.fire && !l.smoke),
+        hard_fpr: rate(&|l| !l.fire && !l.smoke && l.hard),
+        threshold,
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let out = evaluate(&args)?;
+    let r = &out.report;
+    if args.json {
+        println!("{}", serde_json::to_string(r)?);
+        return Ok(());
+    }
+    println!("{:<60} {:>5} {:>5} {:>4} {:>7}  verdict", "file", "fire", "smoke", "hard", "score");
+    for (l, s) in &out.scores {
+        let pos = l.fire || l.smoke;
+        let det = *s >= r.threshold;
+        let verdict = match (pos, det) {
+            (true, true) => "hit",
+            (true, false) => "MISS",
+            (false, true) => "FALSE ALARM",
+            (false, false) => "ok",
+        };
+        println!(
+            "{:<60} {:>5} {:>5} {:>4} {:>7.3}  {verdict}",
+            l.file,
+            u8::from(l.fire),
+            u8::from(l.smoke),
+            u8::from(l.hard),
+            s
+        );
+    }
+    println!(
+        "\n{} images, {} positive; threshold {:.3}: recall {:.3} (fire {:.3}, smoke {:.3}), fpr {:.3}, hard_fpr {:.3}",
+        r.images, r.positives, r.threshold, r.recall, r.fire_recall, r.smoke_recall, r.fpr, r.hard_fpr
+    );
+    Ok(())
+}
