@@ -62,6 +62,18 @@ pub enum Command {
         #[command(subcommand)]
         cmd: LoadtestCmd,
     },
+    /// The optional TFLite model (installers, board checks).
+    #[command(hide = true)]
+    Model {
+        #[command(subcommand)]
+        cmd: ModelCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelCmd {
+    /// Load the TFLite library and a model; print the version, tensors and outputs.
+    Check(crate::tools::model_check::Args),
 }
 
 #[derive(Subcommand, Debug)]
@@ -178,6 +190,7 @@ pub fn main() -> ExitCode {
             }
             Err(e) => finish(Err(e)),
         },
+        Command::Model { cmd: ModelCmd::Check(args) } => finish(crate::tools::model_check::run(args)),
         Command::Collect(args) => finish(crate::tools::collect::run(args, wait_for_stop(None))),
         Command::Loadtest { cmd: LoadtestCmd::Uplink(args) } => match crate::tools::loadtest_uplink::run(args) {
             Ok(report) => {

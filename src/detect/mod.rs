@@ -2,6 +2,10 @@
 //! The task around it takes the newest frame of one camera, scores it and hands the score to fusion.
 
 pub mod embereye;
+pub mod model;
+pub mod model_input;
+#[cfg(feature = "tflite")]
+pub mod tflite;
 
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -15,13 +19,22 @@ use crate::telemetry::{Counter, Gauge, PartHandle};
 /// A configured detector, built once per camera.
 pub enum Detector {
     EmberEye(embereye::EmberEyeHsv),
+    /// The CNN with the heuristic behind it (a lock only to score through `&self`; never contended).
+    Model(std::sync::Mutex<model::ModelDetector>),
 }
 
 impl Detector {
     pub fn new(kind: crate::config::DetectorKind) -> Self {
         match kind {
             crate::config::DetectorKind::Embereye => Detector::EmberEye(embereye::EmberEyeHsv::new()),
+            // Without a model spec there is nothing to load: the heuristic (see `Detector::model`).
+            crate::config::DetectorKind::Model => Detector::EmberEye(embereye::EmberEyeHsv::new()),
         }
+    }
+
+    /// The `model` kind: loads the CNN once (or falls back to the heuristic, logged and counted).
+    pub fn model(spec: &model::ModelSpec, counters: model::ModelCounters) -> Self {
+        Detector::Model(std::sync::Mutex::new(model::ModelDetector::load(spec, counters)))
     }
 
     /// Scores one frame; None for a pixel format this detector cannot read.
@@ -34,6 +47,7 @@ impl Detector {
                 let s = d.score_rgb(frame.pixels(), frame.meta.width, frame.meta.height);
                 Some((s.score, s.fire_pixels, s.smoke_pixels))
             }
+            Detector::Model(m) => m.lock().ok()?.score(frame),
         }
     }
 }

@@ -4,5 +4,6 @@ pub mod collect;
 pub mod loadtest_alarm;
 pub mod loadtest_sensors;
 pub mod loadtest_uplink;
+pub mod model_check;
 pub mod prom;
 pub mod thermal_decode;
