@@ -33,7 +33,8 @@ if [ ! -s "$lib" ]; then
   python3 -m pip download --quiet --disable-pip-version-check "ai-edge-litert==$LITERT_VERSION" --no-deps \
     --only-binary=:all: --platform manylinux_2_17_aarch64 --python-version 3.11 -d "$dir" ||
     xb_die "pip download of ai-edge-litert $LITERT_VERSION failed"
-  whl=$(ls "$dir"/ai_edge_litert-"$LITERT_VERSION"-*.whl 2>/dev/null | head -n1)
+  whl=""
+  for f in "$dir"/ai_edge_litert-"$LITERT_VERSION"-*.whl; do [ -f "$f" ] && { whl=$f; break; }; done
   [ -n "$whl" ] || xb_die "no wheel in $dir"
   python3 - "$whl" "$lib" <<'EOF' || xb_die "cannot extract libLiteRtRuntimeCApi.so from $whl"
 import sys, zipfile
