@@ -292,7 +292,24 @@ impl App {
             }
             let detect = DetectTask {
                 camera: i,
-                detector: Detector::new(cam.detector, &cam.mask),
+                detector: match cam.detector {
+                    crate::config::DetectorKind::Model => Detector::model(
+                        &crate::detect::model::spec_from_config(&c.model, &loaded.base_dir),
+                        crate::detect::model::ModelCounters {
+                            unavailable: registry.counter(
+                                "ember_model_unavailable_total",
+                                "Model loads that failed (the camera runs on the heuristic only).",
+                                &labels,
+                            ),
+                            errors: registry.counter(
+                                "ember_model_errors_total",
+                                "Frames the model could not score (the heuristic scored them).",
+                                &labels,
+                            ),
+                        },
+                    ),
+                    kind => Detector::new(kind, &cam.mask),
+                },
                 input: latest,
                 output: observations.clone(),
                 watch,

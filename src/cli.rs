@@ -72,6 +72,12 @@ pub enum Command {
         #[command(subcommand)]
         cmd: BenchCmd,
     },
+    /// The optional TFLite model (installers, board checks).
+    #[command(hide = true)]
+    Model {
+        #[command(subcommand)]
+        cmd: ModelCmd,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -85,6 +91,12 @@ pub enum EvalCmd {
 pub enum BenchCmd {
     /// Nanoseconds per frame of a detector (one thread), on real frames resized to the given size.
     Detect(crate::tools::bench_detect::Args),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelCmd {
+    /// Load the TFLite library and a model; print the version, tensors and outputs.
+    Check(crate::tools::model_check::Args),
 }
 
 #[derive(Subcommand, Debug)]
@@ -207,6 +219,7 @@ pub fn main() -> ExitCode {
             }
             Err(e) => finish(Err(e)),
         },
+        Command::Model { cmd: ModelCmd::Check(args) } => finish(crate::tools::model_check::run(args)),
         Command::Collect(args) => finish(crate::tools::collect::run(args, wait_for_stop(None))),
         Command::Loadtest { cmd: LoadtestCmd::Uplink(args) } => match crate::tools::loadtest_uplink::run(args) {
             Ok(report) => {

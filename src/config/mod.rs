@@ -3,9 +3,11 @@
 //! (see `load`). The commented reference config, `configs/default.toml`, is embedded in the binary.
 
 mod load;
+mod model;
 mod sensors;
 
 pub use load::{ConfigProblem, PathSeg, locate, parse_all};
+pub use model::ModelSection;
 pub use sensors::*;
 
 use serde::Deserialize;
@@ -49,6 +51,9 @@ pub struct Config {
     /// An in-process alert collector (the control-room receiver), for simulated sites.
     #[serde(default)]
     pub collector: Collector,
+    /// The optional TFLite CNN for cameras with `detector = "model"`.
+    #[serde(default)]
+    pub model: ModelSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -181,6 +186,8 @@ pub enum DetectorKind {
     /// Colour classes, fire/smoke regions and a small learned scorer on a fixed sample grid, confirmed over
     /// frames (persistence plus flicker or growth); reads RGB and YUYV. See docs/DETECTOR.md.
     Default,
+    /// The TFLite CNN of `[model]` (feature `tflite`), with the heuristic as fallback.
+    Model,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -664,6 +671,7 @@ pub fn validate(c: &Config, base_dir: &Path) -> Vec<(Vec<PathSeg>, String)> {
 
     crate::live::validate_config(&c.telemetry, &mut push);
     sensors::validate(&c.sensors, !c.simulator.is_empty(), &mut push);
+    model::validate(&c.model, &mut push);
     for (i, s) in c.simulator.iter().enumerate() {
         let at = |k: &str| vec![key("simulator"), PathSeg::Index(i), key(k)];
         if !(s.interval_secs >= 0.05 && s.interval_secs <= 3600.0) {

@@ -4,7 +4,11 @@
 pub mod embereye;
 pub mod grid;
 pub mod grid_model;
+pub mod model;
+pub mod model_input;
 pub mod temporal;
+#[cfg(feature = "tflite")]
+pub mod tflite;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +26,8 @@ pub enum Detector {
     EmberEye(Box<embereye::EmberEyeHsv>),
     /// The grid detector with its temporal confirmation (one camera's state).
     Default(Box<grid::GridDetector>, Box<temporal::Temporal>),
+    /// The CNN, with the heuristic behind it when the model cannot be loaded.
+    Model(Box<model::ModelDetector>),
 }
 
 /// One frame's verdict, as fusion sees it.
@@ -47,7 +53,14 @@ impl Detector {
                     Box::new(temporal::Temporal::new(temporal::TemporalConfig::default())),
                 )
             }
+            // Without a model spec there is nothing to load: the heuristic (see `Detector::model`).
+            crate::config::DetectorKind::Model => Detector::EmberEye(Box::default()),
         }
+    }
+
+    /// The `model` kind: loads the CNN once (or falls back to the heuristic, logged and counted).
+    pub fn model(spec: &model::ModelSpec, counters: model::ModelCounters) -> Self {
+        Detector::Model(Box::new(model::ModelDetector::load(spec, counters)))
     }
 
     /// Scores one frame of a live camera at `now`; None for a pixel format this detector cannot read.
@@ -78,6 +91,10 @@ impl Detector {
                     smoke_pixels: r.smoke_pixels,
                     frame_score: r.score,
                 })
+            }
+            Detector::Model(m) => {
+                let (score, fire_pixels, smoke_pixels) = m.score(frame)?;
+                Some(Scored { score, fire_pixels, smoke_pixels, frame_score: score })
             }
         }
     }

@@ -40,6 +40,12 @@ pub struct Args {
     /// scripts/train-detector.py).
     #[arg(long, hide = true)]
     pub dump_features: Option<PathBuf>,
+    /// `model`: the TFLite C-API library (libLiteRtRuntimeCApi.so). Default: $EMBER_TFLITE_LIB.
+    #[arg(long, value_name = "LIB.so")]
+    pub model_library: Option<PathBuf>,
+    /// `model`: the .tflite file.
+    #[arg(long, value_name = "FILE.tflite", default_value = "models/fire-int8.tflite")]
+    pub model: PathBuf,
     /// Development: feed the default detector YUYV converted from the decoded RGB instead of RGB.
     #[arg(long, hide = true)]
     pub yuyv: bool,
@@ -101,9 +107,22 @@ pub struct Outcome {
 }
 
 pub fn evaluate(args: &Args) -> anyhow::Result<Outcome> {
+    #[cfg(not(feature = "tflite"))]
     if args.detector == Which::Model {
         bail!("the `model` detector needs the TFLite stage; this binary was built without the `tflite` feature");
     }
+    #[cfg(feature = "tflite")]
+    let mut model = match args.detector {
+        Which::Model => {
+            let lib = args
+                .model_library
+                .clone()
+                .or_else(|| std::env::var_os("EMBER_TFLITE_LIB").map(PathBuf::from))
+                .context("--detector model needs --model-library or EMBER_TFLITE_LIB")?;
+            Some(crate::detect::tflite::Model::load(&lib, &args.model, 1)?)
+        }
+        _ => None,
+    };
     let labels_path = args.labels.clone().unwrap_or_else(|| args.dir.join("labels.csv"));
     let labels = read_labels(&labels_path)?;
     if labels.is_empty() {
@@ -111,6 +130,7 @@ pub fn evaluate(args: &Args) -> anyhow::Result<Outcome> {
     }
     let threshold = args.threshold.unwrap_or(match args.detector {
         Which::Embereye => 0.4,
+        Which::Model => 0.5,
         _ => crate::detect::grid_model::THRESHOLD,
     });
     let mut dec = JpegDecoder::new();
@@ -137,6 +157,15 @@ pub fn evaluate(args: &Args) -> anyhow::Result<Outcome> {
             load_rgb(&mut dec, &bytes, &mut rgb).with_context(|| format!("cannot decode {}", path.display()))?;
         let score = match args.detector {
             Which::Embereye => ember.score_rgb(&rgb, w, h).score,
+            // The whole frame, as the pipeline's `model` detector scores it; max of the fire and smoke outputs.
+            #[cfg(feature = "tflite")]
+            Which::Model => match model.as_mut() {
+                Some(m) => {
+                    let (fire, smoke) = m.classify_rgb(&rgb, w, h, None)?;
+                    fire.max(smoke)
+                }
+                None => bail!("model not loaded"),
+            },
             _ => {
                 let r = if args.yuyv {
                     rgb_to_yuyv(&rgb, w & !1, w, h, &mut yuyv);

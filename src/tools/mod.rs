@@ -8,5 +8,6 @@ pub mod loadtest_sensors;
 pub mod loadtest_streams;
 pub mod loadtest_uplink;
 pub mod loadtest_vision;
+pub mod model_check;
 pub mod prom;
 pub mod thermal_decode;

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The TFLite path for real: fetches the aarch64 TFLite C-API library from PyPI, cross-builds the `tflite`
+# integration test and the binary for aarch64 (board/lib/cross-env.sh: Debian rustc-web + cross gcc), and runs
+# them under qemu-aarch64 with EMBER_TFLITE_LIB set:
+#   scripts/tflite-qemu-test.sh [--frames DIR]
+#   1. tests/tflite.rs: float and int8 outputs vs models/reference.json (TensorFlow's own interpreter), bad model
+#      files, missing library -> heuristic;
+#   2. `ember-edge model check` on the reference inputs, and with --frames (default ../shared/fixtures/frames if
+#      present) every labelled frame scored on the emulated board, printing recall / hard FPR per threshold.
+# Exits non-zero on any failure. Needs root the first time (apt packages); no network after the first run.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=../board/lib/cross-env.sh
+. "$(dirname "$0")/../board/lib/cross-env.sh"
+
+LITERT_VERSION=1.4.0
+frames=""
+[ -f "$XB_ROOT/../shared/fixtures/frames/labels.csv" ] && frames=$XB_ROOT/../shared/fixtures/frames
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --frames) frames=${2:?--frames needs a folder}; shift ;;
+    --no-frames) frames="" ;;
+    *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  esac
+  shift
+done
+
+cd "$XB_ROOT"
+dir=$XB_TARGET/litert/$LITERT_VERSION
+lib=$dir/libLiteRtRuntimeCApi.so
+if [ ! -s "$lib" ]; then
+  mkdir -p "$dir"
+  xb_log "downloading ai-edge-litert $LITERT_VERSION (manylinux_2_17_aarch64) from PyPI"
+  python3 -m pip download --quiet --disable-pip-version-check "ai-edge-litert==$LITERT_VERSION" --no-deps \
+    --only-binary=:all: --platform manylinux_2_17_aarch64 --python-version 3.11 -d "$dir" ||
+    xb_die "pip download of ai-edge-litert $LITERT_VERSION failed"
+  whl=""
+  for f in "$dir"/ai_edge_litert-"$LITERT_VERSION"-*.whl; do [ -f "$f" ] && { whl=$f; break; }; done
+  [ -n "$whl" ] || xb_die "no wheel in $dir"
+  python3 - "$whl" "$lib" <<'EOF' || xb_die "cannot extract libLiteRtRuntimeCApi.so from $whl"
+import sys, zipfile
+whl, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(whl) as z:
+    names = [n for n in z.namelist() if n.endswith("/libLiteRtRuntimeCApi.so")]
+    if not names:
+        sys.exit("libLiteRtRuntimeCApi.so not in the wheel")
+    with z.open(names[0]) as src, open(out + ".part", "wb") as dst:
+        dst.write(src.read())
+import os
+os.replace(out + ".part", out)
+EOF
+fi
+xb_log "library: ${lib#"$XB_ROOT"/} ($(stat -c %s "$lib") bytes)"
+
+xb_setup aarch64
+export EMBER_TFLITE_LIB=$lib
+# libLiteRtRuntimeCApi.so needs libstdc++ and libgcc_s for aarch64: the cross packages' root has them (-L).
+xb_ensure_packages libstdc++6-arm64-cross
+xb_log "cargo test --features tflite --test tflite --target $XB_TRIPLE (rustc-web $XB_RUSTVER)"
+"$XB_CARGO" test --locked --target "$XB_TRIPLE" --features tflite --test tflite -- --test-threads=1 --nocapture
+
+bin=$XB_TARGET_DIR/$XB_TRIPLE/debug/ember-edge
+run() { "$XB_QEMU" -L "$XB_LDPREFIX" "$bin" "$@"; }
+for m in fire-f32 fire-int8; do
+  xb_log "ember-edge model check --model models/$m.tflite"
+  run model check --library "$lib" --model "models/$m.tflite"
+done
+if [ -n "$frames" ]; then
+  xb_log "scoring $frames with the int8 model on the emulated board"
+  run model check --library "$lib" --model models/fire-int8.tflite --frames "$frames" |
+    grep -v '^frame ' | tee "$XB_TARGET_DIR/tflite-frames-aarch64.txt"
+fi
+xb_log "TFLite qemu test passed"

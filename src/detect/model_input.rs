@@ -1,0 +1,297 @@
+//! Model input preprocessing: crops a region of an RGB24 or YUYV frame and reduces it to the model's input size
+//! with a box (area) filter, into a caller-owned buffer. Pure, allocation-free, and the same reduction the
+//! training script uses (PIL's `Image.BOX`), so the model sees at run time what it saw in training.
+
+use std::fmt;
+
+/// A pixel rectangle `[x0, x1) x [y0, y1)` of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub x0: usize,
+    pub y0: usize,
+    pub x1: usize,
+    pub y1: usize,
+}
+
+impl Region {
+    pub fn whole(width: usize, height: usize) -> Self {
+        Region { x0: 0, y0: 0, x1: width, y1: height }
+    }
+}
+
+/// Why a frame could not be turned into a model input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrepError {
+    /// Fewer bytes than width x height needs.
+    ShortFrame { need: usize, have: usize },
+    /// Empty, inverted or out-of-frame region.
+    BadRegion(Region),
+    /// The output buffer does not hold `out_w * out_h * 3` bytes.
+    OutputSize { need: usize, have: usize },
+    /// YUYV needs an even width.
+    OddYuyvWidth(usize),
+}
+
+impl fmt::Display for PrepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrepError::ShortFrame { need, have } => write!(f, "frame has {have} bytes, needs {need}"),
+            PrepError::BadRegion(r) => {
+                write!(f, "region ({},{})-({},{}) is empty or outside the frame", r.x0, r.y0, r.x1, r.y1)
+            }
+            PrepError::OutputSize { need, have } => write!(f, "input buffer has {have} bytes, needs {need}"),
+            PrepError::OddYuyvWidth(w) => write!(f, "YUYV frame width {w} is odd"),
+        }
+    }
+}
+
+impl std::error::Error for PrepError {}
+
+/// Where a source pixel's RGB comes from.
+trait Source {
+    fn rgb(&self, x: usize, y: usize) -> [u8; 3];
+}
+
+struct Rgb<'a> {
+    px: &'a [u8],
+    width: usize,
+}
+
+impl Source for Rgb<'_> {
+    #[inline]
+    fn rgb(&self, x: usize, y: usize) -> [u8; 3] {
+        let i = (y * self.width + x) * 3;
+        [self.px[i], self.px[i + 1], self.px[i + 2]]
+    }
+}
+
+struct Yuyv<'a> {
+    px: &'a [u8],
+    width: usize,
+}
+
+impl Source for Yuyv<'_> {
+    #[inline]
+    fn rgb(&self, x: usize, y: usize) -> [u8; 3] {
+        let i = (y * self.width + (x & !1)) * 2;
+        let luma = self.px[i + (x & 1) * 2];
+        yuv_to_rgb(luma, self.px[i + 1], self.px[i + 3])
+    }
+}
+
+/// BT.601 limited-range YCbCr to RGB in integer arithmetic (what V4L2 webcams deliver as YUYV).
+#[inline]
+pub fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
+    let c = 298 * (i32::from(y) - 16);
+    let d = i32::from(u) - 128;
+    let e = i32::from(v) - 128;
+    let clip = |n: i32| ((n + 128) >> 8).clamp(0, 255) as u8;
+    [clip(c + 409 * e), clip(c - 100 * d - 208 * e), clip(c + 516 * d)]
+}
+
+fn check(frame_len: usize, need: usize, width: usize, height: usize, region: Region) -> Result<(), PrepError> {
+    if frame_len < need {
+        return Err(PrepError::ShortFrame { need, have: frame_len });
+    }
+    if region.x0 >= region.x1 || region.y0 >= region.y1 || region.x1 > width || region.y1 > height {
+        return Err(PrepError::BadRegion(region));
+    }
+    Ok(())
+}
+
+/// Reduces `region` of an RGB24 frame to `out_w x out_h` RGB into `out`.
+pub fn rgb_to_input(
+    px: &[u8],
+    width: usize,
+    height: usize,
+    region: Option<Region>,
+    out: &mut [u8],
+    out_w: usize,
+    out_h: usize,
+) -> Result<(), PrepError> {
+    let region = region.unwrap_or(Region::whole(width, height));
+    check(px.len(), width.saturating_mul(height).saturating_mul(3), width, height, region)?;
+    reduce(&Rgb { px, width }, region, out, out_w, out_h)
+}
+
+/// Reduces `region` of a YUYV (4:2:2) frame to `out_w x out_h` RGB into `out`.
+pub fn yuyv_to_input(
+    px: &[u8],
+    width: usize,
+    height: usize,
+    region: Option<Region>,
+    out: &mut [u8],
+    out_w: usize,
+    out_h: usize,
+) -> Result<(), PrepError> {
+    if !width.is_multiple_of(2) {
+        return Err(PrepError::OddYuyvWidth(width));
+    }
+    let region = region.unwrap_or(Region::whole(width, height));
+    check(px.len(), width.saturating_mul(height).saturating_mul(2), width, height, region)?;
+    reduce(&Yuyv { px, width }, region, out, out_w, out_h)
+}
+
+/// Box filter: each output pixel is the rounded mean of the source pixels its cell covers. Cells have integer
+/// bounds (cell i spans [i*n/out, (i+1)*n/out)); when the region is smaller than the output a cell holds one
+/// pixel, i.e. nearest-neighbour enlargement.
+fn reduce(src: &impl Source, r: Region, out: &mut [u8], out_w: usize, out_h: usize) -> Result<(), PrepError> {
+    let need = out_w * out_h * 3;
+    if out.len() != need || out_w == 0 || out_h == 0 {
+        return Err(PrepError::OutputSize { need, have: out.len() });
+    }
+    let (rw, rh) = (r.x1 - r.x0, r.y1 - r.y0);
+    let span = |i: usize, n: usize, o: usize| {
+        let a = i * n / o;
+        let b = ((i + 1) * n / o).max(a + 1).min(n);
+        (a.min(n - 1), b)
+    };
+    for oy in 0..out_h {
+        let (ya, yb) = span(oy, rh, out_h);
+        for ox in 0..out_w {
+            let (xa, xb) = span(ox, rw, out_w);
+            let mut sum = [0u32; 3];
+            for y in r.y0 + ya..r.y0 + yb {
+                for x in r.x0 + xa..r.x0 + xb {
+                    let p = src.rgb(x, y);
+                    sum[0] += u32::from(p[0]);
+                    sum[1] += u32::from(p[1]);
+                    sum[2] += u32::from(p[2]);
+                }
+            }
+            let n = ((yb - ya) * (xb - xa)) as u32;
+            let o = (oy * out_w + ox) * 3;
+            for c in 0..3 {
+                out[o + c] = ((sum[c] + n / 2) / n) as u8;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rgb_frame(w: usize, h: usize, f: impl Fn(usize, usize) -> [u8; 3]) -> Vec<u8> {
+        let mut v = Vec::with_capacity(w * h * 3);
+        for y in 0..h {
+            for x in 0..w {
+                v.extend_from_slice(&f(x, y));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn identity_when_sizes_match() {
+        let f = rgb_frame(8, 4, |x, y| [(x * 30) as u8, (y * 60) as u8, (x + y) as u8]);
+        let mut out = [0u8; 8 * 4 * 3];
+        rgb_to_input(&f, 8, 4, None, &mut out, 8, 4).unwrap();
+        assert_eq!(&out[..], &f[..]);
+    }
+
+    #[test]
+    fn halving_averages_2x2_blocks_with_rounding() {
+        // Block values 0, 1, 1, 1 -> mean 0.75 -> 1; 10, 20, 30, 41 -> 25.25 -> 25.
+        let f = rgb_frame(4, 2, |x, y| {
+            let v = match (x, y) {
+                (0, 0) => 0,
+                (0, 1) | (1, 0) | (1, 1) => 1,
+                (2, 0) => 10,
+                (3, 0) => 20,
+                (2, 1) => 30,
+                _ => 41,
+            };
+            [v, v, 255 - v]
+        });
+        let mut out = [0u8; 2 * 3];
+        rgb_to_input(&f, 4, 2, None, &mut out, 2, 1).unwrap();
+        assert_eq!(out, [1, 1, 254, 25, 25, 230]);
+    }
+
+    #[test]
+    fn region_crop_uses_only_the_region() {
+        // Left half red, right half blue; the right half alone must come out pure blue.
+        let f = rgb_frame(16, 8, |x, _| if x < 8 { [255, 0, 0] } else { [0, 0, 255] });
+        let mut out = [0u8; 4 * 4 * 3];
+        rgb_to_input(&f, 16, 8, Some(Region { x0: 8, y0: 0, x1: 16, y1: 8 }), &mut out, 4, 4).unwrap();
+        assert!(out.chunks(3).all(|p| p == [0, 0, 255]));
+        rgb_to_input(&f, 16, 8, None, &mut out, 4, 4).unwrap();
+        assert_eq!(&out[..3], &[255, 0, 0]);
+        assert_eq!(&out[9..12], &[0, 0, 255]);
+    }
+
+    #[test]
+    fn small_region_is_enlarged_nearest() {
+        let f = rgb_frame(4, 4, |x, y| [(x * 10 + y) as u8, 0, 0]);
+        let mut out = [0u8; 4 * 4 * 3];
+        // 2x2 region at (1,1) -> each source pixel becomes a 2x2 block.
+        rgb_to_input(&f, 4, 4, Some(Region { x0: 1, y0: 1, x1: 3, y1: 3 }), &mut out, 4, 4).unwrap();
+        let r = |x: usize, y: usize| out[(y * 4 + x) * 3];
+        assert_eq!([r(0, 0), r(1, 1), r(2, 0), r(3, 3), r(0, 3)], [11, 11, 21, 22, 12]);
+    }
+
+    #[test]
+    fn uneven_cells_cover_every_source_pixel_once() {
+        // 7 -> 3: cells [0,2) [2,4) [4,7); a constant frame stays constant, a ramp stays monotone.
+        let f = rgb_frame(7, 1, |x, _| [(x * 40) as u8, 100, 100]);
+        let mut out = [0u8; 3 * 3];
+        rgb_to_input(&f, 7, 1, None, &mut out, 3, 1).unwrap();
+        assert_eq!([out[0], out[3], out[6]], [20, 100, 200]);
+        assert_eq!([out[1], out[4], out[7]], [100, 100, 100]);
+    }
+
+    #[test]
+    fn yuyv_matches_rgb_of_the_converted_frame() {
+        let (w, h) = (6, 4);
+        let mut yuyv = vec![0u8; w * h * 2];
+        for (i, b) in yuyv.iter_mut().enumerate() {
+            *b = (i * 37 % 256) as u8;
+        }
+        let rgb = rgb_frame(w, h, |x, y| {
+            let i = (y * w + (x & !1)) * 2;
+            yuv_to_rgb(yuyv[i + (x & 1) * 2], yuyv[i + 1], yuyv[i + 3])
+        });
+        let (mut a, mut b) = ([0u8; 3 * 2 * 3], [0u8; 3 * 2 * 3]);
+        yuyv_to_input(&yuyv, w, h, None, &mut a, 3, 2).unwrap();
+        rgb_to_input(&rgb, w, h, None, &mut b, 3, 2).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn bt601_reference_colours() {
+        assert_eq!(yuv_to_rgb(16, 128, 128), [0, 0, 0]);
+        assert_eq!(yuv_to_rgb(235, 128, 128), [255, 255, 255]);
+        // Full red in BT.601 limited range: Y 81, Cb 90, Cr 240.
+        let [r, g, b] = yuv_to_rgb(81, 90, 240);
+        assert!(r >= 254 && g <= 1 && b <= 1, "{r} {g} {b}");
+    }
+
+    #[test]
+    fn bad_inputs_are_errors_not_panics() {
+        let f = vec![0u8; 4 * 4 * 3];
+        let mut out = [0u8; 2 * 2 * 3];
+        assert!(matches!(rgb_to_input(&f[..10], 4, 4, None, &mut out, 2, 2), Err(PrepError::ShortFrame { .. })));
+        for r in [
+            Region { x0: 2, y0: 0, x1: 2, y1: 4 },
+            Region { x0: 0, y0: 3, x1: 4, y1: 1 },
+            Region { x0: 0, y0: 0, x1: 5, y1: 4 },
+        ] {
+            assert_eq!(rgb_to_input(&f, 4, 4, Some(r), &mut out, 2, 2), Err(PrepError::BadRegion(r)));
+        }
+        assert!(matches!(rgb_to_input(&f, 4, 4, None, &mut out[..5], 2, 2), Err(PrepError::OutputSize { .. })));
+        assert!(matches!(rgb_to_input(&f, 4, 4, None, &mut [], 0, 0), Err(PrepError::OutputSize { .. })));
+        assert_eq!(yuyv_to_input(&f, 3, 4, None, &mut out, 2, 2), Err(PrepError::OddYuyvWidth(3)));
+        assert!(matches!(rgb_to_input(&f, 0, 0, None, &mut out, 2, 2), Err(PrepError::BadRegion(_))));
+    }
+
+    #[test]
+    fn preprocessing_does_not_allocate() {
+        let f = rgb_frame(64, 48, |x, y| [x as u8, y as u8, 7]);
+        let mut out = [0u8; 16 * 16 * 3];
+        let before = crate::alloc_count::allocations();
+        rgb_to_input(&f, 64, 48, Some(Region { x0: 3, y0: 5, x1: 50, y1: 40 }), &mut out, 16, 16).unwrap();
+        assert_eq!(crate::alloc_count::allocations(), before);
+    }
+}
