@@ -139,12 +139,10 @@ impl Parser {
     fn line_done(&mut self) -> Result<(), ParseError> {
         let line = std::str::from_utf8(&self.line).unwrap_or("").trim_end_matches(['\r', '\n']);
         match self.st {
-            St::Delimiter => {
-                if line.as_bytes().starts_with(&self.delimiter) {
-                    self.st = St::Headers;
-                    self.tail.clear();
-                }
-                // Anything else between parts (blank lines, preamble) is skipped.
+            // Anything else between parts (blank lines, preamble) is skipped.
+            St::Delimiter if line.as_bytes().starts_with(&self.delimiter) => {
+                self.st = St::Headers;
+                self.tail.clear();
             }
             St::Headers if line.is_empty() => {
                 // Content-Length was remembered in `tail` as its decimal text (no allocation per part).
