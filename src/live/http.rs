@@ -87,6 +87,7 @@ pub async fn serve(
         return Ok(());
     }
     let _ = stream.set_nodelay(true);
+    limit_send_buffer(&stream);
     let mut lag = Lag::new(live.max_lag);
     let joined = tokio::time::Instant::now();
     // The frame already published (if any) goes out at once, so a new viewer sees a picture immediately.
@@ -160,6 +161,28 @@ pub async fn respond(
         stream.write_all(body).await?;
     }
     stream.shutdown().await
+}
+
+/// Kernel send buffer per viewer. Small, so a viewer that stops reading is noticed by the lag rule within
+/// about this many bytes of frames, instead of megabytes of kernel buffering hiding it (and costing memory).
+const SEND_BUFFER: libc::c_int = 128 * 1024;
+
+fn limit_send_buffer(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let v = SEND_BUFFER;
+    // SAFETY: setsockopt on a socket we own, with a pointer to a c_int that outlives the call.
+    let r = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        log::debug!("SO_SNDBUF not set: {}", std::io::Error::last_os_error());
+    }
 }
 
 fn percent_decode(s: &str) -> String {

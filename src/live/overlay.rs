@@ -141,7 +141,7 @@ pub fn draw_thermal(cv: &mut Canvas<'_>, x: usize, y: usize, cell: usize, grid: 
         lo = lo.min(t);
         hi = hi.max(t);
     }
-    let span = (hi - lo).max(1.0);
+    let span = (hi - lo).max(10.0);
     for r in 0..GRID_H {
         for c in 0..GRID_W {
             let t = grid[r * GRID_W + c];

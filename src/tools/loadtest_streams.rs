@@ -461,3 +461,44 @@ fn write_csv(prefix: &str, r: &RunReport) -> anyhow::Result<()> {
     std::fs::write(format!("{prefix}_cameras.csv"), c)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fps_counts_only_the_window_and_the_slowest_second_sees_gaps() {
+        let t0 = Instant::now();
+        let mut c = Counter {
+            window_start: t0 + Duration::from_secs(1),
+            end: t0 + Duration::from_secs(5),
+            frames: 0,
+            bytes: 0,
+            window_frames: 0,
+            second: 0,
+            second_frames: 0,
+            min_second: f64::INFINITY,
+        };
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        c.frame(at(500), 10); // warm-up: counted in frames, not in the window
+        for ms in (1000..2000).step_by(100) {
+            c.frame(at(ms), 10);
+        }
+        for ms in (2000..3000).step_by(250) {
+            c.frame(at(ms), 10);
+        }
+        assert_eq!((c.frames, c.bytes, c.window_frames), (15, 150, 14));
+        // Nothing during window second 2, then a frame in second 3: second 2 counts as zero.
+        c.frame(at(4100), 10);
+        assert_eq!(c.min_second, 0.0);
+        c.frame(at(5000), 10); // after the end
+        assert_eq!(c.window_frames, 15);
+    }
+
+    #[test]
+    fn urls_resolve_to_host_and_port() {
+        let (a, h) = parse_url("http://127.0.0.1:9091/").unwrap();
+        assert_eq!((a.port(), h.as_str()), (9091, "127.0.0.1:9091"));
+        assert!(parse_url("https://x:1").is_err());
+    }
+}
