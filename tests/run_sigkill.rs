@@ -16,15 +16,26 @@ use common::{exactly_once, free_port, http_get, http_post, metric, written};
 const BIN: &str = env!("CARGO_BIN_EXE_ember-edge");
 const STATE: &str = "ember_zone_state{zone=\"room\"}";
 
-fn start_run(config: &Path, telemetry: SocketAddr) -> Child {
-    let c = Command::new(BIN)
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+/// A child process that is killed when dropped, so a failing assertion never leaves an appliance running.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        sigkill(&mut self.0);
+    }
+}
+
+fn start_run(config: &Path, telemetry: SocketAddr) -> Proc {
+    let c = Proc(
+        Command::new(BIN)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + common::scaled(Duration::from_secs(20));
     while TcpStream::connect(telemetry).is_err() || http_get(telemetry, "/health").0 != 200 {
         assert!(Instant::now() < deadline, "appliance did not become healthy");
@@ -42,7 +53,11 @@ fn wait_state(telemetry: SocketAddr, want: f64) {
 }
 
 fn sigkill(c: &mut Child) {
-    // SAFETY: kill(2) on our own child.
+    // Once reaped, the pid may belong to someone else: never signal it again.
+    if matches!(c.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    // SAFETY: kill(2) on our own, unreaped child.
     unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
     let _ = c.wait();
 }
@@ -85,13 +100,15 @@ fsync = "always"
     )
     .unwrap();
     let out = dir.join("alerts.jsonl");
-    let mut collector = Command::new(BIN)
-        .args(["collect", "--listen", &format!("127.0.0.1:{cport}"), "--out"])
-        .arg(&out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut collector = Proc(
+        Command::new(BIN)
+            .args(["collect", "--listen", &format!("127.0.0.1:{cport}"), "--out"])
+            .arg(&out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
 
     let mut rng: u64 = 0x2545_F491_4F6C_DD1D;
     let mut next = move || {
@@ -115,20 +132,22 @@ fsync = "always"
         // The last alarm of the round is killed somewhere between the packet and the alert's delivery.
         dev.write_all(b"#Sensor:ADC1=3500,ADC2=1300!\n").unwrap();
         std::thread::sleep(Duration::from_millis(next() % 40));
-        sigkill(&mut run);
+        sigkill(&mut run.0);
         // Some rounds also leave the collector down for a while, so the backlog waits in the spool.
         if round % 10 == 1 {
-            sigkill(&mut collector);
+            sigkill(&mut collector.0);
             let mut run = start_run(&config, telemetry);
             std::thread::sleep(Duration::from_millis(200));
-            sigkill(&mut run);
-            collector = Command::new(BIN)
-                .args(["collect", "--listen", &format!("127.0.0.1:{cport}"), "--out"])
-                .arg(&out)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
+            sigkill(&mut run.0);
+            collector = Proc(
+                Command::new(BIN)
+                    .args(["collect", "--listen", &format!("127.0.0.1:{cport}"), "--out"])
+                    .arg(&out)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
         }
     }
     // A last, undisturbed run delivers whatever the killed ones left in the spool.
@@ -139,8 +158,8 @@ fsync = "always"
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(200));
-    sigkill(&mut run);
-    sigkill(&mut collector);
+    sigkill(&mut run.0);
+    sigkill(&mut collector.0);
     let seen = written(&out);
     let last = seen.keys().next_back().copied().unwrap_or(0);
     // Each confirmed cycle spooled at least its ALARM; the range must be complete with nothing twice.
