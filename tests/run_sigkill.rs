@@ -100,15 +100,18 @@ fsync = "always"
     )
     .unwrap();
     let out = dir.join("alerts.jsonl");
-    let mut collector = Proc(
-        Command::new(BIN)
-            .args(["collect", "--listen", &format!("127.0.0.1:{cport}"), "--out"])
-            .arg(&out)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let collect = || {
+        Proc(
+            Command::new(BIN)
+                .args(["collect", "--listen", &format!("127.0.0.1:{cport}"), "--out"])
+                .arg(&out)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut collector = collect();
 
     let mut rng: u64 = 0x2545_F491_4F6C_DD1D;
     let mut next = move || {
@@ -139,15 +142,7 @@ fsync = "always"
             let mut run = start_run(&config, telemetry);
             std::thread::sleep(Duration::from_millis(200));
             sigkill(&mut run.0);
-            collector = Proc(
-                Command::new(BIN)
-                    .args(["collect", "--listen", &format!("127.0.0.1:{cport}"), "--out"])
-                    .arg(&out)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            );
+            collector = collect();
         }
     }
     // A last, undisturbed run delivers whatever the killed ones left in the spool.
