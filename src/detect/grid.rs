@@ -362,16 +362,18 @@ impl GridDetector {
         }
         let xs = sample_offsets(width, 3);
         let lut = &*self.lut;
-        let rows = self.class.chunks_exact_mut(SW).zip(self.luma.chunks_exact_mut(SW)).zip(self.keep.chunks_exact(SW));
-        for (j, ((class, luma), keep)) in rows.enumerate() {
+        for j in 0..SH {
             let row = &rgb[sample_y(j, height) * width * 3..][..width * 3];
-            for (((c, l), &k), &o) in class.iter_mut().zip(luma.iter_mut()).zip(keep).zip(&xs) {
-                let Some(&[r, g, b]) = row.get(o..).and_then(|p| p.first_chunk::<3>()) else {
+            let base = j * SW;
+            let (class, luma, keep) =
+                (&mut self.class[base..base + SW], &mut self.luma[base..base + SW], &self.keep[base..base + SW]);
+            for i in 0..SW {
+                let Some(&[r, g, b]) = row.get(xs[i]..).and_then(|p| p.first_chunk::<3>()) else {
                     continue;
                 };
                 let (y, u, v) = rgb_to_yuv(r, g, b);
-                *c = lut[lut_index(y, u, v)] & k;
-                *l = y & k;
+                class[i] = lut[lut_index(y, u, v)] & keep[i];
+                luma[i] = y & keep[i];
             }
         }
         self.finish(width, height)
@@ -384,16 +386,18 @@ impl GridDetector {
         }
         let xs = sample_offsets(width, 2);
         let lut = &*self.lut;
-        let rows = self.class.chunks_exact_mut(SW).zip(self.luma.chunks_exact_mut(SW)).zip(self.keep.chunks_exact(SW));
-        for (j, ((class, luma), keep)) in rows.enumerate() {
+        for j in 0..SH {
             let row = &yuyv[sample_y(j, height) * width * 2..][..width * 2];
-            for (((c, l), &k), &o) in class.iter_mut().zip(luma.iter_mut()).zip(keep).zip(&xs) {
-                // Sample xs are even, so `o` is the start of a Y0 U Y1 V group and the sample is Y0.
-                let Some(&[y, u, _, v]) = row.get(o..).and_then(|p| p.first_chunk::<4>()) else {
+            let base = j * SW;
+            let (class, luma, keep) =
+                (&mut self.class[base..base + SW], &mut self.luma[base..base + SW], &self.keep[base..base + SW]);
+            for i in 0..SW {
+                // Sample xs are even, so the offset is the start of a Y0 U Y1 V group and the sample is Y0.
+                let Some(&[y, u, _, v]) = row.get(xs[i]..).and_then(|p| p.first_chunk::<4>()) else {
                     continue;
                 };
-                *c = lut[lut_index(y, u, v)] & k;
-                *l = y & k;
+                class[i] = lut[lut_index(y, u, v)] & keep[i];
+                luma[i] = y & keep[i];
             }
         }
         self.finish(width, height)
