@@ -21,6 +21,11 @@ const NS: usize = SW * SH;
 pub const CW: usize = SW / 2;
 pub const CH: usize = SH / 2;
 const NC: usize = CW * CH;
+/// The cell grid with a 1-cell border that is always 0, so the flood fill and the halo test need no edge cases.
+const PW: usize = CW + 2;
+const PH: usize = CH + 2;
+const NP: usize = PW * PH;
+const LUT_LEN: usize = 1 << 17;
 /// Candidate regions reported per frame.
 pub const MAX_REGIONS: usize = 8;
 /// Number of features fed to the scorer.
@@ -138,7 +143,8 @@ pub fn yuv_to_rgb(y: u8, u: u8, v: u8) -> (u8, u8, u8) {
 
 #[inline(always)]
 fn lut_index(y: u8, u: u8, v: u8) -> usize {
-    (usize::from(y >> 3) << 12) | (usize::from(u >> 2) << 6) | usize::from(v >> 2)
+    // The mask is a no-op on the value; it lets the compiler drop the bounds check on the fixed-size LUT.
+    ((usize::from(y >> 3) << 12) | (usize::from(u >> 2) << 6) | usize::from(v >> 2)) & (LUT_LEN - 1)
 }
 
 /// A rectangle in relative frame coordinates (0..1), x0 < x1, y0 < y1.
@@ -236,19 +242,21 @@ struct Blob {
 /// The `default` detector. Build once per camera; [`GridDetector::score_rgb`] / [`GridDetector::score_yuyv`]
 /// then run without allocating.
 pub struct GridDetector {
-    lut: Box<[u8]>,
+    lut: Box<[u8; LUT_LEN]>,
     /// 0xFF for a sample that counts, 0 for one under an ignore mask.
     keep: Box<[u8; NS]>,
     kept_samples: u32,
     kept_cells: u32,
     class: Box<[u8; NS]>,
     luma: Box<[u8; NS]>,
-    /// Per cell: bit 0 fire candidate, bit 1 smoke candidate, bit 2 visited.
-    cell: Box<[u8; NC]>,
+    /// Per cell of the padded `PW×PH` grid: bit 0 fire candidate, bit 1 smoke candidate, bit 2 visited. The
+    /// border stays 0; every inner cell is rewritten each frame, so nothing is cleared.
+    cell: Box<[u8; NP]>,
+    /// Padded cell indices; each cell is pushed at most once, so `NC` slots suffice.
     stack: Box<[u16; NC]>,
-    /// Per cell, packed for the flood fill: core-or-bright count (bits 0..4), saturated-flame count (4..8),
-    /// kept samples (8..11), luma sum (11..21), texture (21..31).
-    cellstat: Box<[u32; NC]>,
+    /// Per cell (padded index), packed for the flood fill: core-or-bright count (bits 0..4), saturated-flame
+    /// count (4..8), kept samples (8..11), luma sum (11..21), texture (21..31).
+    cellstat: Box<[u32; NP]>,
     /// Samples per cell outside the masks.
     kept_in_cell: Box<[u8; NC]>,
 }
@@ -273,6 +281,24 @@ const CELL_COUNTS: [u32; 256] = {
 const CELL_FIRE: u8 = 1;
 const CELL_SMOKE: u8 = 2;
 const CELL_SEEN: u8 = 4;
+const CELL_CORE: u8 = 0x80;
+
+/// Per class byte: one 16-bit lane counter per set bit, so one `u128` holds all eight class counts.
+const CLASS_LANES: [u128; 256] = {
+    let mut t = [0u128; 256];
+    let mut n = 0;
+    while n < 256 {
+        let mut b = 0;
+        while b < 8 {
+            if n & (1 << b) != 0 {
+                t[n] |= 1 << (16 * b);
+            }
+            b += 1;
+        }
+        n += 1;
+    }
+    t
+};
 
 impl Default for GridDetector {
     fn default() -> Self {
@@ -283,7 +309,7 @@ impl Default for GridDetector {
 impl GridDetector {
     /// `masks`: areas to ignore (relative coordinates); a sample whose position is inside any is not read.
     pub fn new(masks: &[RelRect]) -> Self {
-        let mut lut = vec![0u8; 1 << 17].into_boxed_slice();
+        let mut lut = Box::new([0u8; LUT_LEN]);
         for yq in 0..32u8 {
             for uq in 0..64u8 {
                 for vq in 0..64u8 {
@@ -321,9 +347,9 @@ impl GridDetector {
             kept_cells,
             class: Box::new([0; NS]),
             luma: Box::new([0; NS]),
-            cell: Box::new([0; NC]),
+            cell: Box::new([0; NP]),
             stack: Box::new([0; NC]),
-            cellstat: Box::new([0; NC]),
+            cellstat: Box::new([0; NP]),
             kept_in_cell,
         }
     }
@@ -334,16 +360,20 @@ impl GridDetector {
         if !valid_size(rgb.len(), width, height, 3) {
             return GridResult::default();
         }
-        let xs = sample_xs(width);
+        let xs = sample_offsets(width, 3);
+        let lut = &*self.lut;
         for j in 0..SH {
             let row = &rgb[sample_y(j, height) * width * 3..][..width * 3];
             let base = j * SW;
-            for (i, &x) in xs.iter().enumerate() {
-                let o = x as usize * 3;
-                let (y, u, v) = rgb_to_yuv(row[o], row[o + 1], row[o + 2]);
-                let keep = self.keep[base + i];
-                self.class[base + i] = self.lut[lut_index(y, u, v)] & keep;
-                self.luma[base + i] = y & keep;
+            let (class, luma, keep) =
+                (&mut self.class[base..base + SW], &mut self.luma[base..base + SW], &self.keep[base..base + SW]);
+            for i in 0..SW {
+                let Some(&[r, g, b]) = row.get(xs[i]..).and_then(|p| p.first_chunk::<3>()) else {
+                    continue;
+                };
+                let (y, u, v) = rgb_to_yuv(r, g, b);
+                class[i] = lut[lut_index(y, u, v)] & keep[i];
+                luma[i] = y & keep[i];
             }
         }
         self.finish(width, height)
@@ -354,17 +384,20 @@ impl GridDetector {
         if !valid_size(yuyv.len(), width, height, 2) || !width.is_multiple_of(2) {
             return GridResult::default();
         }
-        let xs = sample_xs(width);
+        let xs = sample_offsets(width, 2);
+        let lut = &*self.lut;
         for j in 0..SH {
             let row = &yuyv[sample_y(j, height) * width * 2..][..width * 2];
             let base = j * SW;
-            for (i, &x) in xs.iter().enumerate() {
-                // xs are even, so `o` is the start of a Y0 U Y1 V group and the sample is Y0.
-                let o = x as usize * 2;
-                let (y, u, v) = (row[o], row[o + 1], row[o + 3]);
-                let keep = self.keep[base + i];
-                self.class[base + i] = self.lut[lut_index(y, u, v)] & keep;
-                self.luma[base + i] = y & keep;
+            let (class, luma, keep) =
+                (&mut self.class[base..base + SW], &mut self.luma[base..base + SW], &self.keep[base..base + SW]);
+            for i in 0..SW {
+                // Sample xs are even, so the offset is the start of a Y0 U Y1 V group and the sample is Y0.
+                let Some(&[y, u, _, v]) = row.get(xs[i]..).and_then(|p| p.first_chunk::<4>()) else {
+                    continue;
+                };
+                class[i] = lut[lut_index(y, u, v)] & keep[i];
+                luma[i] = y & keep[i];
             }
         }
         self.finish(width, height)
@@ -374,46 +407,47 @@ impl GridDetector {
     fn finish(&mut self, width: usize, height: usize) -> GridResult {
         let mut out = GridResult::default();
         // Masked samples have class 0 and luma 0, so they add nothing below; only the divisors exclude them.
-        let mut hist = [0u32; 256];
+        // Per-class-bit sample counts, four 16-bit lanes per word (19 200 samples fit a lane).
+        let mut class_lanes = 0u128;
         let (mut sum_y, mut sum_yy) = (0u64, 0u64);
-        for (&c, &y) in self.class.iter().zip(self.luma.iter()) {
-            hist[usize::from(c)] += 1;
-            let y = u64::from(y);
-            sum_y += y;
-            sum_yy += y * y;
-        }
-        let mut counts = [0u32; 8];
-        for (c, &n) in hist.iter().enumerate() {
-            for (b, k) in counts.iter_mut().enumerate() {
-                *k += n * ((c as u32 >> b) & 1);
-            }
-        }
         let mut tex_all = 0u64;
         let (mut fire_samples, mut smoke_samples) = (0u32, 0u32);
         let mut halo = 0u32;
+        let mut any_core = false;
         for cy in 0..CH {
+            // Fixed-length row slices and one index: the compiler drops the bounds checks below.
+            let r0 = 2 * cy * SW;
+            let (c0, c1) = (&self.class[r0..r0 + SW], &self.class[r0 + SW..r0 + 2 * SW]);
+            let (l0, l1) = (&self.luma[r0..r0 + SW], &self.luma[r0 + SW..r0 + 2 * SW]);
+            let kept = &self.kept_in_cell[cy * CW..cy * CW + CW];
+            let prow = (cy + 1) * PW + 1;
+            let cells = &mut self.cell[prow..prow + CW];
+            let stats = &mut self.cellstat[prow..prow + CW];
             for cx in 0..CW {
-                let i = 2 * cy * SW + 2 * cx;
+                let x = 2 * cx;
+                let cls = [c0[x], c0[x + 1], c1[x], c1[x + 1]];
+                let mut packed = 0u32;
+                for c in cls {
+                    packed += CELL_COUNTS[usize::from(c)];
+                    class_lanes += CLASS_LANES[usize::from(c)];
+                }
                 // Four 4-bit counters packed in one word: flame-like, flame-or-core, smoke, core.
-                let packed: u32 =
-                    [i, i + 1, i + SW, i + SW + 1].iter().map(|&k| CELL_COUNTS[usize::from(self.class[k])]).sum();
                 let firelike = packed & 0xF;
                 let warm_or_core = (packed >> 4) & 0xF;
                 let smoke = (packed >> 8) & 0xF;
                 let core = (packed >> 12) & 0xF;
                 fire_samples += firelike;
                 smoke_samples += smoke;
-                let tex = cell_texture(&self.luma, i);
+                let (a, b, c, d) = (u32::from(l0[x]), u32::from(l0[x + 1]), u32::from(l1[x]), u32::from(l1[x + 1]));
+                sum_y += u64::from(a + b + c + d);
+                sum_yy += u64::from(a * a + b * b + c * c + d * d);
+                let tex = a.abs_diff(b) + c.abs_diff(d) + a.abs_diff(c) + b.abs_diff(d);
                 tex_all += u64::from(tex);
                 // Masked samples have luma 0, so this sums the kept ones.
-                let luma_sum = u32::from(self.luma[i])
-                    + u32::from(self.luma[i + 1])
-                    + u32::from(self.luma[i + SW])
-                    + u32::from(self.luma[i + SW + 1]);
-                let kc = cy * CW + cx;
-                self.cellstat[kc] = ((packed >> 16) & 0xF)
+                let luma_sum = a + b + c + d;
+                stats[cx] = ((packed >> 16) & 0xF)
                     | (((packed >> 20) & 0xF) << 4)
-                    | (u32::from(self.kept_in_cell[kc]) << 8)
+                    | (u32::from(kept[cx]) << 8)
                     | (luma_sum << 11)
                     | (tex << 21);
                 let mut flags = 0;
@@ -422,30 +456,42 @@ impl GridDetector {
                 } else if smoke >= 3 {
                     flags |= CELL_SMOKE;
                 }
+                if flags != 0 {
+                    let k = cy * CW + cx;
+                    out.candidates[k / 64] |= 1 << (k % 64);
+                }
                 if core >= 2 {
                     // Marked for the halo pass below.
-                    flags |= 0x80;
+                    flags |= CELL_CORE;
+                    any_core = true;
                 }
-                self.cell[cy * CW + cx] = flags;
+                cells[cx] = flags;
             }
+        }
+        let mut counts = [0u32; 8];
+        for (b, k) in counts.iter_mut().enumerate() {
+            *k = ((class_lanes >> (16 * b)) & 0xFFFF) as u32;
         }
         // Bright cores that touch a fire cell: flames blow out to white inside an orange/red rim.
-        for cy in 0..CH {
-            for cx in 0..CW {
-                if self.cell[cy * CW + cx] & 0x80 != 0 && self.any_neighbour(cx, cy, CELL_FIRE) {
-                    halo += 1;
+        if any_core {
+            for k in PW + 1..NP - PW - 1 {
+                if self.cell[k] & CELL_CORE != 0 {
+                    let near = |o: usize| (self.cell[o - 1] | self.cell[o] | self.cell[o + 1]) & CELL_FIRE != 0;
+                    if near(k - PW) || near(k) || near(k + PW) {
+                        halo += 1;
+                    }
                 }
             }
-        }
-        for c in self.cell.iter_mut() {
-            *c &= CELL_FIRE | CELL_SMOKE;
+            for c in self.cell.iter_mut() {
+                *c &= CELL_FIRE | CELL_SMOKE;
+            }
         }
 
         let mut best_fire = Blob::default();
         let mut best_smoke = Blob::default();
         let (mut n_blobs, mut fire_cells, mut smoke_cells) = (0u32, 0u32, 0u32);
         let (mut fire_luma_sum, mut fire_luma_n) = (0u64, 0u64);
-        for start in 0..NC {
+        for start in PW + 1..NP - PW - 1 {
             let kind = self.cell[start];
             if kind & (CELL_FIRE | CELL_SMOKE) == 0 || kind & CELL_SEEN != 0 {
                 continue;
@@ -470,11 +516,6 @@ impl GridDetector {
                 }
             }
             insert_region(&mut out, region_kind, &blob);
-        }
-        for (k, c) in self.cell.iter().enumerate() {
-            if c & CELL_FIRE != 0 || c & CELL_SMOKE != 0 {
-                out.candidates[k / 64] |= 1 << (k % 64);
-            }
         }
 
         let ns = self.kept_samples.max(1) as f32;
@@ -529,28 +570,24 @@ impl GridDetector {
         out.fire_cells = fire_cells;
         out.smoke_cells = smoke_cells;
         out.fire_luma = if fire_luma_n > 0 { fire_luma_sum as f32 / fire_luma_n as f32 } else { 0.0 };
-        // Flood fill marked cells as seen; clear for the next frame.
-        self.cell.fill(0);
+        // Cells marked as seen by the flood fill are rewritten by the next frame's cell pass.
         out
     }
 
-    fn any_neighbour(&self, cx: usize, cy: usize, flag: u8) -> bool {
-        let (x0, x1) = (cx.saturating_sub(1), (cx + 1).min(CW - 1));
-        let (y0, y1) = (cy.saturating_sub(1), (cy + 1).min(CH - 1));
-        (y0..=y1).any(|y| (x0..=x1).any(|x| self.cell[y * CW + x] & flag != 0))
-    }
-
-    /// 8-connected flood fill of cells with flag `want`, from `start`, with the fixed stack.
+    /// 8-connected flood fill of cells with flag `want`, from padded index `start`, with the fixed stack. The
+    /// padded border is never a candidate, so neighbours need no bounds tests.
     fn flood(&mut self, start: usize, want: u8) -> Blob {
         let mut b = Blob { x0: CW, y0: CH, ..Blob::default() };
+        let cell = &mut *self.cell;
+        let stack = &mut *self.stack;
         let mut top = 0usize;
-        self.stack[top] = start as u16;
+        stack[top] = start as u16;
         top += 1;
-        self.cell[start] |= CELL_SEEN;
+        cell[start] |= CELL_SEEN;
         while top > 0 {
             top -= 1;
-            let k = usize::from(self.stack[top]);
-            let (cx, cy) = (k % CW, k / CW);
+            let k = usize::from(stack[top]);
+            let (cx, cy) = (k % PW - 1, k / PW - 1);
             b.area += 1;
             b.x0 = b.x0.min(cx);
             b.x1 = b.x1.max(cx);
@@ -564,30 +601,16 @@ impl GridDetector {
             b.samples += (st >> 8) & 0x7;
             b.luma += (st >> 11) & 0x3FF;
             b.texture += st >> 21;
-            // 4-neighbour edges to the outside make the perimeter.
-            for (dx, dy) in [(-1i32, 0i32), (1, 0), (0, -1), (0, 1)] {
-                let (nx, ny) = (cx as i32 + dx, cy as i32 + dy);
-                if nx < 0 || ny < 0 || nx >= CW as i32 || ny >= CH as i32 {
-                    b.perimeter += 1;
-                    continue;
-                }
-                if self.cell[ny as usize * CW + nx as usize] & want == 0 {
-                    b.perimeter += 1;
-                }
+            // 4-neighbour edges to the outside (border cells included) make the perimeter.
+            for n in [k - 1, k + 1, k - PW, k + PW] {
+                b.perimeter += u32::from(cell[n] & want == 0);
             }
-            for dy in -1i32..=1 {
-                for dx in -1i32..=1 {
-                    let (nx, ny) = (cx as i32 + dx, cy as i32 + dy);
-                    if nx < 0 || ny < 0 || nx >= CW as i32 || ny >= CH as i32 {
-                        continue;
-                    }
-                    let n = ny as usize * CW + nx as usize;
-                    if self.cell[n] & want != 0 && self.cell[n] & CELL_SEEN == 0 {
-                        self.cell[n] |= CELL_SEEN;
-                        // Every cell is pushed at most once, so the stack (NC slots) cannot overflow.
-                        self.stack[top] = n as u16;
-                        top += 1;
-                    }
+            for n in [k - PW - 1, k - PW, k - PW + 1, k - 1, k + 1, k + PW - 1, k + PW, k + PW + 1] {
+                if cell[n] & (want | CELL_SEEN) == want {
+                    cell[n] |= CELL_SEEN;
+                    // Every cell is pushed at most once, so the stack (NC slots) cannot overflow.
+                    stack[top] = n as u16;
+                    top += 1;
                 }
             }
         }
@@ -599,12 +622,13 @@ fn valid_size(len: usize, width: usize, height: usize, bpp: usize) -> bool {
     width >= SW && height >= SH && width.checked_mul(height).and_then(|p| p.checked_mul(bpp)).is_some_and(|n| len >= n)
 }
 
-/// Even pixel x of each sample column (even so a YUYV sample is the Y0 of its pair, and RGB reads the same pixel).
+/// Byte offset in a row of each sample column, for `bpp` bytes per pixel. The pixel x is even, so a YUYV sample is
+/// the Y0 of its pair and RGB reads the same pixel.
 #[inline]
-fn sample_xs(width: usize) -> [u32; SW] {
-    let mut xs = [0u32; SW];
+fn sample_offsets(width: usize, bpp: usize) -> [usize; SW] {
+    let mut xs = [0usize; SW];
     for (i, x) in xs.iter_mut().enumerate() {
-        *x = (((2 * i + 1) * width / (2 * SW)) & !1) as u32;
+        *x = (((2 * i + 1) * width / (2 * SW)) & !1) * bpp;
     }
     xs
 }
@@ -612,14 +636,6 @@ fn sample_xs(width: usize) -> [u32; SW] {
 #[inline]
 fn sample_y(j: usize, height: usize) -> usize {
     (2 * j + 1) * height / (2 * SH)
-}
-
-/// Sum of absolute luma differences inside a 2×2 sample cell starting at sample `i`.
-#[inline(always)]
-fn cell_texture(luma: &[u8; NS], i: usize) -> u32 {
-    let (a, b, c, d) =
-        (i32::from(luma[i]), i32::from(luma[i + 1]), i32::from(luma[i + SW]), i32::from(luma[i + SW + 1]));
-    ((a - b).abs() + (c - d).abs() + (a - c).abs() + (b - d).abs()) as u32
 }
 
 /// The learned scorer: standardised features through a linear term plus boosted stumps, then a logistic.
