@@ -38,6 +38,26 @@ pub struct Scored {
     pub smoke_pixels: u32,
     /// Raw single-frame score before temporal confirmation (equal to `score` for EmberEye).
     pub frame_score: f32,
+    /// Candidate regions, largest first (the `default` detector; empty for a pixel-ratio detector).
+    pub regions: [grid::Region; grid::MAX_REGIONS],
+    pub n_regions: usize,
+}
+
+impl Scored {
+    fn ratio(score: f32, fire_pixels: u32, smoke_pixels: u32) -> Self {
+        Scored {
+            score,
+            fire_pixels,
+            smoke_pixels,
+            frame_score: score,
+            regions: [grid::Region::default(); grid::MAX_REGIONS],
+            n_regions: 0,
+        }
+    }
+
+    pub fn regions(&self) -> &[grid::Region] {
+        &self.regions[..self.n_regions.min(grid::MAX_REGIONS)]
+    }
 }
 
 impl Detector {
@@ -72,12 +92,7 @@ impl Detector {
                     return None;
                 }
                 let s = d.score_rgb(frame.pixels(), w, h);
-                Some(Scored {
-                    score: s.score,
-                    fire_pixels: s.fire_pixels,
-                    smoke_pixels: s.smoke_pixels,
-                    frame_score: s.score,
-                })
+                Some(Scored::ratio(s.score, s.fire_pixels, s.smoke_pixels))
             }
             Detector::Default(d, t) => {
                 let r = match frame.meta.format {
@@ -90,11 +105,13 @@ impl Detector {
                     fire_pixels: r.fire_pixels,
                     smoke_pixels: r.smoke_pixels,
                     frame_score: r.score,
+                    regions: r.regions,
+                    n_regions: r.n_regions,
                 })
             }
             Detector::Model(m) => {
                 let (score, fire_pixels, smoke_pixels) = m.score(frame)?;
-                Some(Scored { score, fire_pixels, smoke_pixels, frame_score: score })
+                Some(Scored::ratio(score, fire_pixels, smoke_pixels))
             }
         }
     }
@@ -136,20 +153,22 @@ impl DetectTask {
             };
             part.beat();
             let started = std::time::Instant::now();
-            let Some(Scored { score, fire_pixels, smoke_pixels, .. }) =
-                self.detector.score(&frame, frame.meta.captured)
-            else {
+            let Some(scored) = self.detector.score(&frame, frame.meta.captured) else {
                 self.counters.unsupported.inc();
                 continue;
             };
+            let Scored { score, fire_pixels, smoke_pixels, .. } = scored;
             let busy = started.elapsed();
             self.counters.nanos.add(busy.as_nanos() as u64);
             self.watch.frame(tokio::time::Instant::now(), &frame, busy);
             self.counters.frames.inc();
             self.counters.score.set(score as f64);
             if let Some(l) = &self.live {
-                // The heuristic gives a score only; a detector with regions passes its boxes here.
-                l.set_detections(frame.meta.seq, score, &[]);
+                let mut boxes = [crate::live::overlay::DetBox::default(); grid::MAX_REGIONS];
+                for (b, r) in boxes.iter_mut().zip(scored.regions()) {
+                    *b = crate::live::overlay::DetBox::from_region(r, scored.frame_score);
+                }
+                l.set_detections(frame.meta.seq, score, &boxes[..scored.regions().len()]);
             }
             self.output.push(Observation::Vision(VisionScore {
                 camera: self.camera,
@@ -160,5 +179,47 @@ impl DetectTask {
                 smoke_pixels,
             }));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DetectorKind;
+    use crate::frame::{FrameMeta, FramePool};
+    use crate::live::overlay::DetBox;
+
+    fn rgb_frame(w: usize, h: usize, fill: impl Fn(usize, usize) -> [u8; 3]) -> Frame {
+        let pool = FramePool::new(1, w * h * 3);
+        let Some(mut f) = pool.take() else { panic!("a fresh pool has a buffer") };
+        for (i, px) in f.buffer_mut().chunks_exact_mut(3).enumerate() {
+            px.copy_from_slice(&fill(i % w, i / w));
+        }
+        f.meta = FrameMeta { width: w, height: h, format: PixelFormat::Rgb24, ..FrameMeta::default() };
+        f
+    }
+
+    #[test]
+    fn default_detector_passes_its_regions_to_the_overlay_and_embereye_has_none() {
+        let (w, h) = (640, 480);
+        // A flame-coloured block at relative (0.5..0.75, 0.5..0.8) on a dark scene.
+        let frame = rgb_frame(w, h, |x, y| {
+            if (w / 2..w * 3 / 4).contains(&x) && (h / 2..h * 4 / 5).contains(&y) {
+                [250, 120 + ((x + y) % 40) as u8, 20]
+            } else {
+                [30, 30, 30]
+            }
+        });
+        let now = tokio::time::Instant::now();
+        let s = Detector::new(DetectorKind::Default, &[]).score(&frame, now).unwrap_or_else(|| panic!("rgb"));
+        let top = s.regions().first().copied().unwrap_or_else(|| panic!("no region: {s:?}"));
+        let b = DetBox::from_region(&top, s.frame_score);
+        assert_eq!(b.class, 0, "fire");
+        assert!((b.x0 - 0.5).abs() < 0.03 && (b.x1 - 0.75).abs() < 0.03, "{b:?}");
+        assert!((b.y0 - 0.5).abs() < 0.03 && (b.y1 - 0.8).abs() < 0.03, "{b:?}");
+        assert_eq!(b.score, s.frame_score);
+
+        let e = Detector::new(DetectorKind::Embereye, &[]).score(&frame, now).unwrap_or_else(|| panic!("rgb"));
+        assert!(e.regions().is_empty() && e.score > 0.0, "{e:?}");
     }
 }

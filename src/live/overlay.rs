@@ -18,6 +18,17 @@ pub struct DetBox {
     pub class: u8,
 }
 
+impl DetBox {
+    /// A detector's candidate region, labelled with the frame's single-frame score (regions carry no own score).
+    pub fn from_region(r: &crate::detect::grid::Region, score: f32) -> Self {
+        let class = match r.kind {
+            crate::detect::grid::RegionKind::Fire => 0,
+            crate::detect::grid::RegionKind::Smoke => 1,
+        };
+        DetBox { x0: r.x0, y0: r.y0, x1: r.x1, y1: r.y1, score, class }
+    }
+}
+
 /// The latest detection result of a camera.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Detections {
