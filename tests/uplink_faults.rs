@@ -123,7 +123,8 @@ fn producer_killed_fifty_times_while_writing_the_spool_loses_and_duplicates_noth
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        std::thread::sleep(Duration::from_millis(40 + x % 300));
+        // Scaled: under qemu-user a producer needs most of a second just to start.
+        std::thread::sleep(common::scaled(Duration::from_millis(40 + x % 300)));
         kill(&mut p);
     }
     let out_final = producer(port, &spool, 2000, &["--fsync", "always", "--wait-secs", "120"]).output().unwrap();
@@ -144,9 +145,22 @@ fn a_full_spool_drops_the_oldest_counts_them_and_reports_them_upstream() {
     let port = free_port();
     let mut prod =
         producer(port, &spool, 3000, &["--fsync", "never", "--spool-max-bytes", "16384", "--heartbeat-secs", "0.2"])
+            .stderr(Stdio::piped())
+            .env("RUST_LOG", "info")
             .spawn()
             .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // The collector comes up only once all 3000 are in (and the oldest out of) the spool: an alert sent before the
+    // drop would be both delivered and counted as dropped, and the count below would not add up.
+    let stderr = prod.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if line.contains("loadtest uplink: produced") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(common::scaled(Duration::from_secs(30))).expect("the producer reports the end of production");
     let mut c = collector(port, &out, &[]);
     let status = prod.wait().unwrap();
     let mut report = String::new();

@@ -148,6 +148,11 @@ async fn run_async(args: Args) -> anyhow::Result<serde_json::Value> {
         }
     }
     let produced_at = started.elapsed();
+    // Scripts that inject faults wait for this line (stderr) to know the spool has everything it will get.
+    log::info!(
+        "loadtest uplink: produced {to_produce} alerts in {:.2} s; waiting for acknowledgements",
+        produced_at.as_secs_f64()
+    );
     let deadline = Instant::now() + Duration::from_secs_f64(args.wait_secs);
     let mut complete = false;
     while Instant::now() < deadline {
