@@ -65,14 +65,19 @@ run_user() {
   local results=()
   for arch in "${arches[@]}"; do
     xb_setup "$arch"
+    # The boards' feature set (board/*.toml), so the suite tests what ships and shares its build with
+    # board/cross-build.sh (same crate features: one compile of the library and the binary, not two).
+    local features feat_args=()
+    features=$(xb_board_features)
+    [ -n "$features" ] && feat_args=(--features "$features")
     # Lets tests recognise qemu-user (no TCGETS2 ioctl, synthetic /proc/self/stat) if they choose to.
     export EMBER_TEST_QEMU_USER=$XB_QEMU
     # Emulation runs several times slower than native: stretch the tests' deadlines to match.
     export EMBER_TEST_TIME_SCALE=${EMBER_TEST_TIME_SCALE:-4}
     log=$XB_TARGET_DIR/qemu-test-$arch.log
     mkdir -p "$XB_TARGET_DIR"
-    xb_log "building the tests for $XB_TRIPLE (rustc-web $XB_RUSTVER)"
-    "$XB_CARGO" test --locked --target "$XB_TRIPLE" --no-run || { failed+=("$arch:build"); continue; }
+    xb_log "building the tests for $XB_TRIPLE (rustc-web $XB_RUSTVER, features: ${features:-none})"
+    "$XB_CARGO" test --locked --target "$XB_TRIPLE" "${feat_args[@]}" --no-run || { failed+=("$arch:build"); continue; }
     # The spawned-binary tests need binfmt_misc; check that an ARM executable really execs from a host process
     # (qemu-user forwards a guest execve to the host kernel, so this is the same path the tests take).
     local bin=$XB_TARGET_DIR/$XB_TRIPLE/debug/ember-edge
@@ -85,7 +90,7 @@ run_user() {
     t0=$SECONDS rc=0
     # --no-fail-fast: report every failing test binary, not only the first one.
     timeout --kill-after=30 "$timeout_s" "$XB_CARGO" test --locked --no-fail-fast --target "$XB_TRIPLE" \
-      -- "${harness_args[@]}" 2>&1 | tee "$log" || rc=$?
+      "${feat_args[@]}" -- "${harness_args[@]}" 2>&1 | tee "$log" || rc=$?
     [ "$rc" = 124 ] && xb_log "TIMEOUT after ${timeout_s}s for $XB_TRIPLE"
     results+=("$(printf '%-8s rc=%-3s %4ss  %s' "$arch" "$rc" "$((SECONDS - t0))" \
       "$(grep -E '^test result:' "$log" | awk '{p+=$4; f+=$6; i+=$8} END {printf "%d passed, %d failed, %d ignored in %d test binaries", p, f, i, NR}')")")
