@@ -147,6 +147,12 @@ fn lut_index(y: u8, u: u8, v: u8) -> usize {
     ((usize::from(y >> 3) << 12) | (usize::from(u >> 2) << 6) | usize::from(v >> 2)) & (LUT_LEN - 1)
 }
 
+/// [`lut_index`] of the sample in a little-endian YUYV word `Y0 | U << 8 | Y1 << 16 | V << 24` (the sample is Y0).
+#[inline(always)]
+fn lut_index_yuyv(w: u32) -> usize {
+    (((w & 0xF8) << 9) | ((w >> 4) & 0xFC0) | (w >> 26)) as usize & (LUT_LEN - 1)
+}
+
 /// A rectangle in relative frame coordinates (0..1), x0 < x1, y0 < y1.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RelRect {
@@ -259,6 +265,8 @@ pub struct GridDetector {
     cellstat: Box<[u32; NP]>,
     /// Samples per cell outside the masks.
     kept_in_cell: Box<[u8; NC]>,
+    /// Class-byte histograms of the current frame (see `finish`).
+    hist: Box<[[u32; 256]; 4]>,
 }
 
 /// Per class byte: the packed per-cell counters (see `finish`).
@@ -282,23 +290,6 @@ const CELL_FIRE: u8 = 1;
 const CELL_SMOKE: u8 = 2;
 const CELL_SEEN: u8 = 4;
 const CELL_CORE: u8 = 0x80;
-
-/// Per class byte: one 16-bit lane counter per set bit, so one `u128` holds all eight class counts.
-const CLASS_LANES: [u128; 256] = {
-    let mut t = [0u128; 256];
-    let mut n = 0;
-    while n < 256 {
-        let mut b = 0;
-        while b < 8 {
-            if n & (1 << b) != 0 {
-                t[n] |= 1 << (16 * b);
-            }
-            b += 1;
-        }
-        n += 1;
-    }
-    t
-};
 
 impl Default for GridDetector {
     fn default() -> Self {
@@ -351,6 +342,7 @@ impl GridDetector {
             stack: Box::new([0; NC]),
             cellstat: Box::new([0; NP]),
             kept_in_cell,
+            hist: Box::new([[0; 256]; 4]),
         }
     }
 
@@ -360,22 +352,12 @@ impl GridDetector {
         if !valid_size(rgb.len(), width, height, 3) {
             return GridResult::default();
         }
-        let xs = sample_offsets(width, 3);
-        let lut = &*self.lut;
-        for j in 0..SH {
-            let row = &rgb[sample_y(j, height) * width * 3..][..width * 3];
-            let base = j * SW;
-            let (class, luma, keep) =
-                (&mut self.class[base..base + SW], &mut self.luma[base..base + SW], &self.keep[base..base + SW]);
-            for i in 0..SW {
-                let Some(&[r, g, b]) = row.get(xs[i]..).and_then(|p| p.first_chunk::<3>()) else {
-                    continue;
-                };
-                let (y, u, v) = rgb_to_yuv(r, g, b);
-                class[i] = lut[lut_index(y, u, v)] & keep[i];
-                luma[i] = y & keep[i];
-            }
-        }
+        let sample = |lut: &[u8; LUT_LEN], p: &[u8]| -> Option<(u8, u8)> {
+            let &[r, g, b] = p.first_chunk::<3>()?;
+            let (y, u, v) = rgb_to_yuv(r, g, b);
+            Some((lut[lut_index(y, u, v)], y))
+        };
+        self.sample_rows(rgb, width, height, 3, true, sample);
         self.finish(width, height)
     }
 
@@ -384,31 +366,69 @@ impl GridDetector {
         if !valid_size(yuyv.len(), width, height, 2) || !width.is_multiple_of(2) {
             return GridResult::default();
         }
-        let xs = sample_offsets(width, 2);
+        // Sample xs are even, so the offset is the start of a Y0 U Y1 V group and the sample is Y0. One
+        // little-endian word holds Y0 | U << 8 | Y1 << 16 | V << 24, and the LUT index is cut out of it directly.
+        let sample = |lut: &[u8; LUT_LEN], p: &[u8]| -> Option<(u8, u8)> {
+            let w = u32::from_le_bytes(*p.first_chunk::<4>()?);
+            Some((lut[lut_index_yuyv(w)], w as u8))
+        };
+        self.sample_rows(yuyv, width, height, 2, true, sample);
+        self.finish(width, height)
+    }
+
+    /// Fills the class and luma grids: `sample` reads the pixel starting at the slice it gets. When the width is
+    /// an even multiple of `SW` (640, 1280, 1920, ...) the samples are one fixed stride apart, and walking the
+    /// row in stride-sized chunks lets the compiler drop the per-sample bounds checks (the hot loop of the
+    /// whole detector); other widths use the offset table. Both read exactly the same pixels.
+    #[inline(always)]
+    fn sample_rows(
+        &mut self,
+        px: &[u8],
+        width: usize,
+        height: usize,
+        bpp: usize,
+        allow_stride: bool,
+        sample: impl Fn(&[u8; LUT_LEN], &[u8]) -> Option<(u8, u8)>,
+    ) {
         let lut = &*self.lut;
+        let xs = sample_offsets(width, bpp);
+        let step = width / SW;
+        let regular = allow_stride && width.is_multiple_of(SW) && step.is_multiple_of(2);
+        let (stride, first) = (step * bpp, xs[0]);
         for j in 0..SH {
-            let row = &yuyv[sample_y(j, height) * width * 2..][..width * 2];
+            let row = &px[sample_y(j, height) * width * bpp..][..width * bpp];
             let base = j * SW;
             let (class, luma, keep) =
                 (&mut self.class[base..base + SW], &mut self.luma[base..base + SW], &self.keep[base..base + SW]);
-            for i in 0..SW {
-                // Sample xs are even, so the offset is the start of a Y0 U Y1 V group and the sample is Y0.
-                let Some(&[y, u, _, v]) = row.get(xs[i]..).and_then(|p| p.first_chunk::<4>()) else {
-                    continue;
-                };
-                class[i] = lut[lut_index(y, u, v)] & keep[i];
-                luma[i] = y & keep[i];
+            if regular {
+                let cells = row.chunks_exact(stride).zip(class.iter_mut().zip(luma.iter_mut()).zip(keep));
+                for (chunk, ((c, l), &k)) in cells {
+                    if let Some((cls, y)) = chunk.get(first..).and_then(|p| sample(lut, p)) {
+                        *c = cls & k;
+                        *l = y & k;
+                    }
+                }
+            } else {
+                for (i, &x) in xs.iter().enumerate() {
+                    if let Some((cls, y)) = row.get(x..).and_then(|p| sample(lut, p)) {
+                        class[i] = cls & keep[i];
+                        luma[i] = y & keep[i];
+                    }
+                }
             }
         }
-        self.finish(width, height)
     }
 
     /// Cells, blobs, features and the score, from the filled sample grids.
     fn finish(&mut self, width: usize, height: usize) -> GridResult {
         let mut out = GridResult::default();
         // Masked samples have class 0 and luma 0, so they add nothing below; only the divisors exclude them.
-        // Per-class-bit sample counts, four 16-bit lanes per word (19 200 samples fit a lane).
-        let mut class_lanes = 0u128;
+        // Class-byte histograms, one per sample position in the cell so consecutive increments are independent;
+        // the per-bit counts come out of them at the end.
+        let hist = &mut *self.hist;
+        for h in hist.iter_mut() {
+            h.fill(0);
+        }
         let (mut sum_y, mut sum_yy) = (0u64, 0u64);
         let mut tex_all = 0u64;
         let (mut fire_samples, mut smoke_samples) = (0u32, 0u32);
@@ -427,9 +447,9 @@ impl GridDetector {
                 let x = 2 * cx;
                 let cls = [c0[x], c0[x + 1], c1[x], c1[x + 1]];
                 let mut packed = 0u32;
-                for c in cls {
+                for (h, c) in hist.iter_mut().zip(cls) {
                     packed += CELL_COUNTS[usize::from(c)];
-                    class_lanes += CLASS_LANES[usize::from(c)];
+                    h[usize::from(c)] += 1;
                 }
                 // Four 4-bit counters packed in one word: flame-like, flame-or-core, smoke, core.
                 let firelike = packed & 0xF;
@@ -469,8 +489,12 @@ impl GridDetector {
             }
         }
         let mut counts = [0u32; 8];
-        for (b, k) in counts.iter_mut().enumerate() {
-            *k = ((class_lanes >> (16 * b)) & 0xFFFF) as u32;
+        let [h0, h1, h2, h3] = &*hist;
+        for (c, (((a, b), d), e)) in h0.iter().zip(h1).zip(h2).zip(h3).enumerate() {
+            let n = a + b + d + e;
+            for (b, k) in counts.iter_mut().enumerate() {
+                *k += n * ((c as u32 >> b) & 1);
+            }
         }
         // Bright cores that touch a fire cell: flames blow out to white inside an orange/red rim.
         if any_core {
@@ -497,7 +521,8 @@ impl GridDetector {
                 continue;
             }
             let want = kind & (CELL_FIRE | CELL_SMOKE);
-            let blob = self.flood(start, want);
+            let blob =
+                if want == CELL_FIRE { self.flood::<true>(start, want) } else { self.flood::<false>(start, want) };
             let region_kind = if want == CELL_FIRE { RegionKind::Fire } else { RegionKind::Smoke };
             if want == CELL_FIRE {
                 fire_cells += blob.area;
@@ -575,8 +600,9 @@ impl GridDetector {
     }
 
     /// 8-connected flood fill of cells with flag `want`, from padded index `start`, with the fixed stack. The
-    /// padded border is never a candidate, so neighbours need no bounds tests.
-    fn flood(&mut self, start: usize, want: u8) -> Blob {
+    /// padded border is never a candidate, so neighbours need no bounds tests. `PERIMETER`: only the fire blob's
+    /// shape feature needs it, so smoke (often most of a grey frame) skips it.
+    fn flood<const PERIMETER: bool>(&mut self, start: usize, want: u8) -> Blob {
         let mut b = Blob { x0: CW, y0: CH, ..Blob::default() };
         let cell = &mut *self.cell;
         let stack = &mut *self.stack;
@@ -587,7 +613,7 @@ impl GridDetector {
         while top > 0 {
             top -= 1;
             let k = usize::from(stack[top]);
-            let (cx, cy) = (k % PW - 1, k / PW - 1);
+            let (cx, cy) = (usize::from(PAD_X[k]), usize::from(PAD_Y[k]));
             b.area += 1;
             b.x0 = b.x0.min(cx);
             b.x1 = b.x1.max(cx);
@@ -602,8 +628,10 @@ impl GridDetector {
             b.luma += (st >> 11) & 0x3FF;
             b.texture += st >> 21;
             // 4-neighbour edges to the outside (border cells included) make the perimeter.
-            for n in [k - 1, k + 1, k - PW, k + PW] {
-                b.perimeter += u32::from(cell[n] & want == 0);
+            if PERIMETER {
+                for n in [k - 1, k + 1, k - PW, k + PW] {
+                    b.perimeter += u32::from(cell[n] & want == 0);
+                }
             }
             for n in [k - PW - 1, k - PW, k - PW + 1, k - 1, k + 1, k + PW - 1, k + PW, k + PW + 1] {
                 if cell[n] & (want | CELL_SEEN) == want {
@@ -617,6 +645,26 @@ impl GridDetector {
         b
     }
 }
+
+/// Cell coordinates of each padded index (border entries unused), so the flood fill needs no division.
+const PAD_X: [u8; NP] = {
+    let mut t = [0u8; NP];
+    let mut k = 0;
+    while k < NP {
+        t[k] = ((k % PW) as u8).wrapping_sub(1);
+        k += 1;
+    }
+    t
+};
+const PAD_Y: [u8; NP] = {
+    let mut t = [0u8; NP];
+    let mut k = 0;
+    while k < NP {
+        t[k] = ((k / PW) as u8).wrapping_sub(1);
+        k += 1;
+    }
+    t
+};
 
 fn valid_size(len: usize, width: usize, height: usize, bpp: usize) -> bool {
     width >= SW && height >= SH && width.checked_mul(height).and_then(|p| p.checked_mul(bpp)).is_some_and(|n| len >= n)
@@ -709,6 +757,51 @@ mod tests {
         assert_ne!(classify_rgb(255, 250, 240) & CORE, 0, "warm white is a core");
         assert_ne!(classify_rgb(250, 170, 220) & PINK, 0, "pink blown-out flame");
         assert_ne!(classify_rgb(20, 20, 20) & DARK, 0);
+    }
+
+    #[test]
+    fn strided_and_table_sampling_read_the_same_pixels() {
+        for (w, h) in [(640, 480), (1280, 720), (320, 240)] {
+            let rgb: Vec<u8> = (0..w * h * 3).map(|i| ((i * 2_654_435_761usize) >> 13) as u8).collect();
+            let mut yuyv = Vec::new();
+            rgb_to_yuyv(&rgb, w, w, h, &mut yuyv);
+            let mut det = GridDetector::new(&[]);
+            for (px, bpp) in [(&rgb, 3), (&yuyv, 2)] {
+                let read = |det: &mut GridDetector, fast: bool| {
+                    // A sentinel, so a sample the path skipped cannot pass as read.
+                    det.class.fill(0xA5);
+                    det.luma.fill(0x5A);
+                    let sample = |lut: &[u8; LUT_LEN], p: &[u8]| -> Option<(u8, u8)> {
+                        if bpp == 3 {
+                            let &[r, g, b] = p.first_chunk::<3>()?;
+                            let (y, u, v) = rgb_to_yuv(r, g, b);
+                            Some((lut[lut_index(y, u, v)], y))
+                        } else {
+                            let &[y, u, _, v] = p.first_chunk::<4>()?;
+                            Some((lut[lut_index(y, u, v)], y))
+                        }
+                    };
+                    det.sample_rows(px, w, h, bpp, fast, sample);
+                    (det.class.clone(), det.luma.clone())
+                };
+                let slow = read(&mut det, false);
+                let fast = read(&mut det, true);
+                assert!(slow == fast, "{w}x{h} bpp {bpp}");
+                assert!(!slow.0.contains(&0xA5) || !slow.1.contains(&0x5A), "every sample written");
+            }
+        }
+    }
+
+    #[test]
+    fn yuyv_word_index_matches_the_lut_index() {
+        for y in 0..=255u32 {
+            for u in (0..=255u32).step_by(3) {
+                for v in 0..=255u32 {
+                    let w = y | (u << 8) | (((y * 7) & 0xFF) << 16) | (v << 24);
+                    assert_eq!(lut_index_yuyv(w), lut_index(y as u8, u as u8, v as u8), "{y} {u} {v}");
+                }
+            }
+        }
     }
 
     #[test]
