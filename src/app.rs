@@ -117,7 +117,7 @@ impl App {
     pub async fn start(loaded: &Loaded, mut ov: Overrides) -> anyhow::Result<App> {
         let c = &loaded.config;
         let registry = Registry::new();
-        let health = Health::new();
+        let health = Health::starting();
         let board = match &c.site.board {
             Some(b) => Some(crate::board::load_file(&loaded.resolve(b)).map_err(|p| {
                 anyhow::anyhow!("board profile {b}: {}", p.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("; "))
@@ -547,6 +547,7 @@ impl App {
                 }
             });
         }
+        app.health.set_ready();
         sdnotify::notify("READY=1");
         Ok(app)
     }

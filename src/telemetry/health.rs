@@ -22,6 +22,8 @@ struct Part {
 #[derive(Default)]
 pub struct Health {
     parts: Mutex<Vec<Part>>,
+    /// Still starting: not every listener and task is up yet, so `/health` must not say ok.
+    starting: std::sync::atomic::AtomicBool,
 }
 
 /// Held by the part itself to beat and to report its end.
@@ -34,6 +36,22 @@ pub struct PartHandle {
 impl Health {
     pub fn new() -> Arc<Self> {
         Arc::new(Health::default())
+    }
+
+    /// For the appliance: reports "starting" until [`Health::set_ready`], so a probe that sees ok can rely on
+    /// every listener being bound.
+    pub fn starting() -> Arc<Self> {
+        let h = Health::default();
+        h.starting.store(true, std::sync::atomic::Ordering::Relaxed);
+        Arc::new(h)
+    }
+
+    pub fn set_ready(&self) {
+        self.starting.store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        !self.starting.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Part>> {
@@ -89,6 +107,15 @@ impl PartHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_appliance_health_is_starting_until_ready_and_tools_are_ready_at_once() {
+        let h = Health::starting();
+        assert!(!h.is_ready());
+        h.set_ready();
+        assert!(h.is_ready());
+        assert!(Health::new().is_ready());
+    }
 
     #[tokio::test(start_paused = true)]
     async fn failed_and_stale_parts_are_named() {

@@ -191,7 +191,9 @@ async fn handle(mut stream: TcpStream, state: &Arc<HttpState>) -> std::io::Resul
         "/metrics" => (200, "text/plain; version=0.0.4; charset=utf-8", state.registry.render().into_bytes()),
         "/health" => {
             let failing = state.health.failing(tokio::time::Instant::now());
-            if failing.is_empty() {
+            if !state.health.is_ready() {
+                (503, "text/plain", b"starting\n".to_vec())
+            } else if failing.is_empty() {
                 (200, "text/plain", b"ok\n".to_vec())
             } else {
                 (503, "text/plain", format!("unhealthy: {}\n", failing.join(", ")).into_bytes())
