@@ -168,7 +168,8 @@ impl Opts {
         Opts {
             url: format!("http://{addr}/video"),
             fps: 1000.0,
-            stall: Duration::from_millis(300),
+            // Scaled: under qemu-user a slow decode must not look like a stalled camera.
+            stall: common::scaled(Duration::from_millis(300)),
             backoff: Backoff::new(ms(10), ms(100), 2.0, Duration::from_secs(10), 1),
         }
     }
