@@ -26,22 +26,40 @@ impl Drop for Proc {
 }
 
 fn start_run(config: &Path, telemetry: SocketAddr) -> Proc {
-    let c = Proc(
-        Command::new(BIN)
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + common::scaled(Duration::from_secs(20));
-    while TcpStream::connect(telemetry).is_err() || http_get(telemetry, "/health").0 != 200 {
-        assert!(Instant::now() < deadline, "appliance did not become healthy");
-        std::thread::sleep(Duration::from_millis(20));
+    // The appliance's log goes to a file beside the config, shown if it does not come up.
+    let log_path = config.with_extension("log");
+    // Under qemu-user a start can hang in the emulator (seen rarely, never natively); one retry there, reported.
+    let attempts = if std::env::var_os("EMBER_TEST_QEMU_USER").is_some() { 2 } else { 1 };
+    for attempt in 1..=attempts {
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut c = Proc(
+            Command::new(BIN)
+                .arg("run")
+                .arg("--config")
+                .arg(config)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        // /health is ok only once every listener is bound (503 "starting" before).
+        let deadline = Instant::now() + common::scaled(Duration::from_secs(20));
+        loop {
+            if TcpStream::connect(telemetry).is_ok() && http_get(telemetry, "/health").0 == 200 {
+                return c;
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let exited = c.0.try_wait().ok().flatten();
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        assert!(attempt < attempts, "appliance did not become healthy (exit {exited:?}); its log:\n{text}");
+        eprintln!("start attempt {attempt} did not become healthy under emulation (exit {exited:?}), retrying:\n{text}");
     }
-    c
+    unreachable!("the last attempt either returned or failed its assertion")
 }
 
 fn wait_state(telemetry: SocketAddr, want: f64) {
