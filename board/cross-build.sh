@@ -3,7 +3,8 @@
 #   board/cross-build.sh [--release] [--glibc 2.31] aarch64|armv7|all
 # Debian bookworm's rustc-web + target std unpacked under target/xstd/<version> + Debian cross gcc.
 # Idempotent: a second run installs and unpacks nothing and only lets cargo check freshness.
-# Output: target/cross/<triple>/{debug,release}/ (target/cross-glibc231/... with --glibc 2.31).
+# Output: target/cross/<triple>/{debug,release}/ (target/cross-glibc231/... with --glibc 2.31); the binaries
+# with exactly the boards' features are also copied to .../{debug,release}/board/ (what board/package.sh ships).
 # Then checks the highest GLIBC symbol version each binary needs against the floor of the boards:
 #   default  <= 2.34 (Pi OS bookworm 2.36, JetPack 6 2.35)
 #   --glibc 2.31  <= 2.31 (JetPack 5 / Ubuntu 20.04), linked against a bullseye sysroot
@@ -67,6 +68,9 @@ for arch in "${arches[@]}"; do
     fi
     xb_version_le "$max" "$XB_GLIBC_CEIL" ||
       xb_die "$bin needs GLIBC_$max, above the $XB_GLIBC_CEIL floor of the target boards"
+    # The test scripts build the same binary with other feature sets (rppal, tflite) into the same folder;
+    # this copy is the one with exactly the boards' features, and the one board/package.sh ships.
+    install -D -m 0755 "$bin" "$(dirname "$bin")/board/$(basename "$bin")"
   done
 done
 printf '\n'

@@ -46,7 +46,8 @@ for debarch in "${debarches[@]}"; do
       "$XB_ROOT/board/cross-build.sh" "$arch"
     fi
   fi
-  bin=$XB_TARGET/cross/$XB_TRIPLE/$profile/ember-edge
+  # The copy board/cross-build.sh made: the same folder also holds builds with other features (tests).
+  bin=$XB_TARGET/cross/$XB_TRIPLE/$profile/board/ember-edge
   [ -x "$bin" ] || xb_die "no $bin (run board/cross-build.sh${profile/debug/} $arch first)"
   glibc=$(xb_glibc_max "$bin")
   [ "$glibc" != none ] || xb_die "$bin: no GLIBC symbol versions (not a glibc binary?)"
