@@ -57,7 +57,9 @@ fn start_run(config: &Path, telemetry: SocketAddr) -> Proc {
         let exited = c.0.try_wait().ok().flatten();
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();
         assert!(attempt < attempts, "appliance did not become healthy (exit {exited:?}); its log:\n{text}");
-        eprintln!("start attempt {attempt} did not become healthy under emulation (exit {exited:?}), retrying:\n{text}");
+        eprintln!(
+            "start attempt {attempt} did not become healthy under emulation (exit {exited:?}), retrying:\n{text}"
+        );
     }
     unreachable!("the last attempt either returned or failed its assertion")
 }
