@@ -148,9 +148,17 @@ async fn run_async(args: Args) -> anyhow::Result<serde_json::Value> {
         }
     }
     let produced_at = started.elapsed();
-    // Scripts that inject faults wait for this line (stderr) to know the spool has everything it will get.
+    // The queue accepting an alert is not the spool holding it: wait until the uplink task has taken every one
+    // in (or dropped it as the oldest of a full spool), then say so. Scripts that inject faults wait for this
+    // line (stderr) to know the spool has everything it will get.
+    let spooled_by = Instant::now() + Duration::from_secs_f64(args.wait_secs);
+    while Instant::now() < spooled_by
+        && !(input.is_empty() && pending.get() + dropped.get() + acked.get() as f64 >= f64::from(to_produce))
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     log::info!(
-        "loadtest uplink: produced {to_produce} alerts in {:.2} s; waiting for acknowledgements",
+        "loadtest uplink: produced {to_produce} alerts in {:.2} s, all in the spool; waiting for acknowledgements",
         produced_at.as_secs_f64()
     );
     let deadline = Instant::now() + Duration::from_secs_f64(args.wait_secs);
