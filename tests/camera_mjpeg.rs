@@ -455,7 +455,7 @@ async fn stalls_are_detected_and_reconnected() {
         }
     })
     .await;
-    let stall = ms(300);
+    let stall = common::scaled(ms(300));
     let mut o = Opts::new(srv.addr);
     o.stall = stall;
     let cam = start(o);

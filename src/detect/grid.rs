@@ -810,7 +810,7 @@ mod tests {
     #[test]
     fn strided_and_table_sampling_read_the_same_pixels() {
         for (w, h) in [(640, 480), (1280, 720), (320, 240)] {
-            let rgb: Vec<u8> = (0..w * h * 3).map(|i| ((i * 2_654_435_761usize) >> 13) as u8).collect();
+            let rgb: Vec<u8> = (0..w * h * 3).map(|i: usize| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
             let mut yuyv = Vec::new();
             rgb_to_yuyv(&rgb, w, w, h, &mut yuyv);
             let mut det = GridDetector::new(&[]);
