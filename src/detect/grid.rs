@@ -363,13 +363,8 @@ impl GridDetector {
         if !valid_size(rgb.len(), width, height, 3) {
             return GridResult::default();
         }
-        let sample = |lut: &[u8; LUT_LEN], p: &[u8]| -> Option<(u8, u8)> {
-            let &[r, g, b] = p.first_chunk::<3>()?;
-            let (y, u, v) = rgb_to_yuv(r, g, b);
-            Some((lut[lut_index(y, u, v)], y))
-        };
         if !self.sample_rows_rgb_strided(rgb, width, height) {
-            self.sample_rows(rgb, width, height, 3, false, sample);
+            self.sample_rows(rgb, width, height, 3, false, sample_rgb);
         }
         self.finish(width, height)
     }
@@ -379,13 +374,7 @@ impl GridDetector {
         if !valid_size(yuyv.len(), width, height, 2) || !width.is_multiple_of(2) {
             return GridResult::default();
         }
-        // Sample xs are even, so the offset is the start of a Y0 U Y1 V group and the sample is Y0. One
-        // little-endian word holds Y0 | U << 8 | Y1 << 16 | V << 24, and the LUT index is cut out of it directly.
-        let sample = |lut: &[u8; LUT_LEN], p: &[u8]| -> Option<(u8, u8)> {
-            let w = u32::from_le_bytes(*p.first_chunk::<4>()?);
-            Some((lut[lut_index_yuyv(w)], w as u8))
-        };
-        self.sample_rows(yuyv, width, height, 2, true, sample);
+        self.sample_rows(yuyv, width, height, 2, true, sample_yuyv);
         self.finish(width, height)
     }
 
@@ -393,11 +382,9 @@ impl GridDetector {
     /// middle one (BT.601 in 16-bit lanes, exactly [`rgb_to_yuv`]) vectorises: gather the samples' R, G, B;
     /// convert; look the classes up. False (nothing done) for other widths.
     fn sample_rows_rgb_strided(&mut self, rgb: &[u8], width: usize, height: usize) -> bool {
-        let step = width / SW;
-        if !width.is_multiple_of(SW) || !step.is_multiple_of(2) {
+        let Some((stride, first)) = strided_layout(width, 3) else {
             return false;
-        }
-        let (stride, first) = (step * 3, sample_offsets(width, 3)[0]);
+        };
         let lut = &*self.lut;
         let (mut r, mut g, mut b) = ([0u16; SW], [0u16; SW], [0u16; SW]);
         let (mut ys, mut idx) = ([0u16; SW], [0u32; SW]);
@@ -411,7 +398,8 @@ impl GridDetector {
             for i in 0..SW {
                 let (y, u, v) = rgb_to_yuv16(r[i], g[i], b[i]);
                 ys[i] = y;
-                idx[i] = (u32::from(y >> 3) << 12) | (u32::from(u >> 2) << 6) | u32::from(v >> 2);
+                // Every value is 0..=255 (exact BT.601), so the narrowing is lossless.
+                idx[i] = lut_index(y as u8, u as u8, v as u8) as u32;
             }
             let base = j * SW;
             let (class, luma, keep) =
@@ -440,15 +428,13 @@ impl GridDetector {
     ) {
         let lut = &*self.lut;
         let xs = sample_offsets(width, bpp);
-        let step = width / SW;
-        let regular = allow_stride && width.is_multiple_of(SW) && step.is_multiple_of(2);
-        let (stride, first) = (step * bpp, xs[0]);
+        let strided = strided_layout(width, bpp).filter(|_| allow_stride);
         for j in 0..SH {
             let row = &px[sample_y(j, height) * width * bpp..][..width * bpp];
             let base = j * SW;
             let (class, luma, keep) =
                 (&mut self.class[base..base + SW], &mut self.luma[base..base + SW], &self.keep[base..base + SW]);
-            if regular {
+            if let Some((stride, first)) = strided {
                 let cells = row.chunks_exact(stride).zip(class.iter_mut().zip(luma.iter_mut()).zip(keep));
                 for (chunk, ((c, l), &k)) in cells {
                     if let Some((cls, y)) = chunk.get(first..).and_then(|p| sample(lut, p)) {
@@ -718,6 +704,29 @@ fn valid_size(len: usize, width: usize, height: usize, bpp: usize) -> bool {
     width >= SW && height >= SH && width.checked_mul(height).and_then(|p| p.checked_mul(bpp)).is_some_and(|n| len >= n)
 }
 
+/// One RGB24 sample at the start of `p`: (class, luma).
+#[inline(always)]
+fn sample_rgb(lut: &[u8; LUT_LEN], p: &[u8]) -> Option<(u8, u8)> {
+    let &[r, g, b] = p.first_chunk::<3>()?;
+    let (y, u, v) = rgb_to_yuv(r, g, b);
+    Some((lut[lut_index(y, u, v)], y))
+}
+
+/// One YUYV sample at the start of `p`: sample xs are even, so `p` starts a Y0 U Y1 V group and the sample is Y0.
+/// One little-endian word holds Y0 | U << 8 | Y1 << 16 | V << 24, and the LUT index is cut out of it directly.
+#[inline(always)]
+fn sample_yuyv(lut: &[u8; LUT_LEN], p: &[u8]) -> Option<(u8, u8)> {
+    let w = u32::from_le_bytes(*p.first_chunk::<4>()?);
+    Some((lut[lut_index_yuyv(w)], w as u8))
+}
+
+/// When the width is an even multiple of `SW`, the samples of a row are one fixed stride apart: (stride in bytes,
+/// byte offset of the first sample), the same pixels as [`sample_offsets`]. None for other widths.
+fn strided_layout(width: usize, bpp: usize) -> Option<(usize, usize)> {
+    let step = width / SW;
+    (width.is_multiple_of(SW) && step.is_multiple_of(2)).then(|| (step * bpp, sample_offsets(width, bpp)[0]))
+}
+
 /// Byte offset in a row of each sample column, for `bpp` bytes per pixel. The pixel x is even, so a YUYV sample is
 /// the Y0 of its pair and RGB reads the same pixel.
 #[inline]
@@ -819,17 +828,11 @@ mod tests {
                     // A sentinel, so a sample the path skipped cannot pass as read.
                     det.class.fill(0xA5);
                     det.luma.fill(0x5A);
-                    let sample = |lut: &[u8; LUT_LEN], p: &[u8]| -> Option<(u8, u8)> {
-                        if bpp == 3 {
-                            let &[r, g, b] = p.first_chunk::<3>()?;
-                            let (y, u, v) = rgb_to_yuv(r, g, b);
-                            Some((lut[lut_index(y, u, v)], y))
-                        } else {
-                            let &[y, u, _, v] = p.first_chunk::<4>()?;
-                            Some((lut[lut_index(y, u, v)], y))
-                        }
-                    };
-                    det.sample_rows(px, w, h, bpp, fast, sample);
+                    if bpp == 3 {
+                        det.sample_rows(px, w, h, bpp, fast, sample_rgb);
+                    } else {
+                        det.sample_rows(px, w, h, bpp, fast, sample_yuyv);
+                    }
                     (det.class.clone(), det.luma.clone())
                 };
                 let slow = read(&mut det, false);
