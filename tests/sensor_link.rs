@@ -205,7 +205,8 @@ async fn thousands_of_idle_connections_over_the_limit_are_refused_cleanly() {
         let refused =
             wait_metric_for(telemetry, "ember_sensor_connections_refused_total", 4901.0, Duration::from_secs(60));
         assert_eq!(refused, 4901.0, "100 links allowed, the device holds one");
-        assert_eq!(metric(telemetry, "ember_sensor_connections_active"), 100.0);
+        // The 100th link's task may start after the last refusal was counted (slow under emulation).
+        assert_eq!(wait_metric(telemetry, "ember_sensor_connections_active", 100.0), 100.0);
         device.write_all(b"#Sensor:ADC1=280,ADC2=1300!\n").unwrap();
         assert_eq!(wait_metric(telemetry, "ember_sensor_device_packets_total{device=\"alpha\"}", 2.0), 2.0);
         drop(idle);

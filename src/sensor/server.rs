@@ -192,12 +192,12 @@ impl SensorServer {
         stop: &CancellationToken,
     ) -> std::io::Result<()> {
         self.counters.connections.inc();
-        self.counters.active.set(self.counters.active.get() + 1.0);
+        self.counters.active.add(1.0);
         let r = tokio::select! {
             _ = stop.cancelled() => Ok(()),
             r = self.run_link(stream, peer) => r,
         };
-        self.counters.active.set(self.counters.active.get() - 1.0);
+        self.counters.active.add(-1.0);
         r
     }
 

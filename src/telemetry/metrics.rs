@@ -31,6 +31,13 @@ impl Gauge {
     pub fn get(&self) -> f64 {
         f64::from_bits(self.0.load(Ordering::Relaxed))
     }
+    /// Atomic read-modify-write: tasks on several worker threads move the same gauge (open links), and
+    /// `set(get() + 1)` from two of them at once loses one of the updates.
+    pub fn add(&self, delta: f64) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| Some((f64::from_bits(bits) + delta).to_bits()));
+    }
 }
 
 /// Upper bounds (seconds) of the latency histograms: fine below 2 ms, where the budgets are.
@@ -300,6 +307,26 @@ mod tests {
         let text = reg.render();
         assert!(text.contains("# TYPE ember_test_total counter\nember_test_total{camera=\"a\\\"b\"} 3\n"));
         assert!(text.contains("ember_g 1.5\n"));
+    }
+
+    #[test]
+    fn gauge_moved_from_many_threads_loses_no_update() {
+        let g = Gauge::default();
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let g = g.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        g.add(if i % 2 == 0 { 1.0 } else { -1.0 });
+                        g.add(1.0);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(g.get(), 80_000.0);
     }
 
     #[test]
