@@ -6,7 +6,8 @@
 #   1. tests/tflite.rs: float and int8 outputs vs models/reference.json (TensorFlow's own interpreter), bad model
 #      files, missing library -> heuristic;
 #   2. `ember-edge model check` on the reference inputs, and with --frames (default ../shared/fixtures/frames if
-#      present) every labelled frame scored on the emulated board, printing recall / hard FPR per threshold.
+#      present) every labelled frame scored on the emulated board, printing recall / hard FPR per threshold
+#      (whole frames), then `eval frames` for the grid detector and the `model` detector (CNN on its regions).
 # Exits non-zero on any failure. Needs root the first time (apt packages); no network after the first run.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=../board/lib/cross-env.sh
@@ -68,5 +69,14 @@ if [ -n "$frames" ]; then
   xb_log "scoring $frames with the int8 model on the emulated board"
   run model check --library "$lib" --model models/fire-int8.tflite --frames "$frames" |
     grep -v '^frame ' | tee "$XB_TARGET_DIR/tflite-frames-aarch64.txt"
+  # The appliance's `detector = "model"` (the CNN on the grid detector's candidate regions) against the grid
+  # detector alone, on the same frames and the same emulated board: the numbers docs/DETECTOR.md reports.
+  out=$XB_TARGET_DIR/tflite-eval-aarch64.txt
+  : >"$out"
+  run eval frames "$frames" --json | sed 's/^/default              /' | tee -a "$out"
+  for t in 0.3 0.5 0.7; do
+    run eval frames "$frames" --detector model --model-library "$lib" --threshold "$t" --json |
+      sed "s/^/model (regions) $t  /" | tee -a "$out"
+  done
 fi
 xb_log "TFLite qemu test passed"

@@ -295,15 +295,21 @@ impl App {
                 detector: match cam.detector {
                     crate::config::DetectorKind::Model => Detector::model(
                         &crate::detect::model::spec_from_config(&c.model, &loaded.base_dir),
+                        &cam.mask,
                         crate::detect::model::ModelCounters {
                             unavailable: registry.counter(
                                 "ember_model_unavailable_total",
-                                "Model loads that failed (the camera runs on the heuristic only).",
+                                "Model loads that failed (the camera runs on the grid detector only).",
                                 &labels,
                             ),
                             errors: registry.counter(
                                 "ember_model_errors_total",
-                                "Frames the model could not score (the heuristic scored them).",
+                                "Frames the model could not score (the grid detector scored them).",
+                                &labels,
+                            ),
+                            inferences: registry.counter(
+                                "ember_model_inferences_total",
+                                "CNN runs, one per candidate region scored.",
                                 &labels,
                             ),
                         },

@@ -9,10 +9,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
-use ember_edge::detect::model::{ModelCounters, ModelDetector, ModelSpec};
+use ember_edge::detect::grid::GridDetector;
+use ember_edge::detect::model::{MAX_CROPS, ModelCounters, ModelDetector, ModelSpec, crop_box};
 use ember_edge::detect::model_input::Region;
 use ember_edge::detect::tflite::{ElemType, Model, ModelError};
-use ember_edge::frame::{FramePool, PixelFormat};
+use ember_edge::frame::PixelFormat;
 use ember_edge::telemetry::Registry;
 use ember_edge::tools::model_check::synthetic_inputs;
 
@@ -195,48 +196,73 @@ fn counters(reg: &Registry) -> ModelCounters {
     ModelCounters {
         unavailable: reg.counter("ember_model_unavailable_total", "t", &[]),
         errors: reg.counter("ember_model_errors_total", "t", &[]),
+        inferences: reg.counter("ember_model_inferences_total", "t", &[]),
     }
 }
 
+/// 160×120 dark frame with a bright orange blob (a candidate region for the grid detector); `blob: false` gives
+/// the dark frame alone (no candidate).
+fn frame(blob: bool) -> Vec<u8> {
+    let (w, h) = (160, 120);
+    let mut px = vec![20u8; w * h * 3];
+    if blob {
+        for y in 40..80 {
+            for x in 60..100 {
+                let v = 200 + ((x * 7 + y * 13) % 50) as u8;
+                px[(y * w + x) * 3..][..3].copy_from_slice(&[255, v / 2 + 40, 10]);
+            }
+        }
+    }
+    px
+}
+
 #[test]
-fn missing_library_or_model_leaves_the_heuristic_running() {
+fn missing_library_or_model_leaves_the_grid_detector_running() {
     // Runs on every architecture: no library is needed to show the fallback.
     let reg = Registry::new();
     let c = counters(&reg);
     let spec = |library: PathBuf, path: PathBuf| ModelSpec { library, path, threads: 1, required: false };
-    let pool = FramePool::new(1, 64 * 48 * 3);
-    let mut f = pool.take().unwrap();
-    f.meta.width = 64;
-    f.meta.height = 48;
-    for p in f.buffer_mut().chunks_mut(3) {
-        p.copy_from_slice(&[250, 120, 20]);
-    }
-    let heuristic = ember_edge::detect::embereye::EmberEyeHsv::new().score_rgb(f.pixels(), 64, 48);
+    let px = frame(true);
+    let grid = GridDetector::new(&[]).score_rgb(&px, 160, 120);
+    assert!(grid.n_regions > 0, "the test frame must give a candidate region");
 
     let mut d = ModelDetector::load(
         &spec("/nonexistent/libLiteRtRuntimeCApi.so".into(), models().join("fire-int8.tflite")),
+        &[],
         c.clone(),
     );
     assert!(!d.has_model());
     assert_eq!(c.unavailable.get(), 1);
-    assert_eq!(d.score(&f), Some((heuristic.score, heuristic.fire_pixels, heuristic.smoke_pixels)));
+    assert_eq!(d.score(&px, 160, 120, PixelFormat::Rgb24).score, grid.score);
 
     let Some(lib) = library() else { return };
-    let mut d = ModelDetector::load(&spec(lib.clone(), models().join("absent.tflite")), c.clone());
+    let mut d = ModelDetector::load(&spec(lib.clone(), models().join("absent.tflite")), &[], c.clone());
     assert!(!d.has_model());
     assert_eq!(c.unavailable.get(), 2);
-    assert_eq!(d.score(&f).map(|s| s.0), Some(heuristic.score));
+    assert_eq!(d.score(&px, 160, 120, PixelFormat::Rgb24).score, grid.score);
 
-    // With the model: the score is the CNN's, the pixel counts stay the heuristic's, YUYV is scored too.
-    let mut d = ModelDetector::load(&spec(lib.clone(), models().join("fire-int8.tflite")), c.clone());
+    // With the model: the score is the CNN's best over crops around the grid's regions; the regions and pixel
+    // counts stay the grid's; one inference per region (at most MAX_CROPS); YUYV is scored too.
+    let mut d = ModelDetector::load(&spec(lib.clone(), models().join("fire-int8.tflite")), &[], c.clone());
     assert!(d.has_model());
     let mut m = Model::load(&lib, &models().join("fire-int8.tflite"), 1).unwrap();
-    let (fire, smoke) = m.classify_rgb(f.pixels(), 64, 48, None).unwrap();
-    assert_eq!(d.score(&f), Some((fire.max(smoke), heuristic.fire_pixels, heuristic.smoke_pixels)));
-    f.meta.format = PixelFormat::Yuyv;
-    f.meta.width = 64;
-    f.meta.height = 72; // same byte count as the RGB frame
-    assert!(d.score(&f).is_some());
+    let mut want = 0f32;
+    for r in grid.regions().iter().take(MAX_CROPS) {
+        let (fire, smoke) = m.classify_rgb(&px, 160, 120, Some(crop_box(r, 160, 120))).unwrap();
+        want = want.max(fire.max(smoke));
+    }
+    let got = d.score(&px, 160, 120, PixelFormat::Rgb24);
+    assert_eq!((got.score, got.fire_pixels, got.n_regions), (want, grid.fire_pixels, grid.n_regions));
+    let runs = grid.n_regions.min(MAX_CROPS) as u64;
+    assert_eq!(c.inferences.get(), runs);
+    let mut yuyv = Vec::new();
+    ember_edge::tools::eval_frames::rgb_to_yuyv(&px, 160, 160, 120, &mut yuyv);
+    let got = d.score(&yuyv, 160, 120, PixelFormat::Yuyv);
+    assert!(got.n_regions > 0 && got.score > 0.0, "{}", got.score);
+    // No candidate, no inference: the frame scores 0 and costs nothing.
+    let before = c.inferences.get();
+    assert_eq!(d.score(&frame(false), 160, 120, PixelFormat::Rgb24).score, 0.0);
+    assert_eq!(c.inferences.get(), before);
     assert_eq!(c.unavailable.get(), 2);
     assert_eq!(c.errors.get(), 0);
 }

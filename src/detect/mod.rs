@@ -26,8 +26,9 @@ pub enum Detector {
     EmberEye(Box<embereye::EmberEyeHsv>),
     /// The grid detector with its temporal confirmation (one camera's state).
     Default(Box<grid::GridDetector>, Box<temporal::Temporal>),
-    /// The CNN, with the heuristic behind it when the model cannot be loaded.
-    Model(Box<model::ModelDetector>),
+    /// The CNN on the grid detector's candidate regions (the grid alone when the model cannot be loaded), with
+    /// the same temporal confirmation as `Default`.
+    Model(Box<model::ModelDetector>, Box<temporal::Temporal>),
 }
 
 /// One frame's verdict, as fusion sees it.
@@ -55,6 +56,19 @@ impl Scored {
         }
     }
 
+    /// A single-frame grid result passed through the camera's temporal confirmation.
+    fn confirmed(r: &grid::GridResult, t: &mut temporal::Temporal, now: tokio::time::Instant) -> Self {
+        let v = t.update(r, now);
+        Scored {
+            score: v.score,
+            fire_pixels: r.fire_pixels,
+            smoke_pixels: r.smoke_pixels,
+            frame_score: r.score,
+            regions: r.regions,
+            n_regions: r.n_regions,
+        }
+    }
+
     pub fn regions(&self) -> &[grid::Region] {
         &self.regions[..self.n_regions.min(grid::MAX_REGIONS)]
     }
@@ -65,22 +79,20 @@ impl Detector {
     pub fn new(kind: crate::config::DetectorKind, masks: &[[f32; 4]]) -> Self {
         match kind {
             crate::config::DetectorKind::Embereye => Detector::EmberEye(Box::default()),
-            crate::config::DetectorKind::Default => {
-                let rects: Vec<grid::RelRect> =
-                    masks.iter().map(|&[x0, y0, x1, y1]| grid::RelRect { x0, y0, x1, y1 }).collect();
-                Detector::Default(
-                    Box::new(grid::GridDetector::new(&rects)),
-                    Box::new(temporal::Temporal::new(temporal::TemporalConfig::default())),
-                )
-            }
-            // Without a model spec there is nothing to load: the heuristic (see `Detector::model`).
-            crate::config::DetectorKind::Model => Detector::EmberEye(Box::default()),
+            // Without a model spec there is nothing to load: the grid detector (see `Detector::model`).
+            crate::config::DetectorKind::Default | crate::config::DetectorKind::Model => Detector::Default(
+                Box::new(grid::GridDetector::new(&rel_rects(masks))),
+                Box::new(temporal::Temporal::new(temporal::TemporalConfig::default())),
+            ),
         }
     }
 
-    /// The `model` kind: loads the CNN once (or falls back to the heuristic, logged and counted).
-    pub fn model(spec: &model::ModelSpec, counters: model::ModelCounters) -> Self {
-        Detector::Model(Box::new(model::ModelDetector::load(spec, counters)))
+    /// The `model` kind: loads the CNN once (or falls back to the grid detector, logged and counted).
+    pub fn model(spec: &model::ModelSpec, masks: &[[f32; 4]], counters: model::ModelCounters) -> Self {
+        Detector::Model(
+            Box::new(model::ModelDetector::load(spec, &rel_rects(masks), counters)),
+            Box::new(temporal::Temporal::new(temporal::TemporalConfig::default())),
+        )
     }
 
     /// Scores one frame of a live camera at `now`; None for a pixel format this detector cannot read.
@@ -99,22 +111,15 @@ impl Detector {
                     PixelFormat::Rgb24 => d.score_rgb(frame.pixels(), w, h),
                     PixelFormat::Yuyv => d.score_yuyv(frame.pixels(), w, h),
                 };
-                let v = t.update(&r, now);
-                Some(Scored {
-                    score: v.score,
-                    fire_pixels: r.fire_pixels,
-                    smoke_pixels: r.smoke_pixels,
-                    frame_score: r.score,
-                    regions: r.regions,
-                    n_regions: r.n_regions,
-                })
+                Some(Scored::confirmed(&r, t, now))
             }
-            Detector::Model(m) => {
-                let (score, fire_pixels, smoke_pixels) = m.score(frame)?;
-                Some(Scored::ratio(score, fire_pixels, smoke_pixels))
-            }
+            Detector::Model(m, t) => Some(Scored::confirmed(&m.score(frame.pixels(), w, h, frame.meta.format), t, now)),
         }
     }
+}
+
+fn rel_rects(masks: &[[f32; 4]]) -> Vec<grid::RelRect> {
+    masks.iter().map(|&[x0, y0, x1, y1]| grid::RelRect { x0, y0, x1, y1 }).collect()
 }
 
 pub struct DetectCounters {

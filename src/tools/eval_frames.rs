@@ -114,12 +114,22 @@ pub fn evaluate(args: &Args) -> anyhow::Result<Outcome> {
     #[cfg(feature = "tflite")]
     let mut model = match args.detector {
         Which::Model => {
-            let lib = args
+            let library = args
                 .model_library
                 .clone()
                 .or_else(|| std::env::var_os("EMBER_TFLITE_LIB").map(PathBuf::from))
                 .context("--detector model needs --model-library or EMBER_TFLITE_LIB")?;
-            Some(crate::detect::tflite::Model::load(&lib, &args.model, 1)?)
+            // Fail loudly here (a run that silently fell back to the grid would report the wrong detector).
+            crate::detect::tflite::Model::load(&library, &args.model, 1)?;
+            let spec =
+                crate::detect::model::ModelSpec { library, path: args.model.clone(), threads: 1, required: true };
+            let reg = crate::telemetry::Registry::new();
+            let counters = crate::detect::model::ModelCounters {
+                unavailable: reg.counter("ember_model_unavailable_total", "-", &[]),
+                errors: reg.counter("ember_model_errors_total", "-", &[]),
+                inferences: reg.counter("ember_model_inferences_total", "-", &[]),
+            };
+            Some((crate::detect::model::ModelDetector::load(&spec, &[], counters.clone()), counters))
         }
         _ => None,
     };
@@ -157,12 +167,15 @@ pub fn evaluate(args: &Args) -> anyhow::Result<Outcome> {
             load_rgb(&mut dec, &bytes, &mut rgb).with_context(|| format!("cannot decode {}", path.display()))?;
         let score = match args.detector {
             Which::Embereye => ember.score_rgb(&rgb, w, h).score,
-            // The whole frame, as the pipeline's `model` detector scores it; max of the fire and smoke outputs.
+            // As the pipeline's `model` detector scores it: the CNN on the grid's candidate regions.
             #[cfg(feature = "tflite")]
             Which::Model => match model.as_mut() {
-                Some(m) => {
-                    let (fire, smoke) = m.classify_rgb(&rgb, w, h, None)?;
-                    fire.max(smoke)
+                Some((m, counters)) => {
+                    let r = m.score(&rgb, w, h, crate::frame::PixelFormat::Rgb24);
+                    if counters.errors.get() > 0 {
+                        bail!("the model could not score {}", l.file);
+                    }
+                    r.score
                 }
                 None => bail!("model not loaded"),
             },
