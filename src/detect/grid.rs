@@ -280,22 +280,73 @@ pub struct GridDetector {
     hist: Box<[[u32; 256]; 4]>,
 }
 
-/// Per class byte: the packed per-cell counters (see `finish`).
-const CELL_COUNTS: [u32; 256] = {
-    let mut t = [0u32; 256];
-    let mut c = 0;
-    while c < 256 {
-        let b = c as u8;
-        t[c] = (((b & (FIRE | PINK)) != 0) as u32)
-            | ((((b & (FIRE | PINK | CORE)) != 0) as u32) << 4)
-            | ((((b & SMOKE) != 0) as u32) << 8)
-            | ((((b & CORE) != 0) as u32) << 12)
-            | ((((b & (CORE | BRIGHT)) != 0) as u32) << 16)
-            | ((((b & SATFIRE) != 0) as u32) << 20);
-        c += 1;
+/// One sample's contribution to a cell's packed counters (see [`cell_row`]): arithmetic rather than a table
+/// lookup, so the cell pass has no gather.
+#[inline(always)]
+fn cell_counts(c: u8) -> u32 {
+    let c = u32::from(c);
+    let any = |m: u8| u32::from(c & u32::from(m) != 0);
+    any(FIRE | PINK)
+        | (any(FIRE | PINK | CORE) << 4)
+        | (any(SMOKE) << 8)
+        | (any(CORE) << 12)
+        | (any(CORE | BRIGHT) << 16)
+        | (any(SATFIRE) << 20)
+}
+
+/// Sums over one row of cells.
+#[derive(Default)]
+struct RowSums {
+    sum_y: u32,
+    sum_yy: u32,
+    texture: u32,
+    fire_samples: u32,
+    smoke_samples: u32,
+}
+
+/// One row of cells from its two sample rows: each cell's flags (fire, smoke, bright core) and packed stats, and
+/// the row's sums. Straight-line arithmetic over fixed-size arrays, no table and no branch, so the compiler can
+/// vectorise it: as one per-cell loop with histogram updates and branches this was the detector's hottest
+/// code. Per-row sums fit u32 (at most 320 samples of 255²).
+#[inline(always)]
+fn cell_row(
+    class: [&[u8; SW]; 2],
+    luma: [&[u8; SW]; 2],
+    kept: &[u8; CW],
+    cells: &mut [u8; CW],
+    stats: &mut [u32; CW],
+) -> RowSums {
+    let [c0, c1] = class;
+    let [l0, l1] = luma;
+    let mut packed = [0u32; CW];
+    for (cx, p) in packed.iter_mut().enumerate() {
+        let x = 2 * cx;
+        // Six 4-bit counters in one word: flame-like, flame-or-core, smoke, core, core-or-bright, saturated flame.
+        *p = cell_counts(c0[x]) + cell_counts(c0[x + 1]) + cell_counts(c1[x]) + cell_counts(c1[x + 1]);
     }
-    t
-};
+    let mut s = RowSums::default();
+    for cx in 0..CW {
+        let x = 2 * cx;
+        let p = packed[cx];
+        let (a, b, c, d) = (u32::from(l0[x]), u32::from(l0[x + 1]), u32::from(l1[x]), u32::from(l1[x + 1]));
+        // Masked samples have luma 0, so this sums the kept ones.
+        let luma_sum = a + b + c + d;
+        let tex = a.abs_diff(b) + c.abs_diff(d) + a.abs_diff(c) + b.abs_diff(d);
+        s.sum_y += luma_sum;
+        s.sum_yy += a * a + b * b + c * c + d * d;
+        s.texture += tex;
+        let (firelike, warm_or_core, smoke, core) = (p & 0xF, (p >> 4) & 0xF, (p >> 8) & 0xF, (p >> 12) & 0xF);
+        s.fire_samples += firelike;
+        s.smoke_samples += smoke;
+        stats[cx] =
+            ((p >> 16) & 0xF) | (((p >> 20) & 0xF) << 4) | (u32::from(kept[cx]) << 8) | (luma_sum << 11) | (tex << 21);
+        let fire = firelike >= 1 && warm_or_core >= 2;
+        let smoky = !fire && smoke >= 3;
+        // Cores are marked for the halo pass.
+        cells[cx] = u8::from(fire) * CELL_FIRE | u8::from(smoky) * CELL_SMOKE | u8::from(core >= 2) * CELL_CORE;
+    }
+    s
+}
 
 const CELL_FIRE: u8 = 1;
 const CELL_SMOKE: u8 = 2;
@@ -374,8 +425,43 @@ impl GridDetector {
         if !valid_size(yuyv.len(), width, height, 2) || !width.is_multiple_of(2) {
             return GridResult::default();
         }
-        self.sample_rows(yuyv, width, height, 2, true, sample_yuyv);
+        if !self.sample_rows_yuyv_strided(yuyv, width, height) {
+            self.sample_rows(yuyv, width, height, 2, true, sample_yuyv);
+        }
         self.finish(width, height)
+    }
+
+    /// The YUYV sampling loop for widths that are an even multiple of `SW`, in three passes per row like the RGB
+    /// one: gather each sample's Y0 U Y1 V word; cut the LUT indexes out of the words (vectorised); look the
+    /// classes up. False (nothing done) for other widths.
+    fn sample_rows_yuyv_strided(&mut self, yuyv: &[u8], width: usize, height: usize) -> bool {
+        let Some((stride, first)) = strided_layout(width, 2) else {
+            return false;
+        };
+        let lut = &*self.lut;
+        let (mut words, mut idx) = ([0u32; SW], [0u32; SW]);
+        for j in 0..SH {
+            let row = &yuyv[sample_y(j, height) * width * 2..][..width * 2];
+            for (chunk, w) in row.chunks_exact(stride).zip(words.iter_mut()) {
+                if let Some(p) = chunk.get(first..).and_then(|p| p.first_chunk::<4>()) {
+                    *w = u32::from_le_bytes(*p);
+                }
+            }
+            for (i, w) in idx.iter_mut().zip(&words) {
+                *i = lut_index_yuyv(*w) as u32;
+            }
+            let base = j * SW;
+            let (class, luma, keep) =
+                (&mut self.class[base..base + SW], &mut self.luma[base..base + SW], &self.keep[base..base + SW]);
+            // Two loops: the luma one vectorises, the lookups cannot.
+            for ((l, &k), &w) in luma.iter_mut().zip(keep).zip(&words) {
+                *l = w as u8 & k;
+            }
+            for ((c, &k), &x) in class.iter_mut().zip(keep).zip(&idx) {
+                *c = lut[x as usize & (LUT_LEN - 1)] & k;
+            }
+        }
+        true
     }
 
     /// The RGB sampling loop for widths that are an even multiple of `SW`, in three passes per row so the
@@ -404,9 +490,12 @@ impl GridDetector {
             let base = j * SW;
             let (class, luma, keep) =
                 (&mut self.class[base..base + SW], &mut self.luma[base..base + SW], &self.keep[base..base + SW]);
-            for (((c, l), &k), (&x, &y)) in class.iter_mut().zip(luma.iter_mut()).zip(keep).zip(idx.iter().zip(&ys)) {
-                *c = lut[x as usize & (LUT_LEN - 1)] & k;
+            // Two loops: the luma one vectorises, the lookups cannot.
+            for ((l, &k), &y) in luma.iter_mut().zip(keep).zip(&ys) {
                 *l = y as u8 & k;
+            }
+            for ((c, &k), &x) in class.iter_mut().zip(keep).zip(&idx) {
+                *c = lut[x as usize & (LUT_LEN - 1)] & k;
             }
         }
         true
@@ -457,71 +546,51 @@ impl GridDetector {
     fn finish(&mut self, width: usize, height: usize) -> GridResult {
         let mut out = GridResult::default();
         // Masked samples have class 0 and luma 0, so they add nothing below; only the divisors exclude them.
-        // Class-byte histograms, one per sample position in the cell so consecutive increments are independent;
-        // the per-bit counts come out of them at the end.
+        // Class-byte histograms, one per sample position in a group of four so consecutive increments are
+        // independent; the per-bit counts come out of them at the end.
         let hist = &mut *self.hist;
         for h in hist.iter_mut() {
             h.fill(0);
+        }
+        for q in self.class.chunks_exact(4) {
+            for (h, &c) in hist.iter_mut().zip(q) {
+                h[usize::from(c)] += 1;
+            }
         }
         let (mut sum_y, mut sum_yy) = (0u64, 0u64);
         let mut tex_all = 0u64;
         let (mut fire_samples, mut smoke_samples) = (0u32, 0u32);
         let mut halo = 0u32;
-        let mut any_core = false;
+        let mut any_core = 0u8;
+        let (class_rows, _) = self.class.as_chunks::<SW>();
+        let (luma_rows, _) = self.luma.as_chunks::<SW>();
+        let (kept_rows, _) = self.kept_in_cell.as_chunks::<CW>();
+        let (mut cells, mut stats) = ([0u8; CW], [0u32; CW]);
         for cy in 0..CH {
-            // Fixed-length row slices and one index: the compiler drops the bounds checks below.
-            let r0 = 2 * cy * SW;
-            let (c0, c1) = (&self.class[r0..r0 + SW], &self.class[r0 + SW..r0 + 2 * SW]);
-            let (l0, l1) = (&self.luma[r0..r0 + SW], &self.luma[r0 + SW..r0 + 2 * SW]);
-            let kept = &self.kept_in_cell[cy * CW..cy * CW + CW];
-            let prow = (cy + 1) * PW + 1;
-            let cells = &mut self.cell[prow..prow + CW];
-            let stats = &mut self.cellstat[prow..prow + CW];
-            for cx in 0..CW {
-                let x = 2 * cx;
-                let cls = [c0[x], c0[x + 1], c1[x], c1[x + 1]];
-                let mut packed = 0u32;
-                for (h, c) in hist.iter_mut().zip(cls) {
-                    packed += CELL_COUNTS[usize::from(c)];
-                    h[usize::from(c)] += 1;
-                }
-                // Four 4-bit counters packed in one word: flame-like, flame-or-core, smoke, core.
-                let firelike = packed & 0xF;
-                let warm_or_core = (packed >> 4) & 0xF;
-                let smoke = (packed >> 8) & 0xF;
-                let core = (packed >> 12) & 0xF;
-                fire_samples += firelike;
-                smoke_samples += smoke;
-                let (a, b, c, d) = (u32::from(l0[x]), u32::from(l0[x + 1]), u32::from(l1[x]), u32::from(l1[x + 1]));
-                sum_y += u64::from(a + b + c + d);
-                sum_yy += u64::from(a * a + b * b + c * c + d * d);
-                let tex = a.abs_diff(b) + c.abs_diff(d) + a.abs_diff(c) + b.abs_diff(d);
-                tex_all += u64::from(tex);
-                // Masked samples have luma 0, so this sums the kept ones.
-                let luma_sum = a + b + c + d;
-                stats[cx] = ((packed >> 16) & 0xF)
-                    | (((packed >> 20) & 0xF) << 4)
-                    | (u32::from(kept[cx]) << 8)
-                    | (luma_sum << 11)
-                    | (tex << 21);
-                let mut flags = 0;
-                if firelike >= 1 && warm_or_core >= 2 {
-                    flags |= CELL_FIRE;
-                } else if smoke >= 3 {
-                    flags |= CELL_SMOKE;
-                }
-                if flags != 0 {
+            let sums = cell_row(
+                [&class_rows[2 * cy], &class_rows[2 * cy + 1]],
+                [&luma_rows[2 * cy], &luma_rows[2 * cy + 1]],
+                &kept_rows[cy],
+                &mut cells,
+                &mut stats,
+            );
+            sum_y += u64::from(sums.sum_y);
+            sum_yy += u64::from(sums.sum_yy);
+            tex_all += u64::from(sums.texture);
+            fire_samples += sums.fire_samples;
+            smoke_samples += sums.smoke_samples;
+            for (cx, &c) in cells.iter().enumerate() {
+                any_core |= c;
+                if c & (CELL_FIRE | CELL_SMOKE) != 0 {
                     let k = cy * CW + cx;
                     out.candidates[k / 64] |= 1 << (k % 64);
                 }
-                if core >= 2 {
-                    // Marked for the halo pass below.
-                    flags |= CELL_CORE;
-                    any_core = true;
-                }
-                cells[cx] = flags;
             }
+            let prow = (cy + 1) * PW + 1;
+            self.cell[prow..prow + CW].copy_from_slice(&cells);
+            self.cellstat[prow..prow + CW].copy_from_slice(&stats);
         }
+        let any_core = any_core & CELL_CORE != 0;
         let mut counts = [0u32; 8];
         let [h0, h1, h2, h3] = &*hist;
         for (c, (((a, b), d), e)) in h0.iter().zip(h1).zip(h2).zip(h3).enumerate() {
@@ -681,7 +750,7 @@ impl GridDetector {
 }
 
 /// Cell coordinates of each padded index (border entries unused), so the flood fill needs no division.
-const PAD_X: [u8; NP] = {
+static PAD_X: [u8; NP] = {
     let mut t = [0u8; NP];
     let mut k = 0;
     while k < NP {
@@ -690,7 +759,7 @@ const PAD_X: [u8; NP] = {
     }
     t
 };
-const PAD_Y: [u8; NP] = {
+static PAD_Y: [u8; NP] = {
     let mut t = [0u8; NP];
     let mut k = 0;
     while k < NP {
