@@ -343,7 +343,7 @@ fn cell_row(
         let fire = firelike >= 1 && warm_or_core >= 2;
         let smoky = !fire && smoke >= 3;
         // Cores are marked for the halo pass.
-        cells[cx] = u8::from(fire) * CELL_FIRE | u8::from(smoky) * CELL_SMOKE | u8::from(core >= 2) * CELL_CORE;
+        cells[cx] = (u8::from(fire) * CELL_FIRE) | (u8::from(smoky) * CELL_SMOKE) | (u8::from(core >= 2) * CELL_CORE);
     }
     s
 }
