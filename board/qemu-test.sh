@@ -111,9 +111,12 @@ run_system() {
   sys=$(dirname "$0")/qemu-system.sh
   xb_setup aarch64
   json=$XB_TARGET_DIR/hardware-tests.json
-  xb_log "building the hardware tests and the binary for $XB_TRIPLE"
-  "$XB_CARGO" build --locked --target "$XB_TRIPLE" --features rppal,v4l2 --bins
-  "$XB_CARGO" test --locked --no-run --target "$XB_TRIPLE" --features rppal,v4l2 --test hardware \
+  # The boards' features (which for aarch64 already hold rppal and v4l2): the same build as the user pass.
+  local features
+  features=$(xb_features_with rppal v4l2)
+  xb_log "building the hardware tests and the binary for $XB_TRIPLE (features: $features)"
+  "$XB_CARGO" build --locked --target "$XB_TRIPLE" --features "$features" --bins
+  "$XB_CARGO" test --locked --no-run --target "$XB_TRIPLE" --features "$features" --test hardware \
     --message-format=json-render-diagnostics >"$json"
   bash "$sys" --tests-json "$json" --bin "$XB_TARGET_DIR/$XB_TRIPLE/debug/ember-edge" --machine all "$@"
 }

@@ -56,8 +56,10 @@ xb_setup aarch64
 export EMBER_TFLITE_LIB=$lib
 # libLiteRtRuntimeCApi.so needs libstdc++ and libgcc_s for aarch64: the cross packages' root has them (-L).
 xb_ensure_packages libstdc++6-arm64-cross
-xb_log "cargo test --features tflite --test tflite --target $XB_TRIPLE (rustc-web $XB_RUSTVER)"
-"$XB_CARGO" test --locked --target "$XB_TRIPLE" --features tflite --test tflite -- --test-threads=1 --nocapture
+# The boards' features plus tflite (the aarch64 boards ship with it): the same build as board/qemu-test.sh.
+features=$(xb_features_with tflite)
+xb_log "cargo test --features $features --test tflite --target $XB_TRIPLE (rustc-web $XB_RUSTVER)"
+"$XB_CARGO" test --locked --target "$XB_TRIPLE" --features "$features" --test tflite -- --test-threads=1 --nocapture
 
 bin=$XB_TARGET_DIR/$XB_TRIPLE/debug/ember-edge
 run() { "$XB_QEMU" -L "$XB_LDPREFIX" "$bin" "$@"; }

@@ -46,16 +46,30 @@ fn repo_fixture_frames_report_every_field() {
 }
 
 #[test]
-fn model_detector_reports_missing_feature() {
+fn model_detector_without_its_library_or_feature_fails_clearly() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/frames");
-    let out = Command::new(env!("CARGO_BIN_EXE_ember-edge"))
-        .args(["eval", "frames"])
-        .arg(&dir)
-        .args(["--detector", "model", "--json"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("built without the `tflite` feature"));
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ember-edge"))
+            .args(["eval", "frames"])
+            .arg(&dir)
+            .args(["--detector", "model", "--json"])
+            .args(extra)
+            .env_remove("EMBER_TFLITE_LIB")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "eval must not fall back silently to another detector");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let no_lib = run(&[]);
+    let bad_lib = run(&["--model-library", "/nonexistent/libLiteRtRuntimeCApi.so"]);
+    if cfg!(feature = "tflite") {
+        assert!(no_lib.contains("needs --model-library or EMBER_TFLITE_LIB"), "{no_lib}");
+        assert!(bad_lib.contains("/nonexistent/libLiteRtRuntimeCApi.so"), "{bad_lib}");
+    } else {
+        for err in [no_lib, bad_lib] {
+            assert!(err.contains("built without the `tflite` feature"), "{err}");
+        }
+    }
 }
 
 /// Acceptance on the development split (needs ../shared).

@@ -170,6 +170,12 @@ xb_setup() {
   export "CARGO_TARGET_${XB_TVAR}_RUNNER=$runner"
   # Debian-rustc artefacts stay apart from rustup's target/debug and target/release.
   export CARGO_TARGET_DIR=$XB_TARGET_DIR
+  # Debug builds for the boards are run under emulation, where every instruction costs ~10x: the crate's own
+  # code at opt-level 1 (dependencies are at 2 already, Cargo.toml) roughly halves the suite under qemu-user,
+  # and line tables keep backtraces readable while the ~20 test binaries link faster. Overflow checks and
+  # debug assertions stay on. Set either variable to override.
+  export CARGO_PROFILE_DEV_OPT_LEVEL=${CARGO_PROFILE_DEV_OPT_LEVEL:-1}
+  export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}
 }
 
 # Cargo features for ARCH's boards: the union of `features = [...]` of every board/*.toml with that target.
@@ -185,6 +191,13 @@ xb_board_features() {
   done
   [ ${#feats[@]} -eq 0 ] && return 0
   printf '%s\n' "${feats[@]}" | sort -u | paste -sd, -
+}
+
+# xb_features_with FEATURE...: the boards' features for the current target plus FEATURE... (comma-separated,
+# sorted, no duplicates). Test scripts that need a feature use this instead of their own set, so every script
+# for a target shares one compile of the crate with board/cross-build.sh.
+xb_features_with() {
+  { xb_board_features | tr ',' '\n'; printf '%s\n' "$@"; } | grep -v '^$' | sort -u | paste -sd, -
 }
 
 # Highest GLIBC_x.y symbol version an ELF file needs (objdump -T of the cross binutils), or "none".

@@ -186,7 +186,8 @@ pub enum DetectorKind {
     /// Colour classes, fire/smoke regions and a small learned scorer on a fixed sample grid, confirmed over
     /// frames (persistence plus flicker or growth); reads RGB and YUYV. See docs/DETECTOR.md.
     Default,
-    /// The TFLite CNN of `[model]` (feature `tflite`), with the heuristic as fallback.
+    /// The TFLite CNN of `[model]` (feature `tflite`) on the grid detector's candidate regions, with the same
+    /// confirmation over frames; the grid detector alone when the model cannot be loaded.
     Model,
 }
 

@@ -19,8 +19,8 @@ pub struct ModelSection {
     /// Interpreter threads. Default 1 (the camera's detect task is one of several on a 4-core board).
     #[serde(default = "default_threads")]
     pub threads: u32,
-    /// If the library or model cannot be loaded: false = WARN and run the heuristic (default); true = ERROR
-    /// (the operator must act), and the heuristic still runs.
+    /// If the library or model cannot be loaded: false = WARN and run the grid detector (default); true = ERROR
+    /// (the operator must act), and the grid detector still runs.
     #[serde(default)]
     pub required: bool,
 }
