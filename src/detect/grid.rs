@@ -438,8 +438,7 @@ impl GridDetector {
         let Some((stride, first)) = strided_layout(width, 2) else {
             return false;
         };
-        let lut = &*self.lut;
-        let (mut words, mut idx) = ([0u32; SW], [0u32; SW]);
+        let (mut words, mut idx, mut ys) = ([0u32; SW], [0u32; SW], [0u8; SW]);
         for j in 0..SH {
             let row = &yuyv[sample_y(j, height) * width * 2..][..width * 2];
             for (chunk, w) in row.chunks_exact(stride).zip(words.iter_mut()) {
@@ -447,19 +446,11 @@ impl GridDetector {
                     *w = u32::from_le_bytes(*p);
                 }
             }
-            for (i, w) in idx.iter_mut().zip(&words) {
+            for ((i, y), w) in idx.iter_mut().zip(ys.iter_mut()).zip(&words) {
                 *i = lut_index_yuyv(*w) as u32;
+                *y = *w as u8;
             }
-            let base = j * SW;
-            let (class, luma, keep) =
-                (&mut self.class[base..base + SW], &mut self.luma[base..base + SW], &self.keep[base..base + SW]);
-            // Two loops: the luma one vectorises, the lookups cannot.
-            for ((l, &k), &w) in luma.iter_mut().zip(keep).zip(&words) {
-                *l = w as u8 & k;
-            }
-            for ((c, &k), &x) in class.iter_mut().zip(keep).zip(&idx) {
-                *c = lut[x as usize & (LUT_LEN - 1)] & k;
-            }
+            self.store_row(j, &idx, &ys);
         }
         true
     }
@@ -471,9 +462,8 @@ impl GridDetector {
         let Some((stride, first)) = strided_layout(width, 3) else {
             return false;
         };
-        let lut = &*self.lut;
         let (mut r, mut g, mut b) = ([0u16; SW], [0u16; SW], [0u16; SW]);
-        let (mut ys, mut idx) = ([0u16; SW], [0u32; SW]);
+        let (mut ys, mut idx) = ([0u8; SW], [0u32; SW]);
         for j in 0..SH {
             let row = &rgb[sample_y(j, height) * width * 3..][..width * 3];
             for (chunk, ((r, g), b)) in row.chunks_exact(stride).zip(r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut())) {
@@ -483,22 +473,29 @@ impl GridDetector {
             }
             for i in 0..SW {
                 let (y, u, v) = rgb_to_yuv16(r[i], g[i], b[i]);
-                ys[i] = y;
                 // Every value is 0..=255 (exact BT.601), so the narrowing is lossless.
+                ys[i] = y as u8;
                 idx[i] = lut_index(y as u8, u as u8, v as u8) as u32;
             }
-            let base = j * SW;
-            let (class, luma, keep) =
-                (&mut self.class[base..base + SW], &mut self.luma[base..base + SW], &self.keep[base..base + SW]);
-            // Two loops: the luma one vectorises, the lookups cannot.
-            for ((l, &k), &y) in luma.iter_mut().zip(keep).zip(&ys) {
-                *l = y as u8 & k;
-            }
-            for ((c, &k), &x) in class.iter_mut().zip(keep).zip(&idx) {
-                *c = lut[x as usize & (LUT_LEN - 1)] & k;
-            }
+            self.store_row(j, &idx, &ys);
         }
         true
+    }
+
+    /// The last pass of the strided loops: sample row `j`'s luma and its classes looked up, both masked. Two
+    /// loops, because the luma one vectorises and the lookups cannot.
+    #[inline(always)]
+    fn store_row(&mut self, j: usize, idx: &[u32; SW], ys: &[u8; SW]) {
+        let lut = &*self.lut;
+        let base = j * SW;
+        let (class, luma, keep) =
+            (&mut self.class[base..base + SW], &mut self.luma[base..base + SW], &self.keep[base..base + SW]);
+        for ((l, &k), &y) in luma.iter_mut().zip(keep).zip(ys) {
+            *l = y & k;
+        }
+        for ((c, &k), &x) in class.iter_mut().zip(keep).zip(idx) {
+            *c = lut[x as usize & (LUT_LEN - 1)] & k;
+        }
     }
 
     /// Fills the class and luma grids: `sample` reads the pixel starting at the slice it gets. When the width is
