@@ -70,6 +70,15 @@ run_user() {
     local features feat_args=()
     features=$(xb_board_features)
     [ -n "$features" ] && feat_args=(--features "$features")
+    # With the `tflite` feature (the aarch64 boards), tests/tflite.rs needs the real library on ARM: fetch it
+    # (once) and its C++ runtime, so the CNN is checked against TensorFlow's outputs in the same run.
+    unset EMBER_TFLITE_LIB
+    if [ "$arch" = aarch64 ] && [[ ",$features," == *,tflite,* ]]; then
+      xb_litert
+      xb_ensure_packages libstdc++6-arm64-cross
+      export EMBER_TFLITE_LIB=$XB_LITERT_LIB
+      xb_log "TFLite library for the tflite tests: ${XB_LITERT_LIB#"$XB_ROOT"/}"
+    fi
     # Lets tests recognise qemu-user (no TCGETS2 ioctl, synthetic /proc/self/stat) if they choose to.
     export EMBER_TEST_QEMU_USER=$XB_QEMU
     # Emulation runs several times slower than native: stretch the tests' deadlines to match.

@@ -13,7 +13,6 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=../board/lib/cross-env.sh
 . "$(dirname "$0")/../board/lib/cross-env.sh"
 
-LITERT_VERSION=1.4.0
 frames=""
 [ -f "$XB_ROOT/../shared/fixtures/frames/labels.csv" ] && frames=$XB_ROOT/../shared/fixtures/frames
 while [ $# -gt 0 ]; do
@@ -26,30 +25,8 @@ while [ $# -gt 0 ]; do
 done
 
 cd "$XB_ROOT"
-dir=$XB_TARGET/litert/$LITERT_VERSION
-lib=$dir/libLiteRtRuntimeCApi.so
-if [ ! -s "$lib" ]; then
-  mkdir -p "$dir"
-  xb_log "downloading ai-edge-litert $LITERT_VERSION (manylinux_2_17_aarch64) from PyPI"
-  python3 -m pip download --quiet --disable-pip-version-check "ai-edge-litert==$LITERT_VERSION" --no-deps \
-    --only-binary=:all: --platform manylinux_2_17_aarch64 --python-version 3.11 -d "$dir" ||
-    xb_die "pip download of ai-edge-litert $LITERT_VERSION failed"
-  whl=""
-  for f in "$dir"/ai_edge_litert-"$LITERT_VERSION"-*.whl; do [ -f "$f" ] && { whl=$f; break; }; done
-  [ -n "$whl" ] || xb_die "no wheel in $dir"
-  python3 - "$whl" "$lib" <<'EOF' || xb_die "cannot extract libLiteRtRuntimeCApi.so from $whl"
-import sys, zipfile
-whl, out = sys.argv[1], sys.argv[2]
-with zipfile.ZipFile(whl) as z:
-    names = [n for n in z.namelist() if n.endswith("/libLiteRtRuntimeCApi.so")]
-    if not names:
-        sys.exit("libLiteRtRuntimeCApi.so not in the wheel")
-    with z.open(names[0]) as src, open(out + ".part", "wb") as dst:
-        dst.write(src.read())
-import os
-os.replace(out + ".part", out)
-EOF
-fi
+xb_litert
+lib=$XB_LITERT_LIB
 xb_log "library: ${lib#"$XB_ROOT"/} ($(stat -c %s "$lib") bytes)"
 
 xb_setup aarch64

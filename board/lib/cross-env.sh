@@ -193,6 +193,38 @@ xb_board_features() {
   printf '%s\n' "${feats[@]}" | sort -u | paste -sd, -
 }
 
+# xb_litert: the aarch64 TFLite C-API library (libLiteRtRuntimeCApi.so from the ai-edge-litert wheel on PyPI,
+# Apache-2.0), downloaded once into target/litert/<version>; sets XB_LITERT_LIB. The `tflite` tests need it on
+# every architecture but x86_64 (tests/tflite.rs), so the qemu-user suite and scripts/tflite-qemu-test.sh use it.
+XB_LITERT_VERSION=1.4.0
+xb_litert() {
+  local dir=$XB_TARGET/litert/$XB_LITERT_VERSION whl f
+  local lib=$dir/libLiteRtRuntimeCApi.so
+  if [ ! -s "$lib" ]; then
+    mkdir -p "$dir"
+    xb_log "downloading ai-edge-litert $XB_LITERT_VERSION (manylinux_2_17_aarch64) from PyPI"
+    python3 -m pip download --quiet --disable-pip-version-check "ai-edge-litert==$XB_LITERT_VERSION" --no-deps \
+      --only-binary=:all: --platform manylinux_2_17_aarch64 --python-version 3.11 -d "$dir" ||
+      xb_die "pip download of ai-edge-litert $XB_LITERT_VERSION failed"
+    whl=""
+    for f in "$dir"/ai_edge_litert-"$XB_LITERT_VERSION"-*.whl; do [ -f "$f" ] && { whl=$f; break; }; done
+    [ -n "$whl" ] || xb_die "no wheel in $dir"
+    python3 - "$whl" "$lib" <<'EOF' || xb_die "cannot extract libLiteRtRuntimeCApi.so from $whl"
+import sys, zipfile
+whl, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(whl) as z:
+    names = [n for n in z.namelist() if n.endswith("/libLiteRtRuntimeCApi.so")]
+    if not names:
+        sys.exit("libLiteRtRuntimeCApi.so not in the wheel")
+    with z.open(names[0]) as src, open(out + ".part", "wb") as dst:
+        dst.write(src.read())
+import os
+os.replace(out + ".part", out)
+EOF
+  fi
+  XB_LITERT_LIB=$lib
+}
+
 # xb_features_with FEATURE...: the boards' features for the current target plus FEATURE... (comma-separated,
 # sorted, no duplicates). Test scripts that need a feature use this instead of their own set, so every script
 # for a target shares one compile of the crate with board/cross-build.sh.
