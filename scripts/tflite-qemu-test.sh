@@ -4,7 +4,7 @@
 # them under qemu-aarch64 with EMBER_TFLITE_LIB set:
 #   scripts/tflite-qemu-test.sh [--frames DIR]
 #   1. tests/tflite.rs: float and int8 outputs vs models/reference.json (TensorFlow's own interpreter), bad model
-#      files, missing library -> heuristic;
+#      files, missing library -> grid detector, the CNN on the grid's candidate regions;
 #   2. `ember-edge model check` on the reference inputs, and with --frames (default ../shared/fixtures/frames if
 #      present) every labelled frame scored on the emulated board, printing recall / hard FPR per threshold
 #      (whole frames), then `eval frames` for the grid detector and the `model` detector (CNN on its regions).

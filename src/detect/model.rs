@@ -71,6 +71,13 @@ impl ModelDetector {
         me
     }
 
+    /// With a model the caller has already loaded (and so could report its error): `eval frames`, which must
+    /// fail rather than fall back.
+    #[cfg(feature = "tflite")]
+    pub fn with_model(model: super::tflite::Model, masks: &[RelRect], counters: ModelCounters) -> Self {
+        ModelDetector { model: Some(Box::new(model)), grid: GridDetector::new(masks), counters }
+    }
+
     #[cfg(feature = "tflite")]
     fn try_load(&mut self, spec: &ModelSpec) -> Result<String, String> {
         let m = super::tflite::Model::load(&spec.library, &spec.path, spec.threads)

@@ -119,17 +119,15 @@ pub fn evaluate(args: &Args) -> anyhow::Result<Outcome> {
                 .clone()
                 .or_else(|| std::env::var_os("EMBER_TFLITE_LIB").map(PathBuf::from))
                 .context("--detector model needs --model-library or EMBER_TFLITE_LIB")?;
-            // Fail loudly here (a run that silently fell back to the grid would report the wrong detector).
-            crate::detect::tflite::Model::load(&library, &args.model, 1)?;
-            let spec =
-                crate::detect::model::ModelSpec { library, path: args.model.clone(), threads: 1, required: true };
+            // Loaded here so a failure is an error (a run that fell back to the grid would report the wrong detector).
+            let loaded = crate::detect::tflite::Model::load(&library, &args.model, 1)?;
             let reg = crate::telemetry::Registry::new();
             let counters = crate::detect::model::ModelCounters {
                 unavailable: reg.counter("ember_model_unavailable_total", "-", &[]),
                 errors: reg.counter("ember_model_errors_total", "-", &[]),
                 inferences: reg.counter("ember_model_inferences_total", "-", &[]),
             };
-            Some((crate::detect::model::ModelDetector::load(&spec, &[], counters.clone()), counters))
+            Some((crate::detect::model::ModelDetector::with_model(loaded, &[], counters.clone()), counters))
         }
         _ => None,
     };
