@@ -414,10 +414,12 @@ impl GridDetector {
         if !valid_size(rgb.len(), width, height, 3) {
             return GridResult::default();
         }
-        if !self.sample_rows_rgb_strided(rgb, width, height) {
-            self.sample_rows(rgb, width, height, 3, false, sample_rgb);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has just been checked to support AVX2.
+            return unsafe { self.score_rgb_avx2(rgb, width, height) };
         }
-        self.finish(width, height)
+        self.score_rgb_body(rgb, width, height)
     }
 
     /// Scores a YUYV frame (Y0 U Y1 V, BT.601 limited range) without converting it.
@@ -425,15 +427,51 @@ impl GridDetector {
         if !valid_size(yuyv.len(), width, height, 2) || !width.is_multiple_of(2) {
             return GridResult::default();
         }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has just been checked to support AVX2.
+            return unsafe { self.score_yuyv_avx2(yuyv, width, height) };
+        }
+        self.score_yuyv_body(yuyv, width, height)
+    }
+
+    #[inline(always)]
+    fn score_rgb_body(&mut self, rgb: &[u8], width: usize, height: usize) -> GridResult {
+        if !self.sample_rows_rgb_strided(rgb, width, height) {
+            self.sample_rows(rgb, width, height, 3, false, sample_rgb);
+        }
+        self.finish(width, height)
+    }
+
+    #[inline(always)]
+    fn score_yuyv_body(&mut self, yuyv: &[u8], width: usize, height: usize) -> GridResult {
         if !self.sample_rows_yuyv_strided(yuyv, width, height) {
             self.sample_rows(yuyv, width, height, 2, true, sample_yuyv);
         }
         self.finish(width, height)
     }
 
+    /// The same code compiled for AVX2 (x86-64's baseline is SSE2), chosen at run time. The sampling and cell
+    /// passes are written for vector lanes; 16 lanes instead of 8 took about a third off the frame time. ARM
+    /// boards need no such split: NEON is part of aarch64's baseline. The bodies are `inline(always)`, so
+    /// everything on the hot path is compiled into this function.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn score_rgb_avx2(&mut self, rgb: &[u8], width: usize, height: usize) -> GridResult {
+        self.score_rgb_body(rgb, width, height)
+    }
+
+    /// See [`Self::score_rgb_avx2`].
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn score_yuyv_avx2(&mut self, yuyv: &[u8], width: usize, height: usize) -> GridResult {
+        self.score_yuyv_body(yuyv, width, height)
+    }
+
     /// The YUYV sampling loop for widths that are an even multiple of `SW`, in three passes per row like the RGB
     /// one: gather each sample's Y0 U Y1 V word; cut the LUT indexes out of the words (vectorised); look the
     /// classes up. False (nothing done) for other widths.
+    #[inline(always)]
     fn sample_rows_yuyv_strided(&mut self, yuyv: &[u8], width: usize, height: usize) -> bool {
         let Some((stride, first)) = strided_layout(width, 2) else {
             return false;
@@ -441,6 +479,9 @@ impl GridDetector {
         let (mut words, mut idx, mut ys) = ([0u32; SW], [0u32; SW], [0u8; SW]);
         for j in 0..SH {
             let row = &yuyv[sample_y(j, height) * width * 2..][..width * 2];
+            if j + 1 < SH {
+                prefetch_row(&yuyv[sample_y(j + 1, height) * width * 2..][..width * 2]);
+            }
             for (chunk, w) in row.chunks_exact(stride).zip(words.iter_mut()) {
                 if let Some(p) = chunk.get(first..).and_then(|p| p.first_chunk::<4>()) {
                     *w = u32::from_le_bytes(*p);
@@ -456,26 +497,32 @@ impl GridDetector {
     }
 
     /// The RGB sampling loop for widths that are an even multiple of `SW`, in three passes per row so the
-    /// middle one (BT.601 in 16-bit lanes, exactly [`rgb_to_yuv`]) vectorises: gather the samples' R, G, B;
-    /// convert; look the classes up. False (nothing done) for other widths.
+    /// middle one (BT.601 in 16-bit lanes, exactly [`rgb_to_yuv`]) vectorises: gather each sample as one word
+    /// (one load instead of three); cut R, G, B out of the words and convert; look the classes up. False (nothing
+    /// done) for other widths.
+    #[inline(always)]
     fn sample_rows_rgb_strided(&mut self, rgb: &[u8], width: usize, height: usize) -> bool {
-        let Some((stride, first)) = strided_layout(width, 3) else {
+        // Each sample is read as one 4-byte word (R, G, B and the next pixel's R), which must stay in its chunk.
+        let Some((stride, first)) = strided_layout(width, 3).filter(|&(stride, first)| first + 4 <= stride) else {
             return false;
         };
-        let (mut r, mut g, mut b) = ([0u16; SW], [0u16; SW], [0u16; SW]);
+        let mut words = [0u32; SW];
         let (mut ys, mut idx) = ([0u8; SW], [0u32; SW]);
         for j in 0..SH {
             let row = &rgb[sample_y(j, height) * width * 3..][..width * 3];
-            for (chunk, ((r, g), b)) in row.chunks_exact(stride).zip(r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut())) {
-                if let Some(&[pr, pg, pb]) = chunk.get(first..).and_then(|p| p.first_chunk::<3>()) {
-                    (*r, *g, *b) = (u16::from(pr), u16::from(pg), u16::from(pb));
+            if j + 1 < SH {
+                prefetch_row(&rgb[sample_y(j + 1, height) * width * 3..][..width * 3]);
+            }
+            for (chunk, w) in row.chunks_exact(stride).zip(words.iter_mut()) {
+                if let Some(p) = chunk.get(first..).and_then(|p| p.first_chunk::<4>()) {
+                    *w = u32::from_le_bytes(*p);
                 }
             }
-            for i in 0..SW {
-                let (y, u, v) = rgb_to_yuv16(r[i], g[i], b[i]);
+            for ((i, y), &w) in idx.iter_mut().zip(ys.iter_mut()).zip(&words) {
+                let (y16, u, v) = rgb_to_yuv16((w & 0xFF) as u16, ((w >> 8) & 0xFF) as u16, ((w >> 16) & 0xFF) as u16);
                 // Every value is 0..=255 (exact BT.601), so the narrowing is lossless.
-                ys[i] = y as u8;
-                idx[i] = lut_index(y as u8, u as u8, v as u8) as u32;
+                *y = y16 as u8;
+                *i = lut_index(y16 as u8, u as u8, v as u8) as u32;
             }
             self.store_row(j, &idx, &ys);
         }
@@ -540,6 +587,7 @@ impl GridDetector {
     }
 
     /// Cells, blobs, features and the score, from the filled sample grids.
+    #[inline(always)]
     fn finish(&mut self, width: usize, height: usize) -> GridResult {
         let mut out = GridResult::default();
         // Masked samples have class 0 and luma 0, so they add nothing below; only the divisors exclude them.
@@ -702,6 +750,7 @@ impl GridDetector {
     /// 8-connected flood fill of cells with flag `want`, from padded index `start`, with the fixed stack. The
     /// padded border is never a candidate, so neighbours need no bounds tests. `PERIMETER`: only the fire blob's
     /// shape feature needs it, so smoke (often most of a grey frame) skips it.
+    #[inline(always)]
     fn flood<const PERIMETER: bool>(&mut self, start: usize, want: u8) -> Blob {
         let mut b = Blob { x0: CW, y0: CH, ..Blob::default() };
         let cell = &mut *self.cell;
@@ -804,6 +853,34 @@ fn sample_offsets(width: usize, bpp: usize) -> [usize; SW] {
     xs
 }
 
+/// Starts loading the cache lines of the next sample row while this one is processed. The rows are 4 frame rows
+/// apart, so the hardware's stream prefetcher only catches on part-way through each row; a fresh camera frame is
+/// in DRAM, not in cache, and on RGB the waits for those lines were about a third of the frame's time.
+#[inline(always)]
+fn prefetch_row(row: &[u8]) {
+    for line in row.chunks(64) {
+        prefetch(line.as_ptr());
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    // SAFETY: a prefetch is a hint; it never faults and reads nothing architecturally, and `p` is in bounds anyway.
+    unsafe { core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast()) }
+}
+
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    // SAFETY: PRFM is a hint; it never faults and changes no architectural state, and `p` is in bounds anyway.
+    unsafe { core::arch::asm!("prfm pldl1keep, [{0}]", in(reg) p, options(nostack, preserves_flags, readonly)) }
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[inline(always)]
+fn prefetch(_: *const u8) {}
+
 #[inline]
 fn sample_y(j: usize, height: usize) -> usize {
     (2 * j + 1) * height / (2 * SH)
@@ -848,6 +925,7 @@ fn insert_region(out: &mut GridResult, kind: RegionKind, b: &Blob) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tools::bench_detect::resize_rgb;
     use crate::tools::eval_frames::{load_rgb, rgb_to_yuyv};
 
     fn fixture(name: &str) -> (Vec<u8>, usize, usize) {
@@ -969,6 +1047,37 @@ mod tests {
             assert!(a.fire_cells.abs_diff(b.fire_cells) <= a.fire_cells / 20 + 2, "{name}");
             for ((x, y), n) in a.features.iter().zip(&b.features).zip(FEATURE_NAMES) {
                 assert!((x - y).abs() < 0.02, "{name} {n}");
+            }
+        }
+    }
+
+    /// The AVX2 build must be the same detector, bit for bit: same samples, same integer passes, and no float
+    /// contraction (FMA is not enabled). On a CPU without AVX2 both sides run the baseline code.
+    #[test]
+    fn avx2_build_matches_the_baseline_build() {
+        let mut det = GridDetector::new(&[RelRect { x0: 0.7, y0: 0.0, x1: 1.0, y1: 0.3 }]);
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/frames");
+        let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.retain(|n| n.to_string_lossy().ends_with(".jpg"));
+        assert!(names.len() >= 8);
+        for name in names {
+            let (rgb, w, h) = fixture(&name.to_string_lossy());
+            // The native size takes the offset-table path, 640x480 the strided one.
+            for (px, w, h) in [(rgb.clone(), w & !1, h), (resize_rgb(&rgb, w, h, 640, 480), 640, 480)] {
+                let px: Vec<u8> = (0..h).flat_map(|y| px[y * px.len() / h..][..w * 3].to_vec()).collect();
+                let mut yuyv = Vec::new();
+                rgb_to_yuyv(&px, w, w, h, &mut yuyv);
+                let same = |a: GridResult, b: GridResult, what: &str| {
+                    let bits = |r: &GridResult| r.features.map(f32::to_bits);
+                    assert_eq!(bits(&a), bits(&b), "{name:?} {w}x{h} {what}");
+                    assert_eq!(a.score.to_bits(), b.score.to_bits(), "{name:?} {w}x{h} {what}");
+                    assert_eq!(a.candidates, b.candidates, "{name:?} {w}x{h} {what}");
+                    assert_eq!(a.regions(), b.regions(), "{name:?} {w}x{h} {what}");
+                };
+                let (fast, base) = (det.score_rgb(&px, w, h), det.score_rgb_body(&px, w, h));
+                same(fast, base, "rgb");
+                let (fast, base) = (det.score_yuyv(&yuyv, w, h), det.score_yuyv_body(&yuyv, w, h));
+                same(fast, base, "yuyv");
             }
         }
     }
