@@ -11,6 +11,7 @@
 //! converted with BT.601 limited-range integer math, the same encoding V4L2 delivers as YUYV, so both formats
 //! read identical classes. All scratch is in the struct (no allocation per frame).
 
+use super::blobs::{Blob, Labeller};
 use super::grid_model as model;
 
 /// Sample grid (fixed, resolution independent).
@@ -20,11 +21,11 @@ const NS: usize = SW * SH;
 /// Cell grid: 2×2 samples per cell.
 pub const CW: usize = SW / 2;
 pub const CH: usize = SH / 2;
-const NC: usize = CW * CH;
-/// The cell grid with a 1-cell border that is always 0, so the flood fill and the halo test need no edge cases.
-const PW: usize = CW + 2;
+pub(super) const NC: usize = CW * CH;
+/// The cell grid with a 1-cell border that is always 0, so the labelling and the halo test need no edge cases.
+pub(super) const PW: usize = CW + 2;
 const PH: usize = CH + 2;
-const NP: usize = PW * PH;
+pub(super) const NP: usize = PW * PH;
 const LUT_LEN: usize = 1 << 17;
 /// Candidate regions reported per frame.
 pub const MAX_REGIONS: usize = 8;
@@ -239,23 +240,6 @@ impl GridResult {
     }
 }
 
-/// Per-blob sums gathered during labelling.
-#[derive(Default, Clone, Copy)]
-struct Blob {
-    area: u32,
-    x0: usize,
-    y0: usize,
-    x1: usize,
-    y1: usize,
-    perimeter: u32,
-    sum_y: u32,
-    core: u32,
-    sat: u32,
-    samples: u32,
-    texture: u32,
-    luma: u32,
-}
-
 /// The `default` detector. Build once per camera; [`GridDetector::score_rgb`] / [`GridDetector::score_yuyv`]
 /// then run without allocating.
 pub struct GridDetector {
@@ -269,9 +253,8 @@ pub struct GridDetector {
     /// Per cell of the padded `PW×PH` grid: bit 0 fire candidate, bit 1 smoke candidate, bit 2 visited. The
     /// border stays 0; every inner cell is rewritten each frame, so nothing is cleared.
     cell: Box<[u8; NP]>,
-    /// Padded cell indices; each cell is pushed at most once, so `NC` slots suffice.
-    stack: Box<[u16; NC]>,
-    /// Per cell (padded index), packed for the flood fill: core-or-bright count (bits 0..4), saturated-flame
+    labeller: Labeller,
+    /// Per cell (padded index), packed for the blob sums (`blobs`): core-or-bright count (bits 0..4), saturated-flame
     /// count (4..8), kept samples (8..11), luma sum (11..21), texture (21..31).
     cellstat: Box<[u32; NP]>,
     /// Samples per cell outside the masks.
@@ -348,9 +331,8 @@ fn cell_row(
     s
 }
 
-const CELL_FIRE: u8 = 1;
-const CELL_SMOKE: u8 = 2;
-const CELL_SEEN: u8 = 4;
+pub(super) const CELL_FIRE: u8 = 1;
+pub(super) const CELL_SMOKE: u8 = 2;
 const CELL_CORE: u8 = 0x80;
 
 impl Default for GridDetector {
@@ -401,7 +383,7 @@ impl GridDetector {
             class: Box::new([0; NS]),
             luma: Box::new([0; NS]),
             cell: Box::new([0; NP]),
-            stack: Box::new([0; NC]),
+            labeller: Labeller::default(),
             cellstat: Box::new([0; NP]),
             kept_in_cell,
             hist: Box::new([[0; 256]; 4]),
@@ -654,25 +636,14 @@ impl GridDetector {
                     }
                 }
             }
-            for c in self.cell.iter_mut() {
-                *c &= CELL_FIRE | CELL_SMOKE;
-            }
         }
 
         let mut best_fire = Blob::default();
         let mut best_smoke = Blob::default();
         let (mut n_blobs, mut fire_cells, mut smoke_cells) = (0u32, 0u32, 0u32);
         let (mut fire_luma_sum, mut fire_luma_n) = (0u64, 0u64);
-        for start in PW + 1..NP - PW - 1 {
-            let kind = self.cell[start];
-            if kind & (CELL_FIRE | CELL_SMOKE) == 0 || kind & CELL_SEEN != 0 {
-                continue;
-            }
-            let want = kind & (CELL_FIRE | CELL_SMOKE);
-            let blob =
-                if want == CELL_FIRE { self.flood::<true>(start, want) } else { self.flood::<false>(start, want) };
-            let region_kind = if want == CELL_FIRE { RegionKind::Fire } else { RegionKind::Smoke };
-            if want == CELL_FIRE {
+        self.labeller.label(&self.cell, &self.cellstat, |kind, blob| {
+            if kind == CELL_FIRE {
                 fire_cells += blob.area;
                 fire_luma_sum += u64::from(blob.luma);
                 fire_luma_n += u64::from(blob.samples);
@@ -680,16 +651,17 @@ impl GridDetector {
                     n_blobs += 1;
                 }
                 if blob.area > best_fire.area {
-                    best_fire = blob;
+                    best_fire = *blob;
                 }
+                insert_region(&mut out, RegionKind::Fire, blob);
             } else {
                 smoke_cells += blob.area;
                 if blob.area > best_smoke.area {
-                    best_smoke = blob;
+                    best_smoke = *blob;
                 }
+                insert_region(&mut out, RegionKind::Smoke, blob);
             }
-            insert_region(&mut out, region_kind, &blob);
-        }
+        });
 
         let ns = self.kept_samples.max(1) as f32;
         let nc = self.kept_cells.max(1) as f32;
@@ -743,77 +715,9 @@ impl GridDetector {
         out.fire_cells = fire_cells;
         out.smoke_cells = smoke_cells;
         out.fire_luma = if fire_luma_n > 0 { fire_luma_sum as f32 / fire_luma_n as f32 } else { 0.0 };
-        // Cells marked as seen by the flood fill are rewritten by the next frame's cell pass.
         out
     }
-
-    /// 8-connected flood fill of cells with flag `want`, from padded index `start`, with the fixed stack. The
-    /// padded border is never a candidate, so neighbours need no bounds tests. `PERIMETER`: only the fire blob's
-    /// shape feature needs it, so smoke (often most of a grey frame) skips it.
-    #[inline(always)]
-    fn flood<const PERIMETER: bool>(&mut self, start: usize, want: u8) -> Blob {
-        let mut b = Blob { x0: CW, y0: CH, ..Blob::default() };
-        let cell = &mut *self.cell;
-        let stack = &mut *self.stack;
-        let mut top = 0usize;
-        stack[top] = start as u16;
-        top += 1;
-        cell[start] |= CELL_SEEN;
-        while top > 0 {
-            top -= 1;
-            let k = usize::from(stack[top]);
-            let (cx, cy) = (usize::from(PAD_X[k]), usize::from(PAD_Y[k]));
-            b.area += 1;
-            b.x0 = b.x0.min(cx);
-            b.x1 = b.x1.max(cx);
-            b.y0 = b.y0.min(cy);
-            b.y1 = b.y1.max(cy);
-            b.sum_y += cy as u32;
-            // Masked samples have class 0 and luma 0, so the cell sums count only kept samples.
-            let st = self.cellstat[k];
-            b.core += st & 0xF;
-            b.sat += (st >> 4) & 0xF;
-            b.samples += (st >> 8) & 0x7;
-            b.luma += (st >> 11) & 0x3FF;
-            b.texture += st >> 21;
-            // 4-neighbour edges to the outside (border cells included) make the perimeter.
-            if PERIMETER {
-                for n in [k - 1, k + 1, k - PW, k + PW] {
-                    b.perimeter += u32::from(cell[n] & want == 0);
-                }
-            }
-            for n in [k - PW - 1, k - PW, k - PW + 1, k - 1, k + 1, k + PW - 1, k + PW, k + PW + 1] {
-                if cell[n] & (want | CELL_SEEN) == want {
-                    cell[n] |= CELL_SEEN;
-                    // Every cell is pushed at most once, so the stack (NC slots) cannot overflow.
-                    stack[top] = n as u16;
-                    top += 1;
-                }
-            }
-        }
-        b
-    }
 }
-
-/// Cell coordinates of each padded index (border entries unused), so the flood fill needs no division.
-static PAD_X: [u8; NP] = {
-    let mut t = [0u8; NP];
-    let mut k = 0;
-    while k < NP {
-        t[k] = ((k % PW) as u8).wrapping_sub(1);
-        k += 1;
-    }
-    t
-};
-static PAD_Y: [u8; NP] = {
-    let mut t = [0u8; NP];
-    let mut k = 0;
-    while k < NP {
-        t[k] = ((k / PW) as u8).wrapping_sub(1);
-        k += 1;
-    }
-    t
-};
 
 fn valid_size(len: usize, width: usize, height: usize, bpp: usize) -> bool {
     width >= SW && height >= SH && width.checked_mul(height).and_then(|p| p.checked_mul(bpp)).is_some_and(|n| len >= n)
@@ -1134,7 +1038,7 @@ mod tests {
     fn keeps_the_largest_regions_first() {
         let mut out = GridResult::default();
         for (i, a) in [3u32, 9, 1, 7, 5, 2, 8, 6, 4, 10].iter().enumerate() {
-            let b = Blob { area: *a, x0: i, x1: i, y0: 0, y1: 0, ..Blob::default() };
+            let b = Blob { area: *a, x0: i as u16, x1: i as u16, y0: 0, y1: 0, ..Blob::default() };
             insert_region(&mut out, RegionKind::Fire, &b);
         }
         let cells: Vec<u32> = out.regions().iter().map(|r| r.cells).collect();

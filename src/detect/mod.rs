@@ -1,6 +1,7 @@
 //! Detection: a pure per-frame stage that turns a frame into a `VisionScore`, with no allocation per frame.
 //! The task around it takes the newest frame of one camera, scores it and hands the score to fusion.
 
+mod blobs;
 pub mod embereye;
 pub mod grid;
 pub mod grid_model;
