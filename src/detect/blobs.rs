@@ -7,7 +7,7 @@
 //! its cells' sums are a straight loop. Blobs come out in raster order of their first cell, as the flood fill
 //! found them, so the regions and features are the same.
 
-use super::grid::{CELL_FIRE, CELL_SMOKE, CH, CW, NC, NP, PW};
+use super::grid::{CELL_FIRE, CELL_SMOKE, CH, CW, CellBits, NC, NP, PW};
 
 /// Sums over one blob's cells, in cell coordinates.
 #[derive(Default, Clone, Copy)]
@@ -61,8 +61,13 @@ impl Labeller {
     /// bits are ignored) and calls `each(kind, blob)` for every blob, in raster order of its first cell. `stat` is
     /// the detector's packed per-cell counters (see `GridDetector::cellstat`).
     #[inline(always)]
-    pub(super) fn label(&mut self, cell: &[u8; NP], stat: &[u32; NP], mut each: impl FnMut(u8, &Blob)) {
-        const KINDS: u8 = CELL_FIRE | CELL_SMOKE;
+    pub(super) fn label(
+        &mut self,
+        cell: &[u8; NP],
+        stat: &[u32; NP],
+        candidates: &mut CellBits,
+        mut each: impl FnMut(u8, &Blob),
+    ) {
         let (runs, parent, blobs) = (&mut *self.runs, &mut *self.parent, &mut *self.blobs);
         let mut n = 0usize;
         let mut prev = 0..0;
@@ -71,18 +76,16 @@ impl Labeller {
             let start = n;
             // Runs of the previous row are in x order; `p` skips those that end left of the current run.
             let mut p = prev.start;
-            let mut x = 0;
-            while x < CW {
-                let kind = row[x] & KINDS;
-                if kind == 0 {
-                    x += 1;
-                    continue;
-                }
-                let x0 = x;
-                while x < CW && row[x] & KINDS == kind {
-                    x += 1;
-                }
-                let x1 = x - 1;
+            // Bit masks of the row's fire and smoke cells, built without branches; runs are then read off the
+            // masks, so the scan costs one step per run, not a data-dependent branch per cell.
+            let (fire, smoke) = (row_mask(row, CELL_FIRE), row_mask(row, CELL_SMOKE));
+            set_bits(candidates, y * CW, fire | smoke);
+            let mut starts = (fire & !(fire << 1)) | (smoke & !(smoke << 1));
+            while starts != 0 {
+                let x0 = starts.trailing_zeros() as usize;
+                starts &= starts - 1;
+                let (kind, mask) = if (fire >> x0) & 1 != 0 { (CELL_FIRE, fire) } else { (CELL_SMOKE, smoke) };
+                let x1 = x0 + (!(mask >> x0)).trailing_zeros() as usize - 1;
                 runs[n] = Run { x0: x0 as u8, x1: x1 as u8, y: y as u8, kind };
                 parent[n] = n as u16;
                 while p < prev.end && usize::from(runs[p].x1) + 1 < x0 {
@@ -144,6 +147,36 @@ impl Labeller {
     }
 }
 
+/// Bit `x` set when cell `x` of `row` has `flag`. Two 64-bit halves, because a variable u128 shift per cell costs
+/// several instructions, and this form vectorises.
+#[inline(always)]
+fn row_mask(row: &[u8], flag: u8) -> u128 {
+    let (head, tail) = row.split_at(64.min(row.len()));
+    let half = |cells: &[u8]| {
+        let mut m = 0u64;
+        for (x, &c) in cells.iter().enumerate() {
+            m |= u64::from(c & flag != 0) << x;
+        }
+        m
+    };
+    u128::from(half(head)) | (u128::from(half(tail)) << 64)
+}
+
+/// ORs the `CW` low bits of `m` into the bitmap at bit `at`.
+#[inline(always)]
+fn set_bits(bits: &mut CellBits, at: usize, m: u128) {
+    let (w, sh) = (at / 64, at % 64);
+    let spread = m << sh;
+    for (i, part) in [spread as u64, (spread >> 64) as u64, if sh + CW > 128 { (m >> (128 - sh)) as u64 } else { 0 }]
+        .into_iter()
+        .enumerate()
+    {
+        if let Some(word) = bits.get_mut(w + i) {
+            *word |= part;
+        }
+    }
+}
+
 /// Root of run `a`, halving the path on the way.
 #[inline(always)]
 fn find(parent: &mut [u16; NC], mut a: usize) -> usize {
@@ -166,6 +199,7 @@ fn union(parent: &mut [u16; NC], a: usize, b: usize) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::grid::CELL_WORDS;
     use super::*;
 
     /// The straightforward labelling the run version replaced: a flood fill from each unseen cell in raster order.
@@ -251,9 +285,13 @@ mod tests {
                     stat[k] = (r >> 32) as u32 & !(0x7 << 8) | (((r >> 8) as u32 % 5) << 8);
                 }
             }
-            let mut got = Vec::new();
-            lab.label(&cell, &stat, |kind, b| got.push((kind, fields(b))));
+            let (mut got, mut bits) = (Vec::new(), [0; CELL_WORDS]);
+            lab.label(&cell, &stat, &mut bits, |kind, b| got.push((kind, fields(b))));
             assert_eq!(got, flood_fill(&cell, &stat), "round {round}");
+            for k in 0..NC {
+                let want = cell[(k / CW + 1) * PW + k % CW + 1] & (CELL_FIRE | CELL_SMOKE) != 0;
+                assert_eq!(bits[k / 64] >> (k % 64) & 1 != 0, want, "round {round} cell {k}");
+            }
         }
     }
 
@@ -262,13 +300,13 @@ mod tests {
         let mut lab = Labeller::default();
         let (mut cell, stat) = ([0u8; NP], [0u32; NP]);
         let mut n = 0;
-        lab.label(&cell, &stat, |_, _| n += 1);
+        lab.label(&cell, &stat, &mut [0; CELL_WORDS], |_, _| n += 1);
         assert_eq!(n, 0);
         for y in 1..=CH {
             cell[y * PW + 1..][..CW].fill(CELL_SMOKE);
         }
         let mut got = Vec::new();
-        lab.label(&cell, &stat, |kind, b| got.push((kind, b.area, b.x1, b.y1)));
+        lab.label(&cell, &stat, &mut [0; CELL_WORDS], |kind, b| got.push((kind, b.area, b.x1, b.y1)));
         assert_eq!(got, [(CELL_SMOKE, NC as u32, CW as u16 - 1, CH as u16 - 1)]);
     }
 }

@@ -606,13 +606,7 @@ impl GridDetector {
             tex_all += u64::from(sums.texture);
             fire_samples += sums.fire_samples;
             smoke_samples += sums.smoke_samples;
-            for (cx, &c) in cells.iter().enumerate() {
-                any_core |= c;
-                if c & (CELL_FIRE | CELL_SMOKE) != 0 {
-                    let k = cy * CW + cx;
-                    out.candidates[k / 64] |= 1 << (k % 64);
-                }
-            }
+            any_core |= cells.iter().fold(0, |a, &c| a | c);
             let prow = (cy + 1) * PW + 1;
             self.cell[prow..prow + CW].copy_from_slice(&cells);
             self.cellstat[prow..prow + CW].copy_from_slice(&stats);
@@ -642,7 +636,8 @@ impl GridDetector {
         let mut best_smoke = Blob::default();
         let (mut n_blobs, mut fire_cells, mut smoke_cells) = (0u32, 0u32, 0u32);
         let (mut fire_luma_sum, mut fire_luma_n) = (0u64, 0u64);
-        self.labeller.label(&self.cell, &self.cellstat, |kind, blob| {
+        let mut candidates = [0; CELL_WORDS];
+        self.labeller.label(&self.cell, &self.cellstat, &mut candidates, |kind, blob| {
             if kind == CELL_FIRE {
                 fire_cells += blob.area;
                 fire_luma_sum += u64::from(blob.luma);
@@ -662,6 +657,7 @@ impl GridDetector {
                 insert_region(&mut out, RegionKind::Smoke, blob);
             }
         });
+        out.candidates = candidates;
 
         let ns = self.kept_samples.max(1) as f32;
         let nc = self.kept_cells.max(1) as f32;
