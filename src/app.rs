@@ -296,23 +296,7 @@ impl App {
                     crate::config::DetectorKind::Model => Detector::model(
                         &crate::detect::model::spec_from_config(&c.model, &loaded.base_dir),
                         &cam.mask,
-                        crate::detect::model::ModelCounters {
-                            unavailable: registry.counter(
-                                "ember_model_unavailable_total",
-                                "Model loads that failed (the camera runs on the grid detector only).",
-                                &labels,
-                            ),
-                            errors: registry.counter(
-                                "ember_model_errors_total",
-                                "Frames the model could not score (the grid detector scored them).",
-                                &labels,
-                            ),
-                            inferences: registry.counter(
-                                "ember_model_inferences_total",
-                                "CNN runs, one per candidate region scored.",
-                                &labels,
-                            ),
-                        },
+                        crate::detect::model::ModelCounters::register(&registry, &labels),
                     ),
                     kind => Detector::new(kind, &cam.mask),
                 },

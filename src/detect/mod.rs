@@ -81,19 +81,15 @@ impl Detector {
         match kind {
             crate::config::DetectorKind::Embereye => Detector::EmberEye(Box::default()),
             // Without a model spec there is nothing to load: the grid detector (see `Detector::model`).
-            crate::config::DetectorKind::Default | crate::config::DetectorKind::Model => Detector::Default(
-                Box::new(grid::GridDetector::new(&rel_rects(masks))),
-                Box::new(temporal::Temporal::new(temporal::TemporalConfig::default())),
-            ),
+            crate::config::DetectorKind::Default | crate::config::DetectorKind::Model => {
+                Detector::Default(Box::new(grid::GridDetector::new(&rel_rects(masks))), Box::default())
+            }
         }
     }
 
     /// The `model` kind: loads the CNN once (or falls back to the grid detector, logged and counted).
     pub fn model(spec: &model::ModelSpec, masks: &[[f32; 4]], counters: model::ModelCounters) -> Self {
-        Detector::Model(
-            Box::new(model::ModelDetector::load(spec, &rel_rects(masks), counters)),
-            Box::new(temporal::Temporal::new(temporal::TemporalConfig::default())),
-        )
+        Detector::Model(Box::new(model::ModelDetector::load(spec, &rel_rects(masks), counters)), Box::default())
     }
 
     /// Scores one frame of a live camera at `now`; None for a pixel format this detector cannot read.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::grid::{GridDetector, GridResult, RelRect};
 use super::model_input;
 use crate::frame::PixelFormat;
-use crate::telemetry::Counter;
+use crate::telemetry::{Counter, Registry};
 
 /// How many candidate regions the CNN scores per frame, largest first: bounds the inference cost per frame.
 pub const MAX_CROPS: usize = 3;
@@ -37,6 +37,29 @@ pub struct ModelCounters {
     pub errors: Counter,
     /// CNN inferences run (one per candidate crop).
     pub inferences: Counter,
+}
+
+impl ModelCounters {
+    /// The three counters, registered with `labels` (the camera).
+    pub fn register(registry: &Registry, labels: &[(&str, &str)]) -> Self {
+        ModelCounters {
+            unavailable: registry.counter(
+                "ember_model_unavailable_total",
+                "Model loads that failed (the camera runs on the grid detector only).",
+                labels,
+            ),
+            errors: registry.counter(
+                "ember_model_errors_total",
+                "Frames the model could not score (the grid detector scored them).",
+                labels,
+            ),
+            inferences: registry.counter(
+                "ember_model_inferences_total",
+                "CNN runs, one per candidate region scored.",
+                labels,
+            ),
+        }
+    }
 }
 
 pub struct ModelDetector {
@@ -188,14 +211,9 @@ pub fn spec_from_config(c: &crate::config::ModelSection, base_dir: &Path) -> Mod
 mod tests {
     use super::*;
     use crate::detect::grid::{Region, RegionKind};
-    use crate::telemetry::Registry;
 
     fn counters(reg: &Registry) -> ModelCounters {
-        ModelCounters {
-            unavailable: reg.counter("ember_model_unavailable_total", "t", &[]),
-            errors: reg.counter("ember_model_errors_total", "t", &[]),
-            inferences: reg.counter("ember_model_inferences_total", "t", &[]),
-        }
+        ModelCounters::register(reg, &[])
     }
 
     /// 160×120 dark frame with a bright orange blob: the grid detector proposes a fire region there.

@@ -74,6 +74,12 @@ pub struct Temporal {
     head: usize,
 }
 
+impl Default for Temporal {
+    fn default() -> Self {
+        Temporal::new(TemporalConfig::default())
+    }
+}
+
 impl Temporal {
     pub fn new(cfg: TemporalConfig) -> Self {
         Temporal { cfg, ring: [EMPTY; RING], head: 0 }

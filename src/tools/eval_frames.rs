@@ -121,12 +121,7 @@ pub fn evaluate(args: &Args) -> anyhow::Result<Outcome> {
                 .context("--detector model needs --model-library or EMBER_TFLITE_LIB")?;
             // Loaded here so a failure is an error (a run that fell back to the grid would report the wrong detector).
             let loaded = crate::detect::tflite::Model::load(&library, &args.model, 1)?;
-            let reg = crate::telemetry::Registry::new();
-            let counters = crate::detect::model::ModelCounters {
-                unavailable: reg.counter("ember_model_unavailable_total", "-", &[]),
-                errors: reg.counter("ember_model_errors_total", "-", &[]),
-                inferences: reg.counter("ember_model_inferences_total", "-", &[]),
-            };
+            let counters = crate::detect::model::ModelCounters::register(&crate::telemetry::Registry::new(), &[]);
             Some((crate::detect::model::ModelDetector::with_model(loaded, &[], counters.clone()), counters))
         }
         _ => None,
