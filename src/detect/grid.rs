@@ -250,7 +250,7 @@ pub struct GridDetector {
     kept_cells: u32,
     class: Box<[u8; NS]>,
     luma: Box<[u8; NS]>,
-    /// Per cell of the padded `PW×PH` grid: bit 0 fire candidate, bit 1 smoke candidate, bit 2 visited. The
+    /// Per cell of the padded `PW×PH` grid: bit 0 fire candidate, bit 1 smoke candidate, bit 7 bright core. The
     /// border stays 0; every inner cell is rewritten each frame, so nothing is cleared.
     cell: Box<[u8; NP]>,
     labeller: Labeller,
@@ -419,16 +419,16 @@ impl GridDetector {
 
     #[inline(always)]
     fn score_rgb_body(&mut self, rgb: &[u8], width: usize, height: usize) -> GridResult {
-        if !self.sample_rows_rgb_strided(rgb, width, height) {
-            self.sample_rows(rgb, width, height, 3, false, sample_rgb);
+        if !self.sample_rows_strided(rgb, width, height, 3, rgb_sample) {
+            self.sample_rows(rgb, width, height, 3, read_rgb, rgb_sample);
         }
         self.finish(width, height)
     }
 
     #[inline(always)]
     fn score_yuyv_body(&mut self, yuyv: &[u8], width: usize, height: usize) -> GridResult {
-        if !self.sample_rows_yuyv_strided(yuyv, width, height) {
-            self.sample_rows(yuyv, width, height, 2, true, sample_yuyv);
+        if !self.sample_rows_strided(yuyv, width, height, 2, yuyv_sample) {
+            self.sample_rows(yuyv, width, height, 2, read_yuyv, yuyv_sample);
         }
         self.finish(width, height)
     }
@@ -450,61 +450,38 @@ impl GridDetector {
         self.score_yuyv_body(yuyv, width, height)
     }
 
-    /// The YUYV sampling loop for widths that are an even multiple of `SW`, in three passes per row like the RGB
-    /// one: gather each sample's Y0 U Y1 V word; cut the LUT indexes out of the words (vectorised); look the
-    /// classes up. False (nothing done) for other widths.
+    /// The sampling loop for widths that are an even multiple of `SW` (640, 1280, 1920, ...), where the samples
+    /// of a row are one fixed stride apart, in three passes per row: gather each sample as one little-endian
+    /// word (one load; walking the row in stride-sized chunks drops the per-sample bounds checks); `index` cuts
+    /// the LUT index and the luma out of each word (vectorised: BT.601 in 16-bit lanes for RGB); look the
+    /// classes up. The next row's lines are prefetched meanwhile. False (nothing done) for other widths, which
+    /// take [`Self::sample_rows`].
     #[inline(always)]
-    fn sample_rows_yuyv_strided(&mut self, yuyv: &[u8], width: usize, height: usize) -> bool {
-        let Some((stride, first)) = strided_layout(width, 2) else {
+    fn sample_rows_strided(
+        &mut self,
+        px: &[u8],
+        width: usize,
+        height: usize,
+        bpp: usize,
+        index: impl Fn(u32) -> (u32, u8),
+    ) -> bool {
+        // The word must stay in its sample's chunk: R, G, B and the next byte, or Y0 U Y1 V.
+        let Some((stride, first)) = strided_layout(width, bpp).filter(|&(stride, first)| first + 4 <= stride) else {
             return false;
         };
+        let row_of = |j: usize| &px[sample_y(j, height) * width * bpp..][..width * bpp];
         let (mut words, mut idx, mut ys) = ([0u32; SW], [0u32; SW], [0u8; SW]);
         for j in 0..SH {
-            let row = &yuyv[sample_y(j, height) * width * 2..][..width * 2];
             if j + 1 < SH {
-                prefetch_row(&yuyv[sample_y(j + 1, height) * width * 2..][..width * 2]);
+                prefetch_row(row_of(j + 1));
             }
-            for (chunk, w) in row.chunks_exact(stride).zip(words.iter_mut()) {
-                if let Some(p) = chunk.get(first..).and_then(|p| p.first_chunk::<4>()) {
-                    *w = u32::from_le_bytes(*p);
-                }
-            }
-            for ((i, y), w) in idx.iter_mut().zip(ys.iter_mut()).zip(&words) {
-                *i = lut_index_yuyv(*w) as u32;
-                *y = *w as u8;
-            }
-            self.store_row(j, &idx, &ys);
-        }
-        true
-    }
-
-    /// The RGB sampling loop for widths that are an even multiple of `SW`, in three passes per row so the
-    /// middle one (BT.601 in 16-bit lanes, exactly [`rgb_to_yuv`]) vectorises: gather each sample as one word
-    /// (one load instead of three); cut R, G, B out of the words and convert; look the classes up. False (nothing
-    /// done) for other widths.
-    #[inline(always)]
-    fn sample_rows_rgb_strided(&mut self, rgb: &[u8], width: usize, height: usize) -> bool {
-        // Each sample is read as one 4-byte word (R, G, B and the next pixel's R), which must stay in its chunk.
-        let Some((stride, first)) = strided_layout(width, 3).filter(|&(stride, first)| first + 4 <= stride) else {
-            return false;
-        };
-        let mut words = [0u32; SW];
-        let (mut ys, mut idx) = ([0u8; SW], [0u32; SW]);
-        for j in 0..SH {
-            let row = &rgb[sample_y(j, height) * width * 3..][..width * 3];
-            if j + 1 < SH {
-                prefetch_row(&rgb[sample_y(j + 1, height) * width * 3..][..width * 3]);
-            }
-            for (chunk, w) in row.chunks_exact(stride).zip(words.iter_mut()) {
+            for (chunk, w) in row_of(j).chunks_exact(stride).zip(words.iter_mut()) {
                 if let Some(p) = chunk.get(first..).and_then(|p| p.first_chunk::<4>()) {
                     *w = u32::from_le_bytes(*p);
                 }
             }
             for ((i, y), &w) in idx.iter_mut().zip(ys.iter_mut()).zip(&words) {
-                let (y16, u, v) = rgb_to_yuv16((w & 0xFF) as u16, ((w >> 8) & 0xFF) as u16, ((w >> 16) & 0xFF) as u16);
-                // Every value is 0..=255 (exact BT.601), so the narrowing is lossless.
-                *y = y16 as u8;
-                *i = lut_index(y16 as u8, u as u8, v as u8) as u32;
+                (*i, *y) = index(w);
             }
             self.store_row(j, &idx, &ys);
         }
@@ -527,10 +504,9 @@ impl GridDetector {
         }
     }
 
-    /// Fills the class and luma grids: `sample` reads the pixel starting at the slice it gets. When the width is
-    /// an even multiple of `SW` (640, 1280, 1920, ...) the samples are one fixed stride apart, and walking the
-    /// row in stride-sized chunks lets the compiler drop the per-sample bounds checks (the hot loop of the
-    /// whole detector); other widths use the offset table. Both read exactly the same pixels.
+    /// Fills the class and luma grids for any width, from the table of sample offsets: `read` gets the sample's
+    /// word from the bytes starting at its pixel, `index` as in [`Self::sample_rows_strided`], which reads exactly
+    /// the same pixels when it applies.
     #[inline(always)]
     fn sample_rows(
         &mut self,
@@ -538,31 +514,21 @@ impl GridDetector {
         width: usize,
         height: usize,
         bpp: usize,
-        allow_stride: bool,
-        sample: impl Fn(&[u8; LUT_LEN], &[u8]) -> Option<(u8, u8)>,
+        read: impl Fn(&[u8]) -> Option<u32>,
+        index: impl Fn(u32) -> (u32, u8),
     ) {
         let lut = &*self.lut;
         let xs = sample_offsets(width, bpp);
-        let strided = strided_layout(width, bpp).filter(|_| allow_stride);
         for j in 0..SH {
             let row = &px[sample_y(j, height) * width * bpp..][..width * bpp];
             let base = j * SW;
             let (class, luma, keep) =
                 (&mut self.class[base..base + SW], &mut self.luma[base..base + SW], &self.keep[base..base + SW]);
-            if let Some((stride, first)) = strided {
-                let cells = row.chunks_exact(stride).zip(class.iter_mut().zip(luma.iter_mut()).zip(keep));
-                for (chunk, ((c, l), &k)) in cells {
-                    if let Some((cls, y)) = chunk.get(first..).and_then(|p| sample(lut, p)) {
-                        *c = cls & k;
-                        *l = y & k;
-                    }
-                }
-            } else {
-                for (i, &x) in xs.iter().enumerate() {
-                    if let Some((cls, y)) = row.get(x..).and_then(|p| sample(lut, p)) {
-                        class[i] = cls & keep[i];
-                        luma[i] = y & keep[i];
-                    }
+            for (i, &x) in xs.iter().enumerate() {
+                if let Some(w) = row.get(x..).and_then(&read) {
+                    let (k, y) = index(w);
+                    class[i] = lut[k as usize & (LUT_LEN - 1)] & keep[i];
+                    luma[i] = y & keep[i];
                 }
             }
         }
@@ -719,20 +685,31 @@ fn valid_size(len: usize, width: usize, height: usize, bpp: usize) -> bool {
     width >= SW && height >= SH && width.checked_mul(height).and_then(|p| p.checked_mul(bpp)).is_some_and(|n| len >= n)
 }
 
-/// One RGB24 sample at the start of `p`: (class, luma).
+/// An RGB24 sample as a word R | G << 8 | B << 16 (the top byte is ignored).
 #[inline(always)]
-fn sample_rgb(lut: &[u8; LUT_LEN], p: &[u8]) -> Option<(u8, u8)> {
-    let &[r, g, b] = p.first_chunk::<3>()?;
-    let (y, u, v) = rgb_to_yuv(r, g, b);
-    Some((lut[lut_index(y, u, v)], y))
+fn read_rgb(p: &[u8]) -> Option<u32> {
+    p.first_chunk::<3>().map(|&[r, g, b]| u32::from_le_bytes([r, g, b, 0]))
 }
 
-/// One YUYV sample at the start of `p`: sample xs are even, so `p` starts a Y0 U Y1 V group and the sample is Y0.
-/// One little-endian word holds Y0 | U << 8 | Y1 << 16 | V << 24, and the LUT index is cut out of it directly.
+/// A YUYV sample as the word Y0 | U << 8 | Y1 << 16 | V << 24: sample xs are even, so `p` starts a Y0 U Y1 V
+/// group and the sample is Y0.
 #[inline(always)]
-fn sample_yuyv(lut: &[u8; LUT_LEN], p: &[u8]) -> Option<(u8, u8)> {
-    let w = u32::from_le_bytes(*p.first_chunk::<4>()?);
-    Some((lut[lut_index_yuyv(w)], w as u8))
+fn read_yuyv(p: &[u8]) -> Option<u32> {
+    p.first_chunk::<4>().map(|w| u32::from_le_bytes(*w))
+}
+
+/// (LUT index, luma) of an RGB sample word (see [`read_rgb`]).
+#[inline(always)]
+fn rgb_sample(w: u32) -> (u32, u8) {
+    let (y, u, v) = rgb_to_yuv16((w & 0xFF) as u16, ((w >> 8) & 0xFF) as u16, ((w >> 16) & 0xFF) as u16);
+    // Every value is 0..=255 (exact BT.601), so the narrowing is lossless.
+    (lut_index(y as u8, u as u8, v as u8) as u32, y as u8)
+}
+
+/// (LUT index, luma) of a YUYV sample word (see [`read_yuyv`]): the index is cut out of the word directly.
+#[inline(always)]
+fn yuyv_sample(w: u32) -> (u32, u8) {
+    (lut_index_yuyv(w) as u32, w as u8)
 }
 
 /// When the width is an even multiple of `SW`, the samples of a row are one fixed stride apart: (stride in bytes,
@@ -868,27 +845,21 @@ mod tests {
             rgb_to_yuyv(&rgb, w, w, h, &mut yuyv);
             let mut det = GridDetector::new(&[]);
             for (px, bpp) in [(&rgb, 3), (&yuyv, 2)] {
-                let read = |det: &mut GridDetector, fast: bool| {
+                let read = |det: &mut GridDetector, strided: bool| {
                     // A sentinel, so a sample the path skipped cannot pass as read.
                     det.class.fill(0xA5);
                     det.luma.fill(0x5A);
-                    if bpp == 3 {
-                        det.sample_rows(px, w, h, bpp, fast, sample_rgb);
-                    } else {
-                        det.sample_rows(px, w, h, bpp, fast, sample_yuyv);
+                    match (bpp, strided) {
+                        (3, false) => det.sample_rows(px, w, h, bpp, read_rgb, rgb_sample),
+                        (3, true) => assert!(det.sample_rows_strided(px, w, h, bpp, rgb_sample)),
+                        (_, false) => det.sample_rows(px, w, h, bpp, read_yuyv, yuyv_sample),
+                        (_, true) => assert!(det.sample_rows_strided(px, w, h, bpp, yuyv_sample)),
                     }
                     (det.class.clone(), det.luma.clone())
                 };
-                let slow = read(&mut det, false);
-                let fast = read(&mut det, true);
-                assert!(slow == fast, "{w}x{h} bpp {bpp}");
-                if bpp == 3 {
-                    det.class.fill(0xA5);
-                    det.luma.fill(0x5A);
-                    assert!(det.sample_rows_rgb_strided(px, w, h));
-                    assert!((det.class.clone(), det.luma.clone()) == slow, "{w}x{h} rgb three-pass");
-                }
-                assert!(!slow.0.contains(&0xA5) || !slow.1.contains(&0x5A), "every sample written");
+                let table = read(&mut det, false);
+                assert!(read(&mut det, true) == table, "{w}x{h} bpp {bpp}");
+                assert!(!table.0.contains(&0xA5) || !table.1.contains(&0x5A), "every sample written");
             }
         }
     }
