@@ -446,7 +446,7 @@ fn parse_frame<'a>(
             return Err(Reject::FrameCount(n));
         }
         for (slot, tok) in raw.iter_mut().zip(tokens()) {
-            *slot = core::str::from_utf8(tok).ok().and_then(|s| s.parse::<u16>().ok()).ok_or(Reject::FrameBadValue)?;
+            *slot = spaced_word(tok).ok_or(Reject::FrameBadValue)?;
         }
         return Ok(Packet::RawCounts { loc, counts: raw, spaced: true });
     }
@@ -461,6 +461,34 @@ fn parse_frame<'a>(
         }
         n => Err(Reject::FrameLength(n)),
     }
+}
+
+/// One token of a space-separated frame. EmberEye reads each with `int(tok, 16)` (doc §1.3.1), so `0100` is 256:
+/// hex digits in either case, an optional `0x`, and `_` between digits as Python allows. A value that does not fit
+/// the sensor's 16-bit word, a sign or anything else is a bad value (Python would keep a negative or huge number,
+/// which no MLX90640 word can be).
+fn spaced_word(tok: &[u8]) -> Option<u16> {
+    let digits = tok.strip_prefix(b"0x").or_else(|| tok.strip_prefix(b"0X")).unwrap_or(tok);
+    if digits.is_empty() || digits.first() == Some(&b'_') || digits.last() == Some(&b'_') {
+        return None;
+    }
+    let mut value: u32 = 0;
+    let mut last_underscore = false;
+    for &c in digits {
+        if c == b'_' {
+            if last_underscore {
+                return None;
+            }
+            last_underscore = true;
+            continue;
+        }
+        last_underscore = false;
+        value = (value << 4) | (c as char).to_digit(16)?;
+        if value > u16::MAX as u32 {
+            return None;
+        }
+    }
+    Some(value as u16)
 }
 
 /// EmberEye's three loc-id forms, applied to the text after `#frame`/`#Sensor`:

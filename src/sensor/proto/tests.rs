@@ -164,11 +164,26 @@ fn sensor_accessors_and_duplicates() {
 fn raw_count_frames() {
     let w = words(PIXELS, 5);
     assert_eq!(decode(format!("#frame9:{}", hex(&w)).as_bytes()), vec![Ev::Raw(Some("9".into()), w.clone(), false)]);
-    // simulators/tcp_simulator.py style: 768 values 0..4095, any ASCII whitespace between them.
+    // simulators/tcp_simulator.py style: 768 values 0..4095 as `{:04x}`, any ASCII whitespace between them. EmberEye
+    // reads each token with int(tok, 16), so `0100` is 256, not 100.
     let w: Vec<u16> = w.iter().map(|v| v % 4096).collect();
-    let spaced: Vec<String> = w.iter().map(u16::to_string).collect();
+    let spaced: Vec<String> = w.iter().map(|v| format!("{v:04x}")).collect();
     let line = format!("#frame:{}\n", spaced.join(" ").replacen(" ", "\t \t", 1));
-    assert_eq!(decode(line.as_bytes()), vec![Ev::Raw(None, w, true)]);
+    assert_eq!(decode(line.as_bytes()), vec![Ev::Raw(None, w.clone(), true)]);
+    let mut tokens: Vec<String> = w.iter().map(|v| format!("{v:X}")).collect();
+    tokens[0] = "0100".into();
+    tokens[1] = "0xff".into();
+    tokens[2] = "F_FF".into();
+    tokens[3] = "ffff".into();
+    let mut want = w.clone();
+    want[..4].copy_from_slice(&[256, 255, 0xFFF, 0xFFFF]);
+    assert_eq!(decode(format!("#frame:{}\n", tokens.join(" ")).as_bytes()), vec![Ev::Raw(None, want, true)]);
+    for bad in ["10000", "-1", "+1", "0x", "_1", "1_", "1__2", "g", "1.5"] {
+        let mut t = tokens.clone();
+        t[5] = bad.into();
+        let got = decode(format!("#frame:{}\n", t.join(" ")).as_bytes());
+        assert_eq!(got, vec![Ev::Rej(Reject::FrameBadValue)], "{bad}");
+    }
     // Known limit: 768 five-digit values need > MAX_LINE bytes (≈4.6 KB), so they are Oversize.
     assert_eq!(
         decode(format!("#frame:{}\n", vec!["65535"; PIXELS].join(" ")).as_bytes()),
@@ -391,7 +406,7 @@ fn fuzz_random_and_mutated_input_never_panics() {
             .collect();
         churn(&mut rng, &input);
     }
-    let spaced: Vec<String> = words(PIXELS, 2).iter().map(u16::to_string).collect();
+    let spaced: Vec<String> = words(PIXELS, 2).iter().map(|v| format!("{v:04x}")).collect();
     let templates: Vec<Vec<u8>> = vec![
         frame_line("#frame1234:").1.into(),
         format!("#frame:roomB:{}\n", hex(&words(PIXELS, 1))).into(),
