@@ -167,12 +167,24 @@ impl Spool {
         b[8..].copy_from_slice(&sum.to_le_bytes());
         let tmp = self.dir.join("state.tmp");
         let path = self.dir.join("state");
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&b).map_err(io(&tmp))?;
+        let replaced = File::create(&tmp).and_then(|mut f| {
+            f.write_all(&b)?;
+            if self.fsync == Fsync::Always {
+                f.sync_all()?;
+            }
+            std::fs::rename(&tmp, &path)
+        });
+        let Err(e) = replaced else { return Ok(()) };
+        // On a full disk the new file gets no block, and an ack that cannot be persisted would keep every old
+        // segment, so the disk would never recover. The existing state file already owns its block: overwrite
+        // its 12 bytes in place. A torn write there (power cut within one sector) fails the CRC and costs a new
+        // epoch at the next start, which makes the collector take resends as new: duplicates, never a loss.
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = OpenOptions::new().write(true).open(&path).map_err(|_| io(&tmp)(e))?;
+        f.write_all(&b).map_err(io(&path))?;
         if self.fsync == Fsync::Always {
-            f.sync_all().map_err(io(&tmp))?;
+            f.sync_data().map_err(io(&path))?;
         }
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
         Ok(())
     }
 
@@ -232,9 +244,19 @@ impl Spool {
             return Err(SpoolError::TooLarge(0));
         };
         // One write per record: a crash leaves either the whole record or a torn tail that `scan` drops.
-        f.write_all(&buf[..total as usize]).map_err(io(&seg.path))?;
-        if self.fsync == Fsync::Always {
-            f.sync_data().map_err(io(&seg.path))?;
+        let fsync = self.fsync;
+        let written = f
+            .write_all(&buf[..total as usize])
+            .and_then(|()| if fsync == Fsync::Always { f.sync_data() } else { Ok(()) });
+        if let Err(e) = written {
+            // A full disk writes part of a record and then fails. Left in place, those bytes would shift every
+            // later record away from the offset the index gives it (resends would go out as garbage, and the next
+            // start would drop them as torn). So cut the file back to its last whole record; if even that fails,
+            // the next append opens a new segment and the torn bytes end this one, where `scan` drops them.
+            if f.set_len(seg.bytes).is_err() {
+                self.active = None;
+            }
+            return Err(io(&seg.path)(e));
         }
         seg.records.push((seq, seg.bytes, total as u32));
         seg.bytes += total;
@@ -376,6 +398,94 @@ mod tests {
         assert_eq!(s.epoch(), epoch);
         assert_eq!(pending(&s).iter().map(|p| p.0).collect::<Vec<_>>(), [3, 4, 5]);
         assert_eq!(s.next_seq(), 6);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    const FULL_DISK_CHILD: &str = "EMBER_SPOOL_FULL_DISK_DIR";
+
+    /// A file-size limit makes the kernel write part of a record and then fail (EFBIG), which is what a full
+    /// disk does (ENOSPC). The limit is per process, so the spool runs in a child: this test binary again, with
+    /// only this test selected.
+    #[test]
+    fn short_write_is_rolled_back_and_later_records_stay_readable() {
+        if let Some(d) = std::env::var_os(FULL_DISK_CHILD) {
+            full_disk_child(Path::new(&d));
+            return;
+        }
+        let d = dir("full-disk");
+        std::fs::create_dir_all(&d).unwrap();
+        let name = "uplink::spool::tests::short_write_is_rolled_back_and_later_records_stay_readable";
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+            .env(FULL_DISK_CHILD, &d)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "child failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // What the child left on disk reopens whole: no torn bytes, every record where its index says.
+        let (s, r) = Spool::open(&d, 1 << 20, Fsync::Never).unwrap();
+        assert_eq!(r.torn_bytes, 0);
+        let want: Vec<(u32, String)> = [(1, "1:a0"), (2, "2:a1"), (3, "3:a2"), (4, "4:after0"), (5, "5:after1")]
+            .iter()
+            .map(|(n, t)| (*n, t.to_string()))
+            .collect();
+        assert_eq!(pending(&s), want);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    fn full_disk_child(d: &Path) {
+        // SAFETY: plain libc calls on this process's own signal disposition and limits; no memory is shared.
+        unsafe {
+            // Past the limit the kernel also sends SIGXFSZ, whose default action would kill the child.
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        }
+        let (mut s, _) = Spool::open(d, 1 << 20, Fsync::Always).unwrap();
+        for i in 0..3 {
+            put(&mut s, &format!("a{i}"));
+        }
+        let seg_len = std::fs::metadata(&s.segments.back().unwrap().path).unwrap().len();
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: `lim` is a valid, writable rlimit.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim) }, 0);
+        let saved = lim.rlim_cur;
+        // Room for 7 of the next record's 17 bytes: a short write, then EFBIG.
+        lim.rlim_cur = seg_len + 7;
+        // SAFETY: as above; lowering the soft limit only.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &lim) }, 0);
+        let failed = s.append(|_, buf| {
+            buf[..7].copy_from_slice(b"x:torn!");
+            Some(7)
+        });
+        assert!(failed.is_err(), "the write past the limit must fail");
+        lim.rlim_cur = saved;
+        // SAFETY: as above; back to the saved soft limit, which is within the hard limit.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &lim) }, 0);
+        assert_eq!(std::fs::metadata(&s.segments.back().unwrap().path).unwrap().len(), seg_len, "rolled back");
+        put(&mut s, "after0");
+        put(&mut s, "after1");
+        let got: Vec<String> = pending(&s).into_iter().map(|p| p.1).collect();
+        assert_eq!(got, ["1:a0", "2:a1", "3:a2", "4:after0", "5:after1"]);
+    }
+
+    /// When no new state file can be made (a full disk; here a directory in its way), the ack is still persisted
+    /// in place, so acknowledged segments are freed and the disk can recover.
+    #[test]
+    fn ack_is_persisted_when_no_new_state_file_can_be_made() {
+        let d = dir("state-in-place");
+        let (mut s, _) = Spool::open(&d, 1 << 20, Fsync::Always).unwrap();
+        for i in 0..4 {
+            put(&mut s, &format!("s{i}"));
+        }
+        std::fs::create_dir(d.join("state.tmp")).unwrap();
+        assert!(s.ack(1).unwrap());
+        assert!(s.ack(2).unwrap());
+        drop(s);
+        let (s, _) = Spool::open(&d, 1 << 20, Fsync::Always).unwrap();
+        assert_eq!(pending(&s).iter().map(|p| p.0).collect::<Vec<_>>(), [3, 4]);
         let _ = std::fs::remove_dir_all(&d);
     }
 
