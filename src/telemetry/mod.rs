@@ -2,6 +2,7 @@
 
 pub mod health;
 pub mod http;
+pub mod log_limit;
 pub mod metrics;
 pub mod proc_stat;
 pub mod sdnotify;

@@ -8,13 +8,16 @@
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::wire::{self, Down, FrameSplitter, MAX_FRAME, MAX_MESSAGE, Received, Split, Up, WireError};
 use crate::event::{ZoneState, evidence};
+use crate::telemetry::log_limit::{LogLimit, held_back};
 use crate::telemetry::{Counter, Registry};
 
 /// Reads a key file: hex text (as `openssl rand -hex 32` writes) or raw bytes.
@@ -81,6 +84,34 @@ impl Seen {
     }
 }
 
+/// How many appliance connections a collector keeps, and for how long a quiet one.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections held at once (further capped by the process's file-descriptor limit, less headroom).
+    pub max_connections: usize,
+    /// A new connection must deliver one valid frame within this (an appliance sends a heartbeat at once).
+    pub first_frame: Duration,
+    /// A connection that has delivered frames is closed after this long without one (heartbeats keep it open).
+    pub idle: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { max_connections: 512, first_frame: Duration::from_secs(10), idle: Duration::from_secs(300) }
+    }
+}
+
+/// File descriptors kept free for the output file, the listener, logs and the runtime.
+const FD_HEADROOM: u64 = 64;
+
+/// One connection's place: whether it has proved itself with a valid frame, and how to close it.
+struct Slot {
+    id: u64,
+    since: Instant,
+    verified: Arc<AtomicBool>,
+    close: CancellationToken,
+}
+
 pub struct Collector {
     sink: Mutex<Box<dyn Write + Send>>,
     /// Sequence numbers seen per (device, epoch).
@@ -91,6 +122,14 @@ pub struct Collector {
     pub alerts: Counter,
     pub heartbeats: Counter,
     pub duplicates: Counter,
+    limits: Limits,
+    slots: Mutex<Vec<Slot>>,
+    next_slot: AtomicU64,
+    refused: Counter,
+    evicted: Counter,
+    timed_out: Counter,
+    warn_frames: LogLimit,
+    warn_accept: LogLimit,
 }
 
 fn state_label(level: u8) -> &'static str {
@@ -131,7 +170,36 @@ fn reason(e: &WireError) -> &'static str {
 
 impl Collector {
     pub fn new(reg: &Arc<Registry>, sink: Box<dyn Write + Send>, keys: Option<HashMap<u32, Vec<u8>>>) -> Arc<Self> {
+        Self::with_limits(reg, sink, keys, Limits::default())
+    }
+
+    pub fn with_limits(
+        reg: &Arc<Registry>,
+        sink: Box<dyn Write + Send>,
+        keys: Option<HashMap<u32, Vec<u8>>>,
+        limits: Limits,
+    ) -> Arc<Self> {
         Arc::new(Collector {
+            limits,
+            slots: Mutex::new(Vec::new()),
+            next_slot: AtomicU64::new(0),
+            refused: reg.counter(
+                "ember_collector_connections_refused_total",
+                "Connections closed at once: every slot held by connections that had sent valid frames.",
+                &[],
+            ),
+            evicted: reg.counter(
+                "ember_collector_connections_evicted_total",
+                "Connections that had sent no valid frame yet, closed to make room for a new one.",
+                &[],
+            ),
+            timed_out: reg.counter(
+                "ember_collector_connections_timed_out_total",
+                "Connections closed for sending no valid frame in time (first frame or idle timeout).",
+                &[],
+            ),
+            warn_frames: LogLimit::new(WARN_EVERY),
+            warn_accept: LogLimit::new(WARN_EVERY),
             sink: Mutex::new(sink),
             seen: Mutex::new(HashMap::new()),
             keys,
@@ -258,36 +326,70 @@ impl Collector {
     /// Decodes, verifies and handles one frame (a COBS frame, with or without its terminator); returns the
     /// acknowledgement to send for it, if any. Bad frames are counted by reason.
     pub fn receive(&self, frame: &[u8]) -> Option<(u32, Down)> {
+        self.receive_checked(frame).1
+    }
+
+    /// `receive`, and whether the frame was valid (a heartbeat is valid and needs no ack).
+    fn receive_checked(&self, frame: &[u8]) -> (bool, Option<(u32, Down)>) {
         let key_of = |d: u32| self.keys.as_ref().and_then(|k| k.get(&d).cloned());
         let mut scratch = [0u8; MAX_MESSAGE];
         match wire::decode_up(frame, &mut scratch, key_of, self.keys.is_some()) {
-            Ok(msg) => self.handle(msg),
+            Ok(msg) => (true, self.handle(msg)),
             Err(e) => {
                 self.reject(reason(&e));
-                log::warn!("collector: frame rejected: {e}");
-                None
+                if let Some(held) = self.warn_frames.allow(Instant::now()) {
+                    log::warn!("collector: frame rejected: {e}{}", held_back(held));
+                }
+                (false, None)
             }
         }
     }
 
-    /// Serves one appliance connection until it closes.
-    pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(&self, mut stream: S) -> std::io::Result<()> {
+    /// Serves one appliance connection until it closes, or until it stays quiet too long: a new connection
+    /// must send a valid frame within `Limits::first_frame`, a proven one one within `Limits::idle`.
+    pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: S) -> std::io::Result<()> {
+        self.serve_tracked(stream, &AtomicBool::new(false)).await
+    }
+
+    async fn serve_tracked<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut stream: S,
+        verified: &AtomicBool,
+    ) -> std::io::Result<()> {
         let mut splitter = FrameSplitter::default();
         let mut buf = [0u8; 4096];
         let mut acks: Vec<(u32, Down)> = Vec::with_capacity(64);
         let key_of = |d: u32| self.keys.as_ref().and_then(|k| k.get(&d).cloned());
+        let mut deadline = tokio::time::Instant::now() + self.limits.first_frame;
         loop {
-            let n = stream.read(&mut buf).await?;
+            let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    self.timed_out.inc();
+                    return Ok(());
+                }
+            };
             if n == 0 {
                 return Ok(());
             }
+            let mut valid = false;
             splitter.feed(&buf[..n], |s| match s {
-                Split::Frame(f) => acks.extend(self.receive(f)),
+                Split::Frame(f) => {
+                    let (ok, ack) = self.receive_checked(f);
+                    valid |= ok;
+                    acks.extend(ack);
+                }
                 Split::Oversize => {
                     self.reject("oversize");
-                    log::warn!("collector: oversize frame rejected");
+                    if let Some(held) = self.warn_frames.allow(Instant::now()) {
+                        log::warn!("collector: oversize frame rejected{}", held_back(held));
+                    }
                 }
             });
+            if valid {
+                verified.store(true, Ordering::Relaxed);
+                deadline = tokio::time::Instant::now() + self.limits.idle;
+            }
             let mut out = [0u8; MAX_FRAME];
             let mut batch: Vec<u8> = Vec::with_capacity(acks.len() * 32);
             for (device, ack) in acks.drain(..) {
@@ -364,18 +466,32 @@ impl Collector {
         }
     }
 
+    /// Accepts appliance connections. Slots are bounded (`Limits::max_connections`, within the fd budget); when
+    /// all are taken, the oldest connection that has not sent a valid frame yet makes room, so idle or junk
+    /// connections cannot lock real appliances out. Only when every slot holds a proven appliance is a new
+    /// connection refused.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, stop: CancellationToken) -> anyhow::Result<()> {
+        let cap = self.limits.max_connections.min(fd_budget()).max(1);
+        if cap < self.limits.max_connections {
+            log::warn!("collector: {cap} connections at most (the file-descriptor limit leaves no room for more)");
+        }
         loop {
             let (stream, peer) = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 r = listener.accept() => match r {
                     Ok(c) => c,
                     Err(e) => {
-                        log::warn!("collector accept failed: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        if let Some(held) = self.warn_accept.allow(Instant::now()) {
+                            log::warn!("collector: accept failed: {e}{}", held_back(held));
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 },
+            };
+            let Some((id, verified, close)) = self.take_slot(cap) else {
+                self.refused.inc();
+                continue;
             };
             let _ = stream.set_nodelay(true);
             let me = Arc::clone(&self);
@@ -383,13 +499,55 @@ impl Collector {
             tokio::spawn(async move {
                 tokio::select! {
                     _ = stop.cancelled() => {}
-                    r = me.serve_connection(stream) => if let Err(e) = r {
+                    _ = close.cancelled() => {}
+                    r = me.serve_tracked(stream, &verified) => if let Err(e) = r {
                         log::info!("collector: connection from {peer} ended: {e}");
                     }
                 }
+                me.slots.lock().unwrap_or_else(|p| p.into_inner()).retain(|s| s.id != id);
             });
         }
     }
+
+    /// A slot for a new connection, evicting the oldest unproven one if all are taken; `None` to refuse.
+    fn take_slot(&self, cap: usize) -> Option<(u64, Arc<AtomicBool>, CancellationToken)> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if slots.len() >= cap {
+            let oldest = slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.verified.load(Ordering::Relaxed))
+                .min_by_key(|(_, s)| s.since)
+                .map(|(i, _)| i)?;
+            slots.swap_remove(oldest).close.cancel();
+            self.evicted.inc();
+        }
+        let id = self.next_slot.fetch_add(1, Ordering::Relaxed);
+        let (verified, close) = (Arc::new(AtomicBool::new(false)), CancellationToken::new());
+        slots.push(Slot { id, since: Instant::now(), verified: Arc::clone(&verified), close: close.clone() });
+        Some((id, verified, close))
+    }
+}
+
+const WARN_EVERY: Duration = Duration::from_secs(5);
+
+/// Connections the file-descriptor limit allows, after raising the soft limit to the hard one (the usual 1024
+/// soft limit is a default, not a budget) and keeping headroom.
+fn fd_budget() -> usize {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is a valid, writable rlimit; the calls touch only this process's limits.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return usize::MAX;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    usize::try_from(lim.rlim_cur.saturating_sub(FD_HEADROOM)).unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]
@@ -406,5 +564,103 @@ mod seen_tests {
         // A permanent hole (dropped by a full spool) is given up on once far enough behind.
         assert!(s.insert(10 + WINDOW + 1));
         assert!(s.floor >= 11 && s.above.len() <= 2);
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+    use tokio::net::TcpStream;
+
+    fn heartbeat() -> Vec<u8> {
+        let mut out = [0u8; MAX_FRAME];
+        let hb = Up::Heartbeat { device_id: 7, epoch: 1, ts_ms: 1, health: 0, spool_pending: 0, spool_dropped: 0 };
+        let n = wire::encode(&hb, &[], &mut out).unwrap();
+        out[..n].to_vec()
+    }
+
+    async fn start(limits: Limits) -> (Arc<Collector>, std::net::SocketAddr, CancellationToken) {
+        let reg = Registry::new();
+        let c = Collector::with_limits(&reg, Box::new(std::io::sink()), None, limits);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(Arc::clone(&c).serve(listener, stop.clone()));
+        (c, addr, stop)
+    }
+
+    /// True when the peer closed the connection within `within`.
+    async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+        let mut b = [0u8; 64];
+        loop {
+            match tokio::time::timeout(within, s.read(&mut b)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_connections_cannot_lock_out_an_appliance() {
+        let limits = Limits { max_connections: 4, first_frame: Duration::from_secs(30), idle: Duration::from_secs(30) };
+        let (c, addr, stop) = start(limits).await;
+        let mut idle = Vec::new();
+        for _ in 0..4 {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        wait_for("4 slots taken", || c.slots.lock().unwrap().len() == 4).await;
+        // A real appliance: heartbeat at once; it gets in by evicting the oldest silent connection.
+        let mut appliance = TcpStream::connect(addr).await.unwrap();
+        appliance.write_all(&heartbeat()).await.unwrap();
+        wait_for("the heartbeat", || c.heartbeats.get() == 1).await;
+        assert!(closed_within(&mut idle[0], Duration::from_secs(5)).await, "the oldest idle one makes room");
+        assert_eq!(c.evicted.get(), 1);
+        // Fill every slot with proven appliances: a further connection is refused, and none of them evicted.
+        let mut proven = vec![appliance];
+        for _ in 0..3 {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(&heartbeat()).await.unwrap();
+            proven.push(s);
+        }
+        wait_for("4 heartbeats", || c.heartbeats.get() == 4).await;
+        let mut late = TcpStream::connect(addr).await.unwrap();
+        assert!(closed_within(&mut late, Duration::from_secs(5)).await, "refused when every slot is proven");
+        assert_eq!(c.refused.get(), 1);
+        for s in &mut proven {
+            s.write_all(&heartbeat()).await.unwrap();
+        }
+        wait_for("8 heartbeats", || c.heartbeats.get() == 8).await;
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn silent_and_idle_connections_time_out() {
+        let limits =
+            Limits { max_connections: 8, first_frame: Duration::from_millis(200), idle: Duration::from_millis(600) };
+        let (c, addr, stop) = start(limits).await;
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut junk = TcpStream::connect(addr).await.unwrap();
+        let mut proven = TcpStream::connect(addr).await.unwrap();
+        proven.write_all(&heartbeat()).await.unwrap();
+        // Junk keeps bytes flowing but never a valid frame: it is closed like a silent one.
+        junk.write_all(b"\x01\x02\x00garbage\x00").await.unwrap();
+        assert!(closed_within(&mut silent, Duration::from_secs(3)).await);
+        assert!(closed_within(&mut junk, Duration::from_secs(3)).await);
+        // The proven one outlives the first-frame deadline, then times out after `idle` without frames.
+        let t = Instant::now();
+        assert!(closed_within(&mut proven, Duration::from_secs(5)).await);
+        assert!(t.elapsed() >= Duration::from_millis(300), "idle timeout, not the first-frame one");
+        wait_for("the slots to empty", || c.slots.lock().unwrap().is_empty()).await;
+        assert_eq!(c.timed_out.get(), 3);
+        stop.cancel();
     }
 }
