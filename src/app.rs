@@ -322,13 +322,8 @@ impl App {
         let map = Arc::new(DeviceMap::from_config(&c.sensors));
         let devices = Arc::new(Devices::new(&c.sensors, &registry, observations.clone()));
         live.set_devices(Arc::clone(&devices));
-        let server = Arc::new(SensorServer {
-            map: Arc::clone(&map),
-            devices: Arc::clone(&devices),
-            counters: Arc::new(SensorCounters::new(&registry, &map)),
-            max_connections: c.sensors.max_connections,
-            idle_timeout: Duration::from_secs((c.sensors.offline_after_secs * 2).max(60)),
-        });
+        let counters = Arc::new(SensorCounters::new(&registry, &map));
+        let server = Arc::new(SensorServer::from_config(&c.sensors, Arc::clone(&map), Arc::clone(&devices), counters));
         for addr in &c.sensors.listen {
             let listener = bind("sensors", *addr).await?;
             let local = listener.local_addr()?;

@@ -14,6 +14,13 @@ pub struct Sensors {
     /// Most simultaneous device connections; more are refused. Default 256.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Most simultaneous connections from one address; more are refused. Default 16.
+    #[serde(default = "default_max_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// A connection that has not spoken for a configured device within this is closed, so anonymous
+    /// connections cannot hold the slots real devices need. Default 10 s.
+    #[serde(default = "default_identify_secs")]
+    pub identify_secs: u64,
     /// A device silent this long is offline (trouble, not alarm). Default 30 s.
     #[serde(default = "default_offline_secs")]
     pub offline_after_secs: u64,
@@ -30,6 +37,8 @@ impl Default for Sensors {
         Sensors {
             listen: default_sensor_listen(),
             max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_per_ip(),
+            identify_secs: default_identify_secs(),
             offline_after_secs: default_offline_secs(),
             devices: Vec::new(),
             serial: Vec::new(),
@@ -66,7 +75,8 @@ pub struct Device {
     /// Serial number the device announces (`#serialno:`).
     #[serde(default)]
     pub serial: Option<String>,
-    /// Peer IP that identifies the device when it announces nothing (static map, like EmberEye's).
+    /// Peer IP of the device. It identifies the device when it announces nothing (static map, like
+    /// EmberEye's), and it pins the device: packets for it from any other address are dropped as impostors.
     #[serde(default)]
     pub ip: Option<std::net::IpAddr>,
     /// Streaming or polled. Default "continuous".
@@ -172,6 +182,12 @@ fn default_sensor_listen() -> Vec<SocketAddr> {
 }
 fn default_max_connections() -> usize {
     256
+}
+fn default_max_per_ip() -> usize {
+    16
+}
+fn default_identify_secs() -> u64 {
+    10
 }
 fn default_offline_secs() -> u64 {
     30

@@ -22,6 +22,8 @@ pub mod fault {
     pub const ADC_STATIC: u8 = 4;
     pub const THERMAL: u8 = 8;
     pub const NO_CALIBRATION: u8 = 16;
+    /// Another link speaks for the device: an impostor of a pinned device, or a second live connection.
+    pub const TAMPER: u8 = 32;
 
     pub fn names(bits: u8) -> impl Iterator<Item = &'static str> {
         [
@@ -30,6 +32,7 @@ pub mod fault {
             (ADC_STATIC, "adc_not_changing"),
             (THERMAL, "thermal_sensor_fault"),
             (NO_CALIBRATION, "no_calibration"),
+            (TAMPER, "tamper"),
         ]
         .into_iter()
         .filter(move |(b, _)| bits & b != 0)
@@ -38,6 +41,9 @@ pub mod fault {
 }
 
 const ADC_RAIL_HIGH: i64 = 4095;
+
+const FAULTS_HELP: &str = "Trouble bits of the device: 1 offline, 2 ADC at a rail, 4 ADC static, 8 thermal fault, \
+                           16 no calibration, 32 tamper (0 = healthy).";
 
 struct State {
     last_seen: Option<Instant>,
@@ -114,7 +120,7 @@ impl Devices {
                 let l = [("device", d.name.as_str())];
                 DeviceCounters {
                     online: reg.gauge("ember_sensor_device_online", "1 while the device is sending.", &l),
-                    faults: reg.gauge("ember_sensor_device_faults", "Trouble bits of the device (0 = healthy).", &l),
+                    faults: reg.gauge("ember_sensor_device_faults", FAULTS_HELP, &l),
                     reconnects: reg.counter(
                         "ember_sensor_device_reconnects_total",
                         "Times the device came back after being offline.",
@@ -177,6 +183,12 @@ impl Devices {
                 ok: st.faults == 0,
             });
         }
+    }
+
+    /// Raises or clears the tamper trouble (see `sensor::claims`).
+    pub fn set_tamper(&self, device: usize, on: bool, now: Instant) {
+        let Some(mut st) = self.lock(device) else { return };
+        self.set_fault(device, &mut st, fault::TAMPER, on, now);
     }
 
     /// Any packet from the device: it is alive.

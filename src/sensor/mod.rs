@@ -3,6 +3,7 @@
 //! the protocol like real firmware. Issue 3 adds serial ports and calibrated MLX90640 temperatures.
 
 pub mod analysis;
+pub mod claims;
 pub mod commands;
 pub mod device;
 pub mod mlx90640;
