@@ -26,9 +26,10 @@ use crate::queue::{Overflow, Queue};
 use crate::sensor::DeviceMap;
 use crate::sensor::device::Devices;
 use crate::sensor::server::{SensorCounters, SensorServer};
-use crate::telemetry::{Health, PartHandle, PartState, Registry, http, metrics, sdnotify};
+use crate::telemetry::{Health, PartHandle, PartState, Registry, metrics, sdnotify};
 use crate::uplink::collector::Collector;
 use crate::uplink::{UplinkCounters, UplinkTask};
+use crate::web;
 
 pub type SharedAlarm = Arc<Mutex<Box<dyn AlarmOutput>>>;
 
@@ -158,14 +159,16 @@ impl App {
         // Telemetry next, so a failing start-up can still be observed.
         let listener = bind("telemetry", c.telemetry.listen).await?;
         app.telemetry_addr = listener.local_addr()?;
-        let operator = http::OperatorPort {
+        let operator = web::OperatorPort {
             queue: observations.clone(),
             zones: Arc::new(c.zones.iter().map(|z| z.name.clone()).collect()),
         };
         let live = crate::live::Live::new(c, &registry, &health, app.stop.clone());
         live.start().map_err(|e| anyhow::anyhow!("cannot start the live-view encoders: {e}"))?;
-        let state = http::HttpState::with_live(Arc::clone(&registry), Arc::clone(&health), operator, Arc::clone(&live));
-        app.spawn("telemetry", None, move |_, stop| async move { Ok(http::serve(listener, state, stop).await?) });
+        let auth = web::auth::Auth::new(c.telemetry.token.as_deref(), c.telemetry.basic_auth.as_deref());
+        let state =
+            web::HttpState::with_live(Arc::clone(&registry), Arc::clone(&health), operator, Arc::clone(&live), auth);
+        app.spawn("telemetry", None, move |_, stop| async move { Ok(web::serve(listener, state, stop).await?) });
 
         // Cameras and their detectors.
         for (i, cam) in c.cameras.iter().enumerate() {

@@ -71,3 +71,4 @@ pub(crate) mod alloc_count {
 pub mod telemetry;
 pub mod tools;
 pub mod uplink;
+pub mod web;

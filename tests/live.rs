@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{SharedBuf, http_get, load, metric, scaled};
 use ember_edge::app::{App, Overrides};
-use ember_edge::live::multipart::{Event, Parser};
+use ember_edge::camera::multipart::MultipartParser;
 
 fn config(telemetry_extra: &str, cameras: usize) -> String {
     let mut s = format!(
@@ -58,18 +58,27 @@ fn count_parts(mut s: TcpStream, stop: Arc<AtomicBool>) -> (Arc<AtomicU64>, std:
     let parts = Arc::new(AtomicU64::new(0));
     let p2 = Arc::clone(&parts);
     let h = std::thread::spawn(move || {
-        let mut parser = Parser::new("frame", 1 << 22);
+        let mut parser = MultipartParser::new(1 << 22);
+        parser.set_boundary(b"frame");
         let mut buf = vec![0u8; 65536];
         while !stop.load(Ordering::Relaxed) {
             match s.read(&mut buf) {
                 Ok(0) | Err(_) => break,
-                Ok(n) => parser
-                    .feed(&buf[..n], &mut |Event::Part { .. }| {
-                        p2.fetch_add(1, Ordering::Relaxed);
-                    })
-                    .unwrap(),
+                Ok(n) => {
+                    let mut rest = &buf[..n];
+                    while !rest.is_empty() {
+                        let (used, part) = parser.push(rest);
+                        if part.is_some() {
+                            p2.fetch_add(1, Ordering::Relaxed);
+                        }
+                        rest = &rest[used..];
+                    }
+                }
             }
         }
+        // The stream is well-formed multipart: nothing oversized, malformed or between the parts.
+        let st = parser.stats();
+        assert_eq!((st.oversized, st.malformed, st.garbage_bytes, st.other_parts), (0, 0, 0, 0), "{st:?}");
     });
     (parts, h)
 }

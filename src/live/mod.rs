@@ -1,16 +1,14 @@
-//! The live view on the telemetry listener: cameras as MJPEG streams and snapshots (optionally with the
-//! detection overlay), `/api/status` (zones, cameras, devices with their thermal grids, trouble, recent
-//! alerts) and the status page at `/` that shows all of it, updating without reloads.
+//! The live view: cameras as MJPEG streams and snapshots (optionally with the detection overlay), the
+//! `/api/status` document (zones, cameras, devices with their thermal grids, trouble, recent alerts) and the
+//! status page at `/` that shows all of it, updating without reloads. `crate::web` serves them.
 //!
 //! Encode once, fan out: a camera's newest frame is copied (only while someone watches) and JPEG-encoded at
 //! most once per frame interval on the camera's encoder thread, into a small pool of shared buffers; every
 //! viewer sends the same bytes and only ever the newest frame. Viewers are limited per camera and in total
 //! (503 beyond), and one that cannot take a frame within the configured lag is disconnected.
 
-pub mod auth;
 pub mod camera;
 pub mod fanout;
-pub mod http;
 pub mod multipart;
 pub mod overlay;
 pub mod status;
@@ -27,14 +25,16 @@ use crate::telemetry::{Counter, Health, Registry, metrics};
 pub use camera::{CameraLive, Variant};
 pub use status::ZoneBoard;
 
-/// Everything the live routes need, shared by the listener's connections.
+/// The status page served at `/`.
+pub const PAGE: &str = include_str!("page.html");
+
+/// Everything the live routes need, shared by the web listener's connections.
 pub struct Live {
     pub site: String,
     pub cameras: Vec<Arc<CameraLive>>,
     pub limits: viewers::ViewerLimits,
     pub max_lag: Duration,
     pub board: Arc<ZoneBoard>,
-    pub auth: auth::Auth,
     devices: Arc<OnceLock<Arc<Devices>>>,
     device_names: Vec<String>,
     health: Arc<Health>,
@@ -125,7 +125,6 @@ impl Live {
             cameras,
             max_lag: Duration::from_millis(t.viewer_max_lag_ms),
             board: Arc::new(ZoneBoard::new(c.zones.iter().map(|z| z.name.clone()).collect())),
-            auth: auth::Auth::new(t.token.as_deref(), t.basic_auth.as_deref()),
             devices,
             device_names: c.sensors.devices.iter().map(|d| d.name.clone()).collect(),
             health: Arc::clone(health),

@@ -1,7 +1,7 @@
-//! Telemetry: the Prometheus registry, part health, the HTTP listener that serves both, and systemd notify.
+//! Telemetry: the Prometheus registry, part health, process stats, rate-limited warnings and systemd notify
+//! (`crate::web` serves the registry and health over HTTP).
 
 pub mod health;
-pub mod http;
 pub mod log_limit;
 pub mod metrics;
 pub mod proc_stat;

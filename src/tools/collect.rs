@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-use crate::telemetry::{Health, Registry, http};
+use crate::telemetry::{Health, Registry};
 use crate::uplink::collector::{Collector, load_keys};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -92,8 +92,8 @@ pub fn run(
         let stop = CancellationToken::new();
         if let Some(addr) = args.metrics_listen {
             let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("{addr}: {e}"))?;
-            let state = http::HttpState::new(Arc::clone(&registry), Health::new());
-            tokio::spawn(http::serve(l, state, stop.clone()));
+            let state = crate::web::HttpState::new(Arc::clone(&registry), Health::new());
+            tokio::spawn(crate::web::serve(l, state, stop.clone()));
         }
         let mut tasks = Vec::new();
         if let Some(addr) = args.listen {

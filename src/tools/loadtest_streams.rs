@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::prom;
-use crate::live::multipart::{Event, Parser, boundary_of};
+use crate::camera::multipart::{MultipartParser, boundary_param};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -414,21 +414,34 @@ async fn stream_once(t: &Target, path: &str, buf: &mut [u8], counter: &mut Count
         .lines()
         .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-type")).map(|(_, v)| v.trim()))
         .unwrap_or("");
-    let boundary = boundary_of(ctype).ok_or_else(|| anyhow::anyhow!("no multipart boundary in `{ctype}`"))?;
-    let mut parser = Parser::new(&boundary, 16 << 20);
-    let mut emit = |e: Event| {
-        let Event::Part { len } = e;
-        counter.frame(Instant::now(), len);
-    };
-    parser.feed(&head[body_start..], &mut emit)?;
+    let boundary =
+        boundary_param(ctype.as_bytes()).ok_or_else(|| anyhow::anyhow!("no multipart boundary in `{ctype}`"))?;
+    let mut parser = MultipartParser::new(16 << 20);
+    parser.set_boundary(boundary);
+    feed(&mut parser, &head[body_start..], counter)?;
     loop {
         // A stream that delivers nothing for 5 s is broken (the appliance would have dropped us by then).
         let n = tokio::time::timeout(Duration::from_secs(5), s.read(buf)).await??;
         if n == 0 {
             anyhow::bail!("stream closed by the appliance");
         }
-        parser.feed(&buf[..n], &mut emit)?;
+        feed(&mut parser, &buf[..n], counter)?;
     }
+}
+
+/// Counts every whole JPEG in `data`; a part the appliance should never send (oversized) is an error.
+fn feed(parser: &mut MultipartParser, mut data: &[u8], counter: &mut Counter) -> anyhow::Result<()> {
+    while !data.is_empty() {
+        let (used, part) = parser.push(data);
+        if let Some(jpeg) = part {
+            counter.frame(Instant::now(), jpeg.len());
+        }
+        data = &data[used..];
+    }
+    if parser.stats().oversized > 0 {
+        anyhow::bail!("part larger than the limit");
+    }
+    Ok(())
 }
 
 fn write_csv(prefix: &str, r: &RunReport) -> anyhow::Result<()> {

@@ -1,4 +1,4 @@
-//! Who may use the telemetry listener: an optional bearer token (header or `?token=`) and optional HTTP basic
+//! Who may use the web listener: an optional bearer token (header or `?token=`) and optional HTTP basic
 //! credentials. Compared in constant time; /health stays open for probes.
 
 /// The configured secrets; both None means open (only allowed on loopback, see `validate_config`).

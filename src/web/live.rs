@@ -1,16 +1,14 @@
-//! The live routes of the telemetry listener: `/` (the status page), `/api/status`, `/cameras`,
-//! `/cameras/{id}/snapshot.jpg` and `/cameras/{id}/stream.mjpg` (`?overlay=1` for the detection overlay).
+//! The live view's routes: `/` (the status page), `/api/status`, `/cameras`, `/cameras/{id}/snapshot.jpg` and
+//! `/cameras/{id}/stream.mjpg` (`?overlay=1` for the detection overlay). A stream keeps its connection and is
+//! written the newest shared JPEG each time; the lag rule (`live::viewers`) drops a viewer that stops taking them.
 
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::auth::query_param;
-use super::camera::Variant;
-use super::viewers::Lag;
-use super::{Live, multipart};
-
-pub const PAGE: &str = include_str!("page.html");
+use crate::live::viewers::Lag;
+use crate::live::{Live, PAGE, Variant, multipart};
 
 /// How long a snapshot waits for a fresh frame.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(3);
@@ -137,30 +135,15 @@ pub async fn serve(
     }
 }
 
-pub async fn respond(
+/// Live responses are never cached: a snapshot or a status document is stale a moment later.
+async fn respond(
     stream: &mut TcpStream,
     status: u16,
     ctype: &str,
     body: &[u8],
     head_only: bool,
 ) -> std::io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        503 => "Service Unavailable",
-        _ => "",
-    };
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\n\
-         Connection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    if !head_only {
-        stream.write_all(body).await?;
-    }
-    stream.shutdown().await
+    super::respond(stream, status, ctype, "Cache-Control: no-cache\r\n", body, head_only).await
 }
 
 /// Kernel send buffer per viewer. Small, so a viewer that stops reading is noticed by the lag rule within
