@@ -163,7 +163,9 @@ impl App {
             queue: observations.clone(),
             zones: Arc::new(c.zones.iter().map(|z| z.name.clone()).collect()),
         };
-        let live = crate::live::Live::new(c, &registry, &health, app.stop.clone());
+        // The sensor devices first: the live view shows their thermal grids.
+        let devices = Arc::new(Devices::new(&c.sensors, &registry, observations.clone()));
+        let live = crate::live::Live::new(c, &registry, &health, &devices, app.stop.clone());
         live.start().map_err(|e| anyhow::anyhow!("cannot start the live-view encoders: {e}"))?;
         let auth = web::auth::Auth::new(c.telemetry.token.as_deref(), c.telemetry.basic_auth.as_deref());
         let state =
@@ -306,7 +308,7 @@ impl App {
                 input: latest,
                 output: observations.clone(),
                 watch,
-                live: Some(Arc::clone(&live.cameras[i])),
+                sink: Some(live.cameras[i].clone()),
                 counters: DetectCounters {
                     frames: registry.counter("ember_detect_frames_total", "Frames scored by the detector.", &labels),
                     nanos: registry.counter("ember_detect_nanoseconds_total", "Time spent scoring frames.", &labels),
@@ -323,8 +325,6 @@ impl App {
 
         // Sensor link.
         let map = Arc::new(DeviceMap::from_config(&c.sensors));
-        let devices = Arc::new(Devices::new(&c.sensors, &registry, observations.clone()));
-        live.set_devices(Arc::clone(&devices));
         let counters = Arc::new(SensorCounters::new(&registry, &map));
         let server = Arc::new(SensorServer::from_config(&c.sensors, Arc::clone(&map), Arc::clone(&devices), counters));
         for addr in &c.sensors.listen {

@@ -1,5 +1,7 @@
 //! Detection: a pure per-frame stage that turns a frame into a `VisionScore`, with no allocation per frame.
-//! The task around it takes the newest frame of one camera, scores it and hands the score to fusion.
+//! The task around it takes the newest frame of one camera, scores it, hands the score to fusion and publishes
+//! the frame's `Detections` to a `DetectionSink` (the live view's overlay, which detection knows only as that
+//! trait, so the arrow between them points one way).
 
 mod blobs;
 pub mod embereye;
@@ -73,6 +75,43 @@ impl Scored {
     pub fn regions(&self) -> &[grid::Region] {
         &self.regions[..self.n_regions.min(grid::MAX_REGIONS)]
     }
+
+    /// What this verdict publishes for frame number `frame`.
+    pub fn detections(&self, frame: u64) -> Detections {
+        Detections {
+            frame,
+            score: self.score,
+            frame_score: self.frame_score,
+            regions: self.regions,
+            n_regions: self.n_regions,
+        }
+    }
+}
+
+/// One scored frame as detection publishes it for display: plain values, copied, no allocation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Detections {
+    /// The frame's number (`FrameMeta::seq`).
+    pub frame: u64,
+    /// The confirmed score fusion sees.
+    pub score: f32,
+    /// The single-frame score, which the regions share (they carry no score of their own).
+    pub frame_score: f32,
+    regions: [grid::Region; grid::MAX_REGIONS],
+    n_regions: usize,
+}
+
+impl Detections {
+    /// Candidate regions, largest first.
+    pub fn regions(&self) -> &[grid::Region] {
+        &self.regions[..self.n_regions.min(grid::MAX_REGIONS)]
+    }
+}
+
+/// Where a camera's detections are shown. Called on the detect task for every scored frame: must be quick and
+/// must not block.
+pub trait DetectionSink: Send + Sync {
+    fn offer(&self, d: &Detections);
 }
 
 impl Detector {
@@ -134,8 +173,8 @@ pub struct DetectTask {
     pub counters: DetectCounters,
     /// Adapts the camera's rate and reports its health.
     pub watch: CameraWatch,
-    /// The camera's live view, which draws the latest result in its overlay.
-    pub live: Option<Arc<crate::live::CameraLive>>,
+    /// Where this camera's detections are shown (the live view's overlay).
+    pub sink: Option<Arc<dyn DetectionSink>>,
 }
 
 impl DetectTask {
@@ -159,69 +198,23 @@ impl DetectTask {
                 self.counters.unsupported.inc();
                 continue;
             };
-            let Scored { score, fire_pixels, smoke_pixels, .. } = scored;
+            let score = scored.score;
             let busy = started.elapsed();
             self.counters.nanos.add(busy.as_nanos() as u64);
             self.watch.frame(tokio::time::Instant::now(), &frame, busy);
             self.counters.frames.inc();
             self.counters.score.set(score as f64);
-            if let Some(l) = &self.live {
-                let mut boxes = [crate::live::overlay::DetBox::default(); grid::MAX_REGIONS];
-                for (b, r) in boxes.iter_mut().zip(scored.regions()) {
-                    *b = crate::live::overlay::DetBox::from_region(r, scored.frame_score);
-                }
-                l.set_detections(frame.meta.seq, score, &boxes[..scored.regions().len()]);
+            if let Some(sink) = &self.sink {
+                sink.offer(&scored.detections(frame.meta.seq));
             }
             self.output.push(Observation::Vision(VisionScore {
                 camera: self.camera,
                 seq: frame.meta.seq,
                 at: frame.meta.captured,
                 score,
-                fire_pixels,
-                smoke_pixels,
+                fire_pixels: scored.fire_pixels,
+                smoke_pixels: scored.smoke_pixels,
             }));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::DetectorKind;
-    use crate::frame::{FrameMeta, FramePool};
-    use crate::live::overlay::DetBox;
-
-    fn rgb_frame(w: usize, h: usize, fill: impl Fn(usize, usize) -> [u8; 3]) -> Frame {
-        let pool = FramePool::new(1, w * h * 3);
-        let Some(mut f) = pool.take() else { panic!("a fresh pool has a buffer") };
-        for (i, px) in f.buffer_mut().chunks_exact_mut(3).enumerate() {
-            px.copy_from_slice(&fill(i % w, i / w));
-        }
-        f.meta = FrameMeta { width: w, height: h, format: PixelFormat::Rgb24, ..FrameMeta::default() };
-        f
-    }
-
-    #[test]
-    fn default_detector_passes_its_regions_to_the_overlay_and_embereye_has_none() {
-        let (w, h) = (640, 480);
-        // A flame-coloured block at relative (0.5..0.75, 0.5..0.8) on a dark scene.
-        let frame = rgb_frame(w, h, |x, y| {
-            if (w / 2..w * 3 / 4).contains(&x) && (h / 2..h * 4 / 5).contains(&y) {
-                [250, 120 + ((x + y) % 40) as u8, 20]
-            } else {
-                [30, 30, 30]
-            }
-        });
-        let now = tokio::time::Instant::now();
-        let s = Detector::new(DetectorKind::Default, &[]).score(&frame, now).unwrap_or_else(|| panic!("rgb"));
-        let top = s.regions().first().copied().unwrap_or_else(|| panic!("no region: {s:?}"));
-        let b = DetBox::from_region(&top, s.frame_score);
-        assert_eq!(b.class, 0, "fire");
-        assert!((b.x0 - 0.5).abs() < 0.03 && (b.x1 - 0.75).abs() < 0.03, "{b:?}");
-        assert!((b.y0 - 0.5).abs() < 0.03 && (b.y1 - 0.8).abs() < 0.03, "{b:?}");
-        assert_eq!(b.score, s.frame_score);
-
-        let e = Detector::new(DetectorKind::Embereye, &[]).score(&frame, now).unwrap_or_else(|| panic!("rgb"));
-        assert!(e.regions().is_empty() && e.score > 0.0, "{e:?}");
     }
 }

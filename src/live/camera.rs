@@ -4,14 +4,14 @@
 //! skip the frame (counted), and encoding happens on its own thread, off the async runtime.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::fanout::{Fanout, Shared};
-use super::overlay::{self, Canvas, Detections};
+use super::overlay::{self, Boxes, Canvas};
 use crate::frame::{Frame, PixelFormat};
 use crate::sensor::device::Devices;
 use crate::sensor::proto::{GRID_H, GRID_W, PIXELS};
@@ -94,10 +94,11 @@ pub struct CameraLive {
     bufs: [Mutex<RgbBuf>; 2],
     fan: [Mutex<Fanout>; 2],
     rx: [watch::Receiver<Option<Shared>>; 2],
-    detections: Mutex<Detections>,
+    /// The detector's latest result, as the overlay draws it.
+    boxes: Mutex<Boxes>,
     /// Devices whose thermal grid the overlay shows (those sharing a zone with this camera).
     thermal: Vec<usize>,
-    devices: Arc<OnceLock<Arc<Devices>>>,
+    devices: Arc<Devices>,
     quality: u8,
     counters: LiveCounters,
 }
@@ -112,7 +113,7 @@ impl CameraLive {
         slots: usize,
         quality: u8,
         thermal: Vec<usize>,
-        devices: Arc<OnceLock<Arc<Devices>>>,
+        devices: Arc<Devices>,
         counters: LiveCounters,
     ) -> Self {
         let (plain, over) = (Fanout::new(slots), Fanout::new(slots));
@@ -136,7 +137,7 @@ impl CameraLive {
             bufs: [buf(), buf()],
             fan: [Mutex::new(plain), Mutex::new(over)],
             rx,
-            detections: Mutex::new(Detections::default()),
+            boxes: Mutex::new(Boxes::default()),
             thermal,
             devices,
             quality: quality.clamp(1, 100),
@@ -188,13 +189,8 @@ impl CameraLive {
         ((s >> 32) as usize, (s & 0xffff_ffff) as usize)
     }
 
-    /// The detector's latest result, for the overlay.
-    pub fn set_detections(&self, seq: u64, score: f32, boxes: &[overlay::DetBox]) {
-        self.detections.lock().unwrap_or_else(|p| p.into_inner()).set(seq, score, boxes);
-    }
-
     pub fn detection_score(&self) -> f32 {
-        self.detections.lock().unwrap_or_else(|p| p.into_inner()).score
+        self.boxes.lock().unwrap_or_else(|p| p.into_inner()).score
     }
 
     fn copy_in(&self, px: &[u8], w: usize, h: usize) {
@@ -280,14 +276,13 @@ impl CameraLive {
     }
 
     fn draw_overlay(&self, px: &mut [u8], w: usize, h: usize, grid: &mut [f32; PIXELS]) {
-        let det = *self.detections.lock().unwrap_or_else(|p| p.into_inner());
+        let boxes = *self.boxes.lock().unwrap_or_else(|p| p.into_inner());
         let mut cv = Canvas { px, w, h };
-        overlay::draw_detections(&mut cv, &det);
-        let Some(devices) = self.devices.get() else { return };
+        overlay::draw_detections(&mut cv, &boxes);
         let cell = (w / 160).max(2);
         let mut x = 4;
         for &d in &self.thermal {
-            if let Some(view) = devices.thermal_grid(d, grid)
+            if let Some(view) = self.devices.thermal_grid(d, grid)
                 && view.has_frame
                 && x + GRID_W * cell <= w
                 && GRID_H * cell + 4 <= h
@@ -325,6 +320,14 @@ impl crate::camera::Tap<Frame> for CameraLive {
         }
         self.last_copy_ns.store(now, Ordering::Relaxed);
         self.copy_in(f.pixels(), f.meta.width, f.meta.height);
+    }
+}
+
+/// The detector's result for each scored frame, kept for the overlay in its own drawing terms.
+impl crate::detect::DetectionSink for CameraLive {
+    fn offer(&self, d: &crate::detect::Detections) {
+        let boxes = Boxes::from_detections(d);
+        *self.boxes.lock().unwrap_or_else(|p| p.into_inner()) = boxes;
     }
 }
 

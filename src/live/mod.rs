@@ -14,7 +14,7 @@ pub mod overlay;
 pub mod status;
 pub mod viewers;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +35,7 @@ pub struct Live {
     pub limits: viewers::ViewerLimits,
     pub max_lag: Duration,
     pub board: Arc<ZoneBoard>,
-    devices: Arc<OnceLock<Arc<Devices>>>,
+    devices: Arc<Devices>,
     device_names: Vec<String>,
     health: Arc<Health>,
     stop: CancellationToken,
@@ -54,9 +54,15 @@ pub struct ViewerCounters {
 const SPARE_SLOTS: usize = 2;
 
 impl Live {
-    /// Builds the per-camera state from the config; `start` runs the encoder threads.
-    pub fn new(c: &Config, registry: &Arc<Registry>, health: &Arc<Health>, stop: CancellationToken) -> Arc<Live> {
-        let devices = Arc::new(OnceLock::new());
+    /// Builds the per-camera state from the config; `start` runs the encoder threads. `devices` gives the
+    /// thermal grids on the page and in the overlay.
+    pub fn new(
+        c: &Config,
+        registry: &Arc<Registry>,
+        health: &Arc<Health>,
+        devices: &Arc<Devices>,
+        stop: CancellationToken,
+    ) -> Arc<Live> {
         let t = &c.telemetry;
         let cameras: Vec<Arc<CameraLive>> = c
             .cameras
@@ -85,7 +91,7 @@ impl Live {
                     slots,
                     t.jpeg_quality,
                     thermal,
-                    Arc::clone(&devices),
+                    Arc::clone(devices),
                     camera::LiveCounters::new(registry, &cam.name),
                 ))
             })
@@ -125,7 +131,7 @@ impl Live {
             cameras,
             max_lag: Duration::from_millis(t.viewer_max_lag_ms),
             board: Arc::new(ZoneBoard::new(c.zones.iter().map(|z| z.name.clone()).collect())),
-            devices,
+            devices: Arc::clone(devices),
             device_names: c.sensors.devices.iter().map(|d| d.name.clone()).collect(),
             health: Arc::clone(health),
             stop,
@@ -147,11 +153,6 @@ impl Live {
 
     pub fn stop_token(&self) -> &CancellationToken {
         &self.stop
-    }
-
-    /// The sensor devices, once the sensor link exists (the thermal grids on the page and in the overlay).
-    pub fn set_devices(&self, d: Arc<Devices>) {
-        let _ = self.devices.set(d);
     }
 
     /// A camera by name or index.
@@ -198,21 +199,19 @@ impl Live {
         let mut trouble: Vec<String> = self.health.failing(now);
         let mut devices = Vec::new();
         let mut grid = Box::new([0f32; crate::sensor::proto::PIXELS]);
-        if let Some(d) = self.devices.get() {
-            for (i, name) in self.device_names.iter().enumerate() {
-                let Some(v) = d.thermal_grid(i, &mut grid) else { continue };
-                let faults: Vec<&str> = crate::sensor::device::fault::names(v.faults).collect();
-                for f in &faults {
-                    trouble.push(format!("device {name}: {f}"));
-                }
-                let cells: Vec<serde_json::Value> =
-                    grid.iter().map(|t| serde_json::json!((*t as f64 * 10.0).round() / 10.0)).collect();
-                devices.push(serde_json::json!({
-                    "name": name, "online": v.online, "faults": faults, "hot_c": v.hot_c,
-                    "thermal": if v.has_frame { serde_json::json!({"width": crate::sensor::proto::GRID_W,
-                        "height": crate::sensor::proto::GRID_H, "celsius": cells}) } else { serde_json::Value::Null },
-                }));
+        for (i, name) in self.device_names.iter().enumerate() {
+            let Some(v) = self.devices.thermal_grid(i, &mut grid) else { continue };
+            let faults: Vec<&str> = crate::sensor::device::fault::names(v.faults).collect();
+            for f in &faults {
+                trouble.push(format!("device {name}: {f}"));
             }
+            let cells: Vec<serde_json::Value> =
+                grid.iter().map(|t| serde_json::json!((*t as f64 * 10.0).round() / 10.0)).collect();
+            devices.push(serde_json::json!({
+                "name": name, "online": v.online, "faults": faults, "hot_c": v.hot_c,
+                "thermal": if v.has_frame { serde_json::json!({"width": crate::sensor::proto::GRID_W,
+                    "height": crate::sensor::proto::GRID_H, "celsius": cells}) } else { serde_json::Value::Null },
+            }));
         }
         for c in &self.cameras {
             let s = self.camera_state(c);

@@ -29,19 +29,33 @@ impl DetBox {
     }
 }
 
-/// The latest detection result of a camera.
+/// The latest detection result of a camera, as the overlay draws it.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Detections {
+pub struct Boxes {
     pub score: f32,
-    pub seq: u64,
+    /// The frame the result belongs to (`FrameMeta::seq`).
+    pub frame: u64,
     boxes: [DetBox; MAX_BOXES],
     count: usize,
 }
 
-impl Detections {
+impl Boxes {
+    /// A detector's published result: its regions become boxes labelled with the single-frame score.
+    pub fn from_detections(d: &crate::detect::Detections) -> Self {
+        let mut boxes = [DetBox::default(); MAX_BOXES];
+        let mut n = 0;
+        for (b, r) in boxes.iter_mut().zip(d.regions()) {
+            *b = DetBox::from_region(r, d.frame_score);
+            n += 1;
+        }
+        let mut out = Boxes::default();
+        out.set(d.frame, d.score, &boxes[..n]);
+        out
+    }
+
     /// Sets the score and replaces the boxes (beyond `MAX_BOXES` are ignored).
-    pub fn set(&mut self, seq: u64, score: f32, boxes: &[DetBox]) {
-        self.seq = seq;
+    pub fn set(&mut self, frame: u64, score: f32, boxes: &[DetBox]) {
+        self.frame = frame;
         self.score = score;
         self.count = boxes.len().min(MAX_BOXES);
         self.boxes[..self.count].copy_from_slice(&boxes[..self.count]);
@@ -126,7 +140,7 @@ const DIGITS: [[u8; 5]; 10] = [
 ];
 
 /// Draws boxes and the score (bar plus digits) of `det`.
-pub fn draw_detections(cv: &mut Canvas<'_>, det: &Detections) {
+pub fn draw_detections(cv: &mut Canvas<'_>, det: &Boxes) {
     let (w, h) = (cv.w as f32, cv.h as f32);
     let t = (cv.w / 320).max(1) * 2;
     for b in det.boxes() {
@@ -195,7 +209,7 @@ mod tests {
     fn boxes_and_score_are_drawn_where_the_detector_put_them() {
         let (w, h) = (100, 80);
         let mut px = vec![0u8; w * h * 3];
-        let mut det = Detections::default();
+        let mut det = Boxes::default();
         det.set(1, 0.5, &[DetBox { x0: 0.5, y0: 0.5, x1: 0.9, y1: 0.9, score: 0.8, class: 0 }]);
         draw_detections(&mut Canvas { px: &mut px, w, h }, &det);
         let at = |x: usize, y: usize| [px[(y * w + x) * 3], px[(y * w + x) * 3 + 1], px[(y * w + x) * 3 + 2]];
@@ -220,5 +234,46 @@ mod tests {
         assert_eq!(&px[0..3], &RED, "hot cell outlined");
         assert_eq!(&px[(w * 2 + 2) * 3..(w * 2 + 2) * 3 + 3], &heat(0.0), "cold cell in the ramp's coldest colour");
         assert_eq!(heat(1.0), [255, 255, 255]);
+    }
+
+    fn rgb_frame(w: usize, h: usize, fill: impl Fn(usize, usize) -> [u8; 3]) -> crate::frame::Frame {
+        use crate::frame::{FrameMeta, FramePool, PixelFormat};
+        let pool = FramePool::new(1, w * h * 3);
+        let Some(mut f) = pool.take() else { panic!("a fresh pool has a buffer") };
+        for (i, px) in f.buffer_mut().chunks_exact_mut(3).enumerate() {
+            px.copy_from_slice(&fill(i % w, i / w));
+        }
+        f.meta = FrameMeta { width: w, height: h, format: PixelFormat::Rgb24, ..FrameMeta::default() };
+        f
+    }
+
+    #[test]
+    fn default_detector_passes_its_regions_to_the_overlay_and_embereye_has_none() {
+        use crate::config::DetectorKind;
+        use crate::detect::Detector;
+        let (w, h) = (640, 480);
+        // A flame-coloured block at relative (0.5..0.75, 0.5..0.8) on a dark scene.
+        let frame = rgb_frame(w, h, |x, y| {
+            if (w / 2..w * 3 / 4).contains(&x) && (h / 2..h * 4 / 5).contains(&y) {
+                [250, 120 + ((x + y) % 40) as u8, 20]
+            } else {
+                [30, 30, 30]
+            }
+        });
+        let now = tokio::time::Instant::now();
+        let s = Detector::new(DetectorKind::Default, &[]).score(&frame, now).unwrap_or_else(|| panic!("rgb"));
+        assert!(!s.regions().is_empty(), "no region: {s:?}");
+        // The regions reach the overlay through what detection publishes, largest first.
+        let shown = Boxes::from_detections(&s.detections(7));
+        let b = shown.boxes().first().copied().unwrap_or_else(|| panic!("no box: {s:?}"));
+        assert_eq!(b.class, 0, "fire");
+        assert!((b.x0 - 0.5).abs() < 0.03 && (b.x1 - 0.75).abs() < 0.03, "{b:?}");
+        assert!((b.y0 - 0.5).abs() < 0.03 && (b.y1 - 0.8).abs() < 0.03, "{b:?}");
+        assert_eq!(b.score, s.frame_score);
+        assert_eq!((shown.frame, shown.score, shown.boxes().len()), (7, s.score, s.regions().len()));
+
+        let e = Detector::new(DetectorKind::Embereye, &[]).score(&frame, now).unwrap_or_else(|| panic!("rgb"));
+        assert!(e.regions().is_empty() && e.score > 0.0, "{e:?}");
+        assert!(Boxes::from_detections(&e.detections(8)).boxes().is_empty());
     }
 }
