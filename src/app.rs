@@ -648,16 +648,18 @@ impl FusionTask {
                 let why: Vec<&str> = crate::event::evidence::names(t.sources).collect();
                 match t.to {
                     ZoneState::Alarm => log::error!(
-                        "FIRE ALARM in zone {zone}: evidence {why:?}, vision {:.2}, max {:.1} °C, smoke {:.1} %",
+                        "FIRE ALARM in zone {zone}: evidence {why:?}, vision {:.2}{}, max {:.1} °C, smoke {:.1} %",
                         t.vision_score,
+                        frame_note(&t),
                         t.max_c,
                         t.smoke_pct
                     ),
                     ZoneState::PreAlarm | ZoneState::Trouble => log::warn!(
-                        "zone {zone}: {} → {} ({}, evidence {why:?})",
+                        "zone {zone}: {} → {} ({}, evidence {why:?}{})",
                         t.from.label(),
                         t.to.label(),
-                        crate::event::reason::label(t.reason)
+                        crate::event::reason::label(t.reason),
+                        frame_note(&t)
                     ),
                     _ => log::info!(
                         "zone {zone}: {} → {} ({})",
@@ -684,6 +686,11 @@ impl FusionTask {
             }
         }
     }
+}
+
+/// " (camera N frame M)" naming the picture behind a vision decision, for the log; empty without one.
+fn frame_note(t: &Transition) -> String {
+    t.vision_frame.map(|f| format!(" (camera {} frame {})", f.camera, f.frame)).unwrap_or_default()
 }
 
 fn observe_latency(h: &crate::telemetry::metrics::Histogram, sent_ns: u64) {

@@ -7,12 +7,18 @@ use tokio::time::Instant;
 #[derive(Debug, Clone, Copy)]
 pub struct VisionScore {
     pub camera: usize,
-    pub seq: u64,
+    /// The frame's number (`FrameMeta::seq`), so a decision can name the picture behind it.
+    pub frame: u64,
     pub at: Instant,
     /// 0..=1; what the detector considers fire/smoke evidence.
     pub score: f32,
-    pub fire_pixels: u32,
-    pub smoke_pixels: u32,
+}
+
+/// One camera frame, by camera index and frame number: the picture behind a vision decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameRef {
+    pub camera: usize,
+    pub frame: u64,
 }
 
 /// Summary of one thermal frame from a sensor device.
@@ -156,7 +162,7 @@ pub mod evidence {
     }
 }
 
-/// Why a transition happened: the decision trace carried in every alert (upper six bits of its flags byte).
+/// Why a transition happened: the decision trace carried in every alert (the wire packs it into its flags byte).
 pub mod reason {
     pub const EVIDENCE_CLEARED: u8 = 0;
     /// One kind of evidence: pre-alarm.
@@ -213,8 +219,13 @@ pub struct Transition {
     /// Rate of rise of the hottest thermal spot (°C/min); NaN until known.
     pub rise_c_per_min: f32,
     pub smoke_pct: f32,
-    /// `uplink::wire::flags` (operator test, operator action).
-    pub flags: u8,
+    /// Caused by an operator (acknowledge, silence, reset, test).
+    pub operator: bool,
+    /// Caused by, or during, an operator's output test.
+    pub test: bool,
     /// `reason::*`: why.
     pub reason: u8,
+    /// The newest frame that counted as vision evidence in the zone, while vision is among `sources`. The log
+    /// names it; the wire alert does not carry it (that would change the wire format).
+    pub vision_frame: Option<FrameRef>,
 }

@@ -13,8 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::event::{Observation, OperatorCmd, SourceRef, Transition, ZoneState, evidence, reason};
-use crate::uplink::wire::flags;
+use crate::event::{FrameRef, Observation, OperatorCmd, SourceRef, Transition, ZoneState, evidence, reason};
 
 /// Everything a zone's rule needs, copied out of the config once.
 #[derive(Debug, Clone)]
@@ -50,6 +49,8 @@ struct ZoneRuntime {
     /// Evidence kinds present when the alarm was last acknowledged or silenced, to notice escalation.
     handled_kinds: u8,
     vision_score: f32,
+    /// The newest frame that confirmed vision evidence.
+    vision_frame: Option<FrameRef>,
     max_c: f32,
     rise_c_per_min: f32,
     smoke_pct: f32,
@@ -100,6 +101,7 @@ impl Fusion {
                 critical_seen: None,
                 handled_kinds: 0,
                 vision_score: 0.0,
+                vision_frame: None,
                 max_c: f32::NAN,
                 rise_c_per_min: f32::NAN,
                 smoke_pct: f32::NAN,
@@ -139,6 +141,7 @@ impl Fusion {
                     z.vision_score = v.score;
                     if s.vision >= z.rule.vision_frames {
                         z.last_seen[kind_index(evidence::VISION)] = Some(v.at);
+                        z.vision_frame = Some(FrameRef { camera: v.camera, frame: v.frame });
                     }
                 }
                 self.settle_zones(v.camera, true, v.at, out);
@@ -230,14 +233,13 @@ impl Fusion {
         now: Instant,
         to: ZoneState,
         why: u8,
-        extra_flags: u8,
+        operator: bool,
         out: &mut impl FnMut(Transition),
     ) {
         if to == z.state {
             return;
         }
         let active = active_bits(z, now);
-        let test = if to == ZoneState::Test || z.state == ZoneState::Test { flags::TEST } else { 0 };
         let t = Transition {
             zone: zi,
             at: now,
@@ -248,8 +250,10 @@ impl Fusion {
             max_c: z.max_c,
             rise_c_per_min: z.rise_c_per_min,
             smoke_pct: z.smoke_pct,
-            flags: extra_flags | test | (why << 2),
+            operator,
+            test: to == ZoneState::Test || z.state == ZoneState::Test,
             reason: why,
+            vision_frame: if active & evidence::VISION != 0 { z.vision_frame } else { None },
         };
         z.state = to;
         out(t);
@@ -278,7 +282,7 @@ impl Fusion {
                     && confirmed.is_some()
                 {
                     z.handled_kinds = active;
-                    Self::emit(z, zi, now, ZoneState::Alarm, reason::ESCALATION, 0, out);
+                    Self::emit(z, zi, now, ZoneState::Alarm, reason::ESCALATION, false, out);
                     return;
                 }
                 let quiet_for = z
@@ -293,13 +297,13 @@ impl Fusion {
                     && kinds == 0
                     && !critical
                 {
-                    Self::emit(z, zi, now, base, reason::AUTO_RESET, 0, out);
+                    Self::emit(z, zi, now, base, reason::AUTO_RESET, false, out);
                 }
             }
             ZoneState::Test => {
                 // A real fire during a test is an alarm, not part of the test.
                 if let Some(why) = confirmed {
-                    Self::emit(z, zi, now, ZoneState::Alarm, why, 0, out);
+                    Self::emit(z, zi, now, ZoneState::Alarm, why, false, out);
                 }
             }
             _ => {
@@ -310,7 +314,7 @@ impl Fusion {
                     None if z.state == ZoneState::Trouble => (base, reason::SOURCE_RESTORED),
                     None => (base, reason::EVIDENCE_CLEARED),
                 };
-                Self::emit(z, zi, now, to, why, 0, out);
+                Self::emit(z, zi, now, to, why, false, out);
             }
         }
     }
@@ -326,24 +330,24 @@ impl Fusion {
         match (cmd, z.state) {
             (OperatorCmd::Acknowledge, ZoneState::Alarm) => {
                 z.handled_kinds = active_bits(z, now);
-                Self::emit(z, zi, now, ZoneState::Acknowledged, reason::OPERATOR_ACK, flags::OPERATOR, out);
+                Self::emit(z, zi, now, ZoneState::Acknowledged, reason::OPERATOR_ACK, true, out);
             }
             (OperatorCmd::Silence, ZoneState::Alarm | ZoneState::Acknowledged) => {
                 z.handled_kinds |= active_bits(z, now);
-                Self::emit(z, zi, now, ZoneState::Silenced, reason::OPERATOR_SILENCE, flags::OPERATOR, out);
+                Self::emit(z, zi, now, ZoneState::Silenced, reason::OPERATOR_SILENCE, true, out);
             }
             (OperatorCmd::Reset, s) if s.is_alarm() || s == ZoneState::PreAlarm => {
                 // Forget the evidence: only what the sources report from now on can raise the zone again.
                 z.last_seen = [None; 4];
                 z.critical_seen = None;
                 z.handled_kinds = 0;
-                Self::emit(z, zi, now, base, reason::OPERATOR_RESET, flags::OPERATOR, out);
+                Self::emit(z, zi, now, base, reason::OPERATOR_RESET, true, out);
             }
             (OperatorCmd::TestStart, ZoneState::Normal | ZoneState::Trouble | ZoneState::PreAlarm) => {
-                Self::emit(z, zi, now, ZoneState::Test, reason::TEST_START, flags::OPERATOR, out);
+                Self::emit(z, zi, now, ZoneState::Test, reason::TEST_START, true, out);
             }
             (OperatorCmd::TestEnd, ZoneState::Test) => {
-                Self::emit(z, zi, now, base, reason::TEST_END, flags::OPERATOR, out);
+                Self::emit(z, zi, now, base, reason::TEST_END, true, out);
                 self.settle(zi, now, out);
             }
             _ => {}
@@ -367,6 +371,12 @@ fn active_bits(z: &ZoneRuntime, now: Instant) -> u8 {
 mod tests {
     use super::*;
     use crate::event::{AdcReading, ThermalSummary, VisionScore};
+    use crate::uplink::wire::flags;
+
+    /// The flags byte the wire encoder makes of a transition.
+    fn wire_flags(t: &Transition) -> u8 {
+        crate::uplink::alert(0, 0, 0, "room", t).flags
+    }
 
     fn config(extra: &str) -> Config {
         let text = format!(
@@ -391,7 +401,11 @@ mod tests {
     }
 
     fn vision(at: Instant, score: f32) -> Observation {
-        Observation::Vision(VisionScore { camera: 0, seq: 0, at, score, fire_pixels: 0, smoke_pixels: 0 })
+        vision_frame(at, score, 0)
+    }
+
+    fn vision_frame(at: Instant, score: f32, frame: u64) -> Observation {
+        Observation::Vision(VisionScore { camera: 0, frame, at, score })
     }
 
     fn thermal_full(at: Instant, max_c: f32, hot_pixels: u16, rise: Option<f32>) -> Observation {
@@ -450,6 +464,27 @@ mod tests {
     }
 
     #[test]
+    fn a_vision_decision_names_the_frame_that_confirmed_it() {
+        let mut f = Fusion::from_config(&config("min_sources = 1\nvision_alone_alarms = true"));
+        let t0 = Instant::now();
+        let tr = run(&mut f, &[vision_frame(t0, 0.9, 41), vision_frame(t0, 0.9, 42)]);
+        assert_eq!(states(&tr), [(ZoneState::Alarm, reason::VISION_ALONE)]);
+        assert_eq!(tr[0].vision_frame, Some(FrameRef { camera: 0, frame: 42 }));
+        // A later frame below the threshold confirms nothing: a thermal escalation still names frame 42.
+        let tr = run(&mut f, &[vision_frame(t0, 0.1, 43), op(t0, OperatorCmd::Acknowledge), thermal(t0, 80.0)]);
+        assert_eq!(
+            states(&tr),
+            [(ZoneState::Acknowledged, reason::OPERATOR_ACK), (ZoneState::Alarm, reason::ESCALATION)]
+        );
+        assert_eq!(tr[1].vision_frame, Some(FrameRef { camera: 0, frame: 42 }));
+        // Without vision among the evidence there is no frame to name.
+        let mut f = Fusion::from_config(&config(""));
+        let tr = run(&mut f, &[vision_frame(t0, 0.9, 7), thermal(t0, 130.0)]);
+        assert_eq!(states(&tr), [(ZoneState::Alarm, reason::CRITICAL_HEAT)]);
+        assert_eq!(tr[0].vision_frame, None);
+    }
+
+    #[test]
     fn two_kinds_alarm_and_a_quiet_reading_does_not_clear_it() {
         let mut f = Fusion::from_config(&config("auto_reset_secs = 30"));
         let t0 = Instant::now();
@@ -459,7 +494,7 @@ mod tests {
             tr.last().map(|t| (t.to, t.reason, t.sources)),
             Some((ZoneState::Alarm, reason::K_OF_N, evidence::VISION | evidence::THERMAL))
         );
-        assert_eq!(tr.last().map(|t| t.flags >> 2), Some(reason::K_OF_N), "the reason travels in the flags byte");
+        assert_eq!(tr.last().map(|t| wire_flags(t) >> 2), Some(reason::K_OF_N), "the reason travels in the flags byte");
         // EmberEye would clear the alarm on the next quiet packet; a latched alarm stays.
         assert!(run(&mut f, &[thermal(ms(400), 20.0), vision(ms(500), 0.0)]).is_empty());
         let mut out = Vec::new();
@@ -478,7 +513,8 @@ mod tests {
         assert_eq!(f.state(0), Some(ZoneState::Alarm));
         let tr = run(&mut f, &[op(ms(1000), OperatorCmd::Acknowledge)]);
         assert_eq!(states(&tr), [(ZoneState::Acknowledged, reason::OPERATOR_ACK)]);
-        assert_ne!(tr[0].flags & flags::OPERATOR, 0);
+        assert!(tr[0].operator && !tr[0].test);
+        assert_ne!(wire_flags(&tr[0]) & flags::OPERATOR, 0);
         // The same evidence again does not re-sound; a new kind (smoke) does.
         assert!(run(&mut f, &[thermal(ms(1500), 85.0)]).is_empty());
         let tr = run(&mut f, &[smoke(ms(2000), 40.0)]);
@@ -513,7 +549,8 @@ mod tests {
         let t0 = Instant::now();
         let tr = run(&mut f, &[op(t0, OperatorCmd::TestStart)]);
         assert_eq!(states(&tr), [(ZoneState::Test, reason::TEST_START)]);
-        assert_ne!(tr[0].flags & flags::TEST, 0);
+        assert!(tr[0].operator && tr[0].test);
+        assert_ne!(wire_flags(&tr[0]) & flags::TEST, 0);
         let tr = run(&mut f, &[op(t0, OperatorCmd::TestEnd)]);
         assert_eq!(states(&tr), [(ZoneState::Normal, reason::TEST_END)]);
         run(&mut f, &[op(t0, OperatorCmd::TestStart)]);

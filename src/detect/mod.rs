@@ -209,11 +209,9 @@ impl DetectTask {
             }
             self.output.push(Observation::Vision(VisionScore {
                 camera: self.camera,
-                seq: frame.meta.seq,
+                frame: frame.meta.seq,
                 at: frame.meta.captured,
                 score,
-                fire_pixels: scored.fire_pixels,
-                smoke_pixels: scored.smoke_pixels,
             }));
         }
     }

@@ -140,8 +140,10 @@ mod tests {
             max_c: f32::NAN,
             rise_c_per_min: f32::NAN,
             smoke_pct: 30.0,
-            flags: 0,
+            operator: false,
+            test: false,
             reason: reason::SMOKE_ALONE,
+            vision_frame: None,
         }
     }
 

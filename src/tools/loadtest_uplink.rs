@@ -139,8 +139,10 @@ async fn run_async(args: Args) -> anyhow::Result<serde_json::Value> {
             max_c: 25.0,
             rise_c_per_min: 0.0,
             smoke_pct: 5.0,
-            flags: 0,
+            operator: false,
+            test: false,
             reason: crate::event::reason::SINGLE_SOURCE,
+            vision_frame: None,
         };
         // The queue refuses when the uplink is busy; wait rather than lose a synthetic alert.
         while input.push(t) == Pushed::Refused {

@@ -60,7 +60,7 @@ pub fn alert<'a>(device_id: u32, epoch: u32, seq: u32, zone: &'a str, t: &Transi
         } else {
             wire::UNKNOWN_DECI_PCT
         },
-        flags: t.flags,
+        flags: wire::flags::pack(t.reason, t.operator, t.test),
     }
 }
 

@@ -53,6 +53,11 @@ pub mod flags {
     pub const TEST: u8 = 1;
     /// Caused by an operator (acknowledge, silence, reset, test).
     pub const OPERATOR: u8 = 2;
+
+    /// The flags byte of a decision: its reason (0..64) and the two flags.
+    pub fn pack(reason: u8, operator: bool, test: bool) -> u8 {
+        (reason << 2) | if operator { OPERATOR } else { 0 } | if test { TEST } else { 0 }
+    }
 }
 
 /// Appliance → collector (version 2).
@@ -430,6 +435,14 @@ mod tests {
         assert_eq!(decode_down(&out[..n], KEY, &mut scratch), Ok(Down::Ack { seq: 7 }));
         let mut scratch = [0u8; MAX_MESSAGE];
         assert_eq!(decode_down(&out[..n], b"nope", &mut scratch), Err(WireError::BadTag));
+    }
+
+    #[test]
+    fn flags_keep_the_reason_in_the_upper_six_bits() {
+        assert_eq!(flags::pack(2, false, false), 0b0000_1000);
+        assert_eq!(flags::pack(8, true, true), 0b0010_0011);
+        assert_eq!(flags::pack(5, true, false), 0b0001_0110);
+        assert_eq!(flags::pack(14, false, true) >> 2, 14);
     }
 
     #[test]
