@@ -1,7 +1,8 @@
 //! One camera's live view: the tap that copies the newest frame into a preview buffer (only while someone
 //! watches, at most once per frame interval) and the encoder thread that turns it into JPEG once per variant
 //! (plain, overlay) for every viewer. Detection and capture never wait for it: a busy encoder makes the tap
-//! skip the frame (counted), and encoding happens on its own thread, off the async runtime.
+//! skip the frame (counted), and encoding happens on its own thread, off the async runtime. The detector's
+//! latest result arrives as plain `detect::Detections` (this is its `DetectionSink`) and becomes overlay boxes here.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
