@@ -3,9 +3,8 @@
 implementation: the pure-Python Melexis port in PyPI `adafruit-circuitpython-mlx90640`
 (module `adafruit_mlx90640`, functions _ExtractParameters/_GetVdd/_GetTa/_CalculateTo).
 
-Input:  ../../shared/fixtures/thermal/mlx90640_tcp_session.jsonl (found by walking up from this
-        script's directory to the first ancestor holding shared/fixtures; or argv[1]).
-Output: tests/fixtures/thermal/mlx90640_golden_centi.bin (next to this script; or argv[2]).
+Input:  tests/fixtures/thermal/mlx90640_tcp_session.jsonl of this checkout (or argv[1]).
+Output: tests/fixtures/thermal/mlx90640_golden_centi.bin of this checkout (or argv[2]).
 
 Rules (identical to the Rust side):
   * byte stream = concatenation of `data` of dir == "from_device" records, in file order;
@@ -51,17 +50,6 @@ FRAME_HEX = 834 * 4
 EEPROM_HEX = 832 * 4
 
 
-def find_session(start):
-    d = os.path.abspath(start)
-    while True:
-        if os.path.isdir(os.path.join(d, "shared", "fixtures")):
-            return os.path.join(d, "shared", "fixtures", "thermal", "mlx90640_tcp_session.jsonl")
-        parent = os.path.dirname(d)
-        if parent == d:
-            sys.exit("this script needs ../shared (shared/fixtures not found above %s)" % start)
-        d = parent
-
-
 def packets(path):
     stream = "".join(
         rec["data"]
@@ -80,10 +68,10 @@ def words(hexstr):
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    session = sys.argv[1] if len(sys.argv) > 1 else find_session(here)
-    out_path = sys.argv[2] if len(sys.argv) > 2 else os.path.join(
-        here, "tests", "fixtures", "thermal", "mlx90640_golden_centi.bin")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    thermal = os.path.join(root, "tests", "fixtures", "thermal")
+    session = sys.argv[1] if len(sys.argv) > 1 else os.path.join(thermal, "mlx90640_tcp_session.jsonl")
+    out_path = sys.argv[2] if len(sys.argv) > 2 else os.path.join(thermal, "mlx90640_golden_centi.bin")
 
     frames, eeproms, rejected = [], [], 0
     for head, payload in packets(session):

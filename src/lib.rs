@@ -20,13 +20,15 @@ pub mod cli;
 pub mod config;
 pub mod detect;
 pub mod event;
+/// Test fixtures: the same file the integration tests use as `common::fixtures`.
+#[cfg(test)]
+#[path = "../tests/common/fixtures.rs"]
+mod fixtures;
 pub mod frame;
 pub mod fusion;
 pub mod live;
 pub mod queue;
 pub mod sensor;
-#[cfg(test)]
-mod shared_fixtures;
 
 /// Test-only global allocator that counts allocations made by the current thread, so tests can
 /// prove the per-frame paths do not allocate (tests run on parallel threads, hence per-thread).

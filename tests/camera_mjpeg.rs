@@ -53,25 +53,6 @@ fn reference_hashes(frames: &[Vec<u8>]) -> Vec<u64> {
         .collect()
 }
 
-/// Removes every DHT segment before the first SOS, as many UVC and IP cameras send their frames.
-fn strip_dht(j: &[u8]) -> Vec<u8> {
-    let mut out = j[..2].to_vec();
-    let mut pos = 2;
-    loop {
-        assert_eq!(j[pos], 0xFF);
-        let code = j[pos + 1];
-        if code == 0xDA {
-            out.extend_from_slice(&j[pos..]);
-            return out;
-        }
-        let len = usize::from(u16::from_be_bytes([j[pos + 2], j[pos + 3]])) + 2;
-        if code != 0xC4 {
-            out.extend_from_slice(&j[pos..pos + len]);
-        }
-        pos += len;
-    }
-}
-
 fn part(boundary: &str, jpeg: &[u8]) -> Vec<u8> {
     let mut p =
         format!("--{boundary}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", jpeg.len()).into_bytes();
@@ -266,7 +247,7 @@ async fn frames_arrive_with_basic_auth() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_transfer_and_frames_without_huffman_tables() {
-    let frames: Vec<Vec<u8>> = fixtures().iter().take(3).map(|j| strip_dht(j)).collect();
+    let frames: Vec<Vec<u8>> = fixtures().iter().take(3).map(|j| common::strip_dht(j)).collect();
     let refs = reference_hashes(&fixtures()[..3]);
     let frames = Arc::new(frames);
     let f = Arc::clone(&frames);

@@ -1,25 +1,17 @@
-//! `ember-edge thermal decode` on the real MLX90640 device session (needs ../shared, as CI has): the packet
+//! `ember-edge thermal decode` on the real MLX90640 device session (tests/fixtures/thermal): the packet
 //! counts across the original chunk boundaries, and calibrated temperatures against the golden values
 //! computed by an independent Melexis implementation (scripts/melexis_golden.py).
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::Command;
 
-fn session() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .map(|d| d.join("shared/fixtures/thermal/mlx90640_tcp_session.jsonl"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("this test needs ../shared/fixtures beside the checkout (above {})", manifest.display())
-        })
-}
+use common::fixtures;
 
 fn decode(mode: &str) -> Vec<serde_json::Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_ember-edge"))
         .args(["thermal", "decode", "--session"])
-        .arg(session())
+        .arg(fixtures::repo(fixtures::THERMAL_SESSION))
         .args(["--mode", mode, "--json"])
         .output()
         .unwrap();
@@ -59,9 +51,7 @@ fn compat_mode_reproduces_embereye_numbers() {
 #[test]
 fn calibrated_mode_matches_the_independent_melexis_implementation() {
     let lines = decode("calibrated");
-    let golden =
-        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/thermal/mlx90640_golden_centi.bin"))
-            .unwrap();
+    let golden = fixtures::read("thermal/mlx90640_golden_centi.bin");
     let gold: Vec<i16> = golden.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
     assert_eq!(gold.len(), 188 * 770);
     let mut worst = 0f64;

@@ -279,16 +279,16 @@ const fn build_std_dht() -> [u8; STD_DHT_LEN] {
 mod tests {
     use super::*;
 
-    fn fixture_dir() -> std::path::PathBuf {
-        crate::shared_fixtures::shared().join("fixtures/frames")
-    }
-    const FIXTURE: &str = "embereye_demo8_frame_00000.jpg";
+    use crate::fixtures;
 
-    /// Reads a frame of ../shared/fixtures/frames (the test fails with a clear message if it is absent).
+    /// A real CC BY 4.0 frame of the repo (tests/fixtures/frames), written by PIL/libjpeg with the standard
+    /// tables, and its size.
+    const FIXTURE: &str = "frames/rf-indoorfire_image415_68a572.jpg";
+    const W: usize = 416;
+    const H: usize = 416;
+
     fn load(name: &str) -> Vec<u8> {
-        let path = fixture_dir().join(name);
-        std::fs::read(&path)
-            .unwrap_or_else(|e| panic!("fixture {} not readable ({e}): this test needs ../shared", path.display()))
+        fixtures::read(name)
     }
 
     /// Splits into segments up to (excluding) the first SOS: (offset, code, total length).
@@ -339,17 +339,17 @@ mod tests {
     fn decodes_real_frame() {
         let j = load(FIXTURE);
         let mut d = JpegDecoder::new();
-        assert_eq!(d.dimensions(&j).unwrap(), (640, 327));
+        assert_eq!(d.dimensions(&j).unwrap(), (W, H));
         let mut out = vec![0u8; 640 * 480 * 3]; // a bigger fixed buffer is fine
-        assert_eq!(d.decode_rgb(&j, &mut out, 640, 480).unwrap(), (640, 327));
-        let px = &out[..640 * 327 * 3];
+        assert_eq!(d.decode_rgb(&j, &mut out, 640, 480).unwrap(), (W, H));
+        let px = &out[..W * H * 3];
         let mut sum = [0u64; 3];
         for p in px.chunks_exact(3) {
             for c in 0..3 {
                 sum[c] += u64::from(p[c]);
             }
         }
-        let mean = sum.map(|s| s as f64 / (640.0 * 327.0));
+        let mean = sum.map(|s| s as f64 / (W * H) as f64);
         println!("mean RGB {mean:?}");
         // A natural photo: not black, not blown out, not a flat constant fill.
         for m in mean {
@@ -374,17 +374,15 @@ mod tests {
         assert!(a == b, "pixels differ after DHT repair");
     }
 
-    /// Every fixture frame, with and without its DHT, decodes identically.
+    /// Every fixture frame of the repo, with and without its DHT, decodes identically (the acceptance tests
+    /// do the same on the whole development split).
     #[test]
     fn all_fixtures_decode_and_repair() {
-        let Ok(rd) = std::fs::read_dir(fixture_dir()) else {
-            panic!("{} not readable: this test needs ../shared", fixture_dir().display());
-        };
+        let dir = fixtures::repo(fixtures::FRAMES);
+        let rd = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{} not readable: {e}", dir.display()));
         let mut d = JpegDecoder::new();
         let mut n = 0;
-        // Debug builds decode slowly. Take a subset there, and every frame under --release.
-        let step = if cfg!(debug_assertions) { 8 } else { 1 };
-        for e in rd.flatten().step_by(step) {
+        for e in rd.flatten() {
             let p = e.path();
             if p.extension().is_none_or(|x| x != "jpg") {
                 continue;
@@ -395,6 +393,7 @@ mod tests {
             assert!(a == b, "{p:?}");
             n += 1;
         }
+        assert!(n >= 8, "the repo holds eight fixture frames, found {n}");
         println!("{n} fixture frames decoded with and without DHT");
     }
 
@@ -413,14 +412,14 @@ mod tests {
     fn limits_and_buffer_checked_before_decoding() {
         let j = load(FIXTURE);
         let mut d = JpegDecoder::new();
-        let mut out = vec![0u8; 640 * 327 * 3];
+        let mut out = vec![0u8; W * H * 3];
         assert!(matches!(
             d.decode_rgb(&j, &mut out, 320, 240),
-            Err(JpegError::TooLarge { width: 640, height: 327, max_w: 320, max_h: 240 })
+            Err(JpegError::TooLarge { width: W, height: H, max_w: 320, max_h: 240 })
         ));
         assert!(matches!(
             d.decode_rgb(&j, &mut out[..100], 640, 480),
-            Err(JpegError::BufferTooSmall { need, have: 100 }) if need == 640 * 327 * 3
+            Err(JpegError::BufferTooSmall { need, have: 100 }) if need == W * H * 3
         ));
     }
 
@@ -525,7 +524,7 @@ mod tests {
             for _ in 0..iters {
                 d.decode_rgb(std::hint::black_box(data), &mut out, 640, 480).unwrap();
             }
-            println!("decode_rgb 640x327 {name}: {} us/frame", t.elapsed().as_micros() / iters);
+            println!("decode_rgb {W}x{H} {name}: {} us/frame", t.elapsed().as_micros() / iters);
         }
     }
 }

@@ -1,6 +1,9 @@
-//! Shared helpers for the integration tests: a simulated-site config on ephemeral ports, a tiny HTTP client,
-//! and a byte sink the in-process collector can write JSON lines into.
+//! Shared helpers for the integration tests: where the fixtures are (`fixtures`, also the unit tests'), a
+//! simulated-site config on ephemeral ports, a tiny HTTP client, and a byte sink the in-process collector can
+//! write JSON lines into.
 #![allow(dead_code)]
+
+pub mod fixtures;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -135,4 +138,23 @@ pub fn exactly_once(seen: &std::collections::BTreeMap<u64, u32>, range: std::ops
     let missing: Vec<u64> = range.clone().filter(|s| !seen.contains_key(s)).collect();
     assert!(missing.is_empty(), "lost {} alerts, first {:?}", missing.len(), &missing[..missing.len().min(10)]);
     assert_eq!(seen.len() as u64, range.end() - range.start() + 1, "unexpected extra seqs");
+}
+
+/// Removes every DHT segment before the first SOS, as many UVC and IP cameras send their frames.
+pub fn strip_dht(j: &[u8]) -> Vec<u8> {
+    let mut out = j[..2].to_vec();
+    let mut pos = 2;
+    loop {
+        assert_eq!(j[pos], 0xFF);
+        let code = j[pos + 1];
+        if code == 0xDA {
+            out.extend_from_slice(&j[pos..]);
+            return out;
+        }
+        let len = usize::from(u16::from_be_bytes([j[pos + 2], j[pos + 3]])) + 2;
+        if code != 0xC4 {
+            out.extend_from_slice(&j[pos..pos + len]);
+        }
+        pos += len;
+    }
 }

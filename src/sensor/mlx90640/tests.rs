@@ -2,15 +2,11 @@
 //! real capture (see melexis_golden.py), subpage merge rule, invalid input handling, no allocation.
 
 use super::*;
-use std::path::{Path, PathBuf};
+use crate::fixtures;
 
-const GOLDEN: &str = "tests/fixtures/thermal/mlx90640_golden_centi.bin";
-const GOLDEN_VARIANTS: &str = "tests/fixtures/thermal/mlx90640_golden_variants_centi.bin";
+const GOLDEN: &str = "thermal/mlx90640_golden_centi.bin";
+const GOLDEN_VARIANTS: &str = "thermal/mlx90640_golden_variants_centi.bin";
 const GOLDEN_FRAME_I16: usize = 2 + PIXELS;
-
-fn shared_dir() -> PathBuf {
-    crate::shared_fixtures::shared()
-}
 
 struct Session {
     eeprom: Box<[u16; EEPROM_WORDS]>,
@@ -22,8 +18,7 @@ struct Session {
 /// Reassembles the device byte stream and splits it into `#name:payload!` packets (the last
 /// EEPROM reply ends with `!` but no CRLF, so split on `!` and trim the CRLF in front).
 fn load_session() -> Session {
-    let path = shared_dir().join("fixtures/thermal/mlx90640_tcp_session.jsonl");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let text = fixtures::read_to_string(fixtures::THERMAL_SESSION);
     let mut stream = String::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let rec: serde_json::Value = serde_json::from_str(line).expect("session line is JSON");
@@ -53,9 +48,8 @@ fn load_session() -> Session {
 }
 
 fn golden(rel: &str) -> Vec<i16> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
-    let bytes =
-        std::fs::read(&path).unwrap_or_else(|e| panic!("reading {} (run melexis_golden.py): {e}", path.display()));
+    // Written by scripts/melexis_golden.py from the session.
+    let bytes = fixtures::read(rel);
     bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect()
 }
 

@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::sensor::thermal_compat::compat_frame;
-use std::path::{Path, PathBuf};
 
 fn allocs() -> usize {
     crate::alloc_count::allocations()
@@ -264,27 +263,9 @@ fn finish_parses_unterminated_last_line() {
     assert!(matches!(dec.pull(), Some(Event::Packet(Packet::SerialNo("NO_NEWLINE_AT_EOF")))));
 }
 
-fn fixture_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("EMBEREYE_THERMAL_FIXTURE") {
-        return p.into();
-    }
-    let rel = Path::new("shared/fixtures/thermal/mlx90640_tcp_session.jsonl");
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // Walk up: the crate may live at /work/scratch/x or /work/main/..., `shared` is a sibling.
-    manifest.ancestors().map(|a| a.join(rel)).find(|p| p.is_file()).unwrap_or_else(|| {
-        panic!(
-            "fixture {} not found in any ancestor of {}: this test needs the shared checkout \
-             (../shared, e.g. /work/shared) or EMBEREYE_THERMAL_FIXTURE=<path to the .jsonl>",
-            rel.display(),
-            manifest.display()
-        )
-    })
-}
-
 #[test]
 fn real_device_fixture() {
-    let path = fixture_path();
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text = crate::fixtures::read_to_string(crate::fixtures::THERMAL_SESSION);
     let chunks: Vec<String> = text
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("jsonl record"))
