@@ -2,7 +2,8 @@
 # Runs the test suite for the boards' architectures under QEMU:
 #   board/qemu-test.sh user|system|all
 #   user    the WHOLE suite (unit, integration, doctests) with `cargo test --target <triple>` for aarch64 and
-#           armv7, each test binary run by qemu-user (the cargo runner). Same toolchain as board/cross-build.sh.
+#           armv7, each test binary run by qemu-user (the cargo runner), then the mqtt, browser and acceptance
+#           targets (EMBER_SHARED, default ../shared). Same toolchain as board/cross-build.sh.
 #   system  whole-system test: delegates to board/qemu-system.sh (written separately).
 #   all     user, then system.
 # Environment: QEMU_TEST_ARCHES="aarch64 armv7" (subset), QEMU_TEST_TIMEOUT=2400 (seconds per architecture),
@@ -101,6 +102,14 @@ run_user() {
     timeout --kill-after=30 "$timeout_s" "$XB_CARGO" test --locked --no-fail-fast --target "$XB_TRIPLE" \
       "${feat_args[@]}" -- "${harness_args[@]}" 2>&1 | tee "$log" || rc=$?
     [ "$rc" = 124 ] && xb_log "TIMEOUT after ${timeout_s}s for $XB_TRIPLE"
+    # The targets plain `cargo test` leaves out (Cargo.toml `test = false`) that this host can serve: the
+    # broker and browser tests (host mosquitto and Chromium) and the acceptance checks on the shared sets.
+    if [ "$rc" = 0 ]; then
+      EMBER_SHARED=${EMBER_SHARED:-$XB_ROOT/../shared} timeout --kill-after=30 "$timeout_s" "$XB_CARGO" test --locked \
+        --no-fail-fast --target "$XB_TRIPLE" "${feat_args[@]}" --test mqtt --test browser --test acceptance \
+        -- "${harness_args[@]}" 2>&1 | tee -a "$log" || rc=$?
+      [ "$rc" = 124 ] && xb_log "TIMEOUT after ${timeout_s}s for $XB_TRIPLE (mqtt, browser, acceptance)"
+    fi
     results+=("$(printf '%-8s rc=%-3s %4ss  %s' "$arch" "$rc" "$((SECONDS - t0))" \
       "$(grep -E '^test result:' "$log" | awk '{p+=$4; f+=$6; i+=$8} END {printf "%d passed, %d failed, %d ignored in %d test binaries", p, f, i, NR}')")")
     [ "$rc" = 0 ] || failed+=("$arch")

@@ -1,9 +1,9 @@
-//! Hardware tests against real kernel drivers. Ignored on a development machine (it has no gpiochip);
-//! `board/qemu-test.sh system` runs them inside qemu-system-aarch64 with `--include-ignored`, where the rig
-//! (board/qemu/init) creates a gpio-sim bank and exports:
+//! Hardware tests against real kernel drivers. Not part of plain `cargo test` (Cargo.toml: `test = false`; a
+//! development machine has no gpiochip); `board/qemu-test.sh system` builds them with `--test hardware` and
+//! runs them inside qemu-system-aarch64, where the rig (board/qemu/init) creates a gpio-sim bank and exports:
 //!   EMBER_GPIO_SIM_CHIP   /dev/gpiochipN of the bank (8 lines, no names)
 //!   EMBER_GPIO_SIM_SYSFS  its sysfs folder, with sim_gpioN/value (what the lines drive) and sim_gpioN/pull
-//! A test fails loudly if it is run (not ignored) without them.
+//! A test fails loudly if it is run without them.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -43,7 +43,6 @@ fn physical(sysfs: &std::path::Path, n: u32) -> u8 {
 }
 
 #[test]
-#[ignore = "needs gpio-sim: run by board/qemu-test.sh system"]
 fn outputs_drive_gpio_sim_lines_with_polarity_and_return_to_safe() {
     let (chip, sysfs) = rig();
     let mut out = GpioOutputs::open(&profile(&chip)).unwrap();
@@ -61,7 +60,6 @@ fn outputs_drive_gpio_sim_lines_with_polarity_and_return_to_safe() {
 }
 
 #[tokio::test]
-#[ignore = "needs gpio-sim: run by board/qemu-test.sh system"]
 async fn a_button_press_injected_by_the_harness_becomes_an_operator_command() {
     let (chip, sysfs) = rig();
     let pull = |v: &str| std::fs::write(sysfs.join("sim_gpio3/pull"), v).unwrap();
@@ -82,7 +80,6 @@ async fn a_button_press_injected_by_the_harness_becomes_an_operator_command() {
 /// rppal on QEMU's raspi3b machine (BCM2837 registers through /dev/mem; the rig boots with iomem=relaxed).
 #[cfg(feature = "rppal")]
 #[test]
-#[ignore = "needs a Raspberry Pi or QEMU raspi3b: run by board/qemu-test.sh system"]
 fn rppal_toggles_pins_on_raspi3b() {
     if std::env::var("EMBER_QEMU_MACHINE").as_deref() != Ok("raspi3b") {
         eprintln!("not a Raspberry Pi machine: rppal is checked on the raspi3b pass");
@@ -177,7 +174,6 @@ mod v4l2 {
     }
 
     #[tokio::test]
-    #[ignore = "needs vivid: run by board/qemu-test.sh system"]
     async fn vivid_yuyv_frames_arrive_with_the_granted_size_and_changing_content() {
         let (_, g) = negotiate(&device(), CaptureFormat::Yuyv, 320, 240, 30.0).unwrap();
         println!(
@@ -202,7 +198,6 @@ mod v4l2 {
     }
 
     #[tokio::test]
-    #[ignore = "needs vivid: run by board/qemu-test.sh system"]
     async fn vivid_mjpeg_is_captured_if_offered_or_refused_with_the_offered_formats() {
         match negotiate(&device(), CaptureFormat::Mjpeg, 320, 240, 30.0) {
             Ok((_, g)) => {
