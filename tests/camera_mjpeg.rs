@@ -651,9 +651,12 @@ fn app_runs_an_mjpeg_camera_and_documents_its_metrics() {
         }
         assert!(m(series("ember_detect_frames_total")).await.unwrap() >= 1.0);
         assert_eq!(m(series("ember_camera_connected")).await.unwrap(), 1.0);
-        let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+        let reference = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference/metrics.md"),
+        )
+        .unwrap();
         for name in app.registry.names() {
-            assert!(readme.contains(&format!("`{name}`")), "metric {name} is not documented in README.md");
+            assert!(reference.contains(&format!("`{name}`")), "metric {name} is not in docs/reference/metrics.md");
         }
         app.shutdown().await;
     });

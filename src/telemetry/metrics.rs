@@ -97,7 +97,19 @@ struct Family {
     name: &'static str,
     help: &'static str,
     kind: Kind,
+    /// Label names of its series, in the order first seen (kept for `families`; the series hold them rendered).
+    label_names: Vec<String>,
     series: Vec<Series>,
+}
+
+/// What a registered family is: its reference entry (docs/reference/metrics.md is generated from these).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FamilyInfo {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+    /// Label names of the series registered so far (a histogram's `le` not included).
+    pub labels: Vec<String>,
 }
 
 #[derive(Default)]
@@ -138,12 +150,21 @@ impl Registry {
     fn add(&self, name: &'static str, help: &'static str, kind: Kind, labels: &[(&str, &str)], value: Value) {
         let mut fams = self.families.lock().unwrap_or_else(|p| p.into_inner());
         let series = Series { labels: format_labels(labels), value };
-        if let Some(f) = fams.iter_mut().find(|f| f.name == name) {
-            // Re-registering the same series (e.g. a reconnected device) replaces it instead of duplicating it.
-            f.series.retain(|s| s.labels != series.labels);
-            f.series.push(series);
-        } else {
-            fams.push(Family { name, help, kind, series: vec![series] });
+        let pos = match fams.iter().position(|f| f.name == name) {
+            Some(i) => i,
+            None => {
+                fams.push(Family { name, help, kind, label_names: Vec::new(), series: Vec::new() });
+                fams.len() - 1
+            }
+        };
+        let f = &mut fams[pos];
+        // Re-registering the same series (e.g. a reconnected device) replaces it instead of duplicating it.
+        f.series.retain(|s| s.labels != series.labels);
+        f.series.push(series);
+        for (k, _) in labels {
+            if !f.label_names.iter().any(|n| n == k) {
+                f.label_names.push((*k).to_owned());
+            }
         }
     }
 
@@ -180,6 +201,14 @@ impl Registry {
     /// Names of all registered families, for documentation tests.
     pub fn names(&self) -> Vec<&'static str> {
         self.families.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|f| f.name).collect()
+    }
+
+    /// Every registered family with its kind, help and label names, in registration order.
+    pub fn families(&self) -> Vec<FamilyInfo> {
+        let fams = self.families.lock().unwrap_or_else(|p| p.into_inner());
+        fams.iter()
+            .map(|f| FamilyInfo { name: f.name, kind: f.kind, help: f.help, labels: f.label_names.clone() })
+            .collect()
     }
 
     pub fn render(&self) -> String {
@@ -307,6 +336,27 @@ mod tests {
         let text = reg.render();
         assert!(text.contains("# TYPE ember_test_total counter\nember_test_total{camera=\"a\\\"b\"} 3\n"));
         assert!(text.contains("ember_g 1.5\n"));
+    }
+
+    #[test]
+    fn families_list_kind_help_and_every_label_name_once() {
+        let reg = Registry::new();
+        reg.counter("ember_a_total", "A.", &[("camera", "x")]);
+        reg.counter("ember_a_total", "A.", &[("camera", "y"), ("kind", "k")]);
+        reg.histogram("ember_h_seconds", "H.", &[]);
+        let info = |name, kind, help, labels: &[&str]| FamilyInfo {
+            name,
+            kind,
+            help,
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+        };
+        assert_eq!(
+            reg.families(),
+            [
+                info("ember_a_total", Kind::Counter, "A.", &["camera", "kind"]),
+                info("ember_h_seconds", Kind::Histogram, "H.", &[])
+            ]
+        );
     }
 
     #[test]
