@@ -14,7 +14,8 @@
 #   --skip NAME   libtest filter passed as `--skip NAME` to every test binary (repeatable); the
 #                 filters in board/qemu/guest-skips.txt are added unless --no-default-skips
 #   --fixtures DIR  fixtures folder packed at the guest path <checkout>/../shared/fixtures, where
-#                 src/shared_fixtures.rs looks (default: ../shared/fixtures if present); --no-fixtures
+#                 tests/common/fixtures.rs looks for the shared sets (default: ../shared/fixtures if
+#                 present; only tests/acceptance.rs reads them); --no-fixtures
 #   --cargo-lib   build the crate's lib unit-test binary for aarch64 with board/lib/cross-env.sh
 #                 (`cargo test --no-run --lib`) and add it to the tests
 #   --machine     default virt; all = virt then raspi3b

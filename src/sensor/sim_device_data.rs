@@ -1,6 +1,6 @@
 //! The calibration image and auxiliary words of a real MLX90640 field device, so the simulator speaks with
 //! a real sensor's calibration: captured by EmberEye (MIT licence, repository ratnaprasad/EmberEye,
-//! `raw_frame_data.txt`), as in `../shared/fixtures/thermal/`. The aux words are those of its first frame
+//! `raw_frame_data.txt`), as in `tests/fixtures/thermal/`. The aux words are those of its first frame
 //! (die temperature about 32 °C, VDD about 3.28 V).
 
 /// The 832-word EEPROM (`EEPROM1` reply).
