@@ -1,5 +1,5 @@
 //! The command line: parses arguments, sets up logging and the runtime, and maps results to exit codes.
-//! Each subcommand listed here works; later capabilities add theirs.
+//! The appliance's commands (run, demo, check-config...) and the developer tools share it for now.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -328,7 +328,12 @@ fn check_config(files: &[PathBuf]) -> ExitCode {
     let mut bad = 0;
     for f in files {
         match config::load_file(f) {
-            Ok(_) => println!("{}: ok", f.display()),
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    eprintln!("{w} (warning)");
+                }
+                println!("{}: ok", f.display());
+            }
             Err(problems) => {
                 bad += 1;
                 report(&problems);

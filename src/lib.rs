@@ -3,18 +3,22 @@
 //! Data flow (each arrow a bounded queue or a one-slot "newest wins" mailbox):
 //!
 //! ```text
-//!  camera (replay) ──frame──▶ detect ──VisionScore──┐
-//!  devices ──TCP──▶ sensor server ──Thermal/Adc─────┼──▶ fusion ──▶ alarm outputs (local, no network)
-//!  simulated device ──TCP──┘                         │          └─▶ uplink ──TCP──▶ collector
-//!                                                    └── telemetry: /metrics, /health, systemd notify
+//!  cameras (replay, MJPEG/HTTP, V4L2) ──frame──▶ detect ──VisionScore──┐
+//!         └──▶ live view (MJPEG to browsers)                              │
+//!  devices ──TCP / serial──▶ sensor server ──Thermal/Adc─────────────────┼──▶ fusion ──▶ alarm outputs (local)
+//!  simulated device ──TCP──┘                                              │        └─▶ uplink ──TCP/MQTT──▶ collector
+//!  operator (HTTP) ──commands────────────────────────────────────────────┘
+//!  telemetry: /metrics, /health, live view and status, systemd notify
 //! ```
 //!
-//! Decisions (decoders, heuristic, fusion, wire format) are pure and take `now`; the IO tasks around them are
-//! thin. `app` wires everything from a `config::Loaded` and owns start-up and shutdown.
+//! Decisions (decoders, detectors, fusion, wire format) are pure and take `now`; the IO tasks around them are
+//! thin. `config` is the bottom layer; `app` wires everything from a `config::Loaded` and owns start-up and
+//! shutdown.
 
 pub mod alarm;
 pub mod app;
-pub mod board;
+/// The board profile, kept at `ember_edge::board` for callers; it is parsed with the config.
+pub use config::board;
 pub mod camera;
 pub mod cli;
 pub mod config;

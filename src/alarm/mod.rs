@@ -107,8 +107,11 @@ impl AlarmOutput for RecordingOutput {
     }
 }
 
+/// The alarm outputs, shared by the fusion task (which sets them) and shutdown (which makes them safe last).
+pub type SharedAlarm = std::sync::Arc<std::sync::Mutex<Box<dyn AlarmOutput>>>;
+
 /// Builds the configured backend; a GPIO backend needs the site's board profile.
-pub fn build(c: &crate::config::Alarm, board: Option<&crate::board::Board>) -> anyhow::Result<Box<dyn AlarmOutput>> {
+pub fn build(c: &crate::config::Alarm, board: Option<&crate::config::Board>) -> anyhow::Result<Box<dyn AlarmOutput>> {
     match c.backend {
         crate::config::AlarmBackend::Log => Ok(Box::new(LogOutput::default())),
         crate::config::AlarmBackend::Gpio => {

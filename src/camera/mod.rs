@@ -1,7 +1,7 @@
 //! Camera sources. Each camera is a task that fills pooled frames and hands the newest one to its detector
 //! through a one-slot mailbox: when detection falls behind, the older frame is dropped and counted, so memory
 //! never grows. Sources: `replay` (a folder of JPEGs or an .mjpeg file), `mjpeg_http` (IP cameras) and `v4l2`
-//! (local cameras, feature `v4l2`).
+//! (local cameras, feature `v4l2`); `source` builds a camera of any of them from its config section.
 
 pub mod adapt;
 pub mod capture;
@@ -12,9 +12,12 @@ pub mod mjpeg_http;
 pub mod multipart;
 pub mod rate;
 pub mod replay;
+pub mod source;
 #[cfg(feature = "v4l2")]
 pub mod v4l2;
 pub mod watch;
+
+pub use source::{BuiltCamera, CameraCtx, SourceTask, build};
 
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;

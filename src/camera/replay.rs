@@ -10,7 +10,7 @@ use super::Latest;
 use super::jpeg::JpegDecoder;
 use super::multipart::MultipartParser;
 use crate::frame::{Frame, FramePool, PixelFormat};
-use crate::telemetry::{Counter, PartHandle};
+use crate::telemetry::{Counter, PartHandle, Registry};
 
 /// Real frames (CC BY 4.0, Roboflow Universe; see tests/fixtures/frames/ATTRIBUTION.md): a quiet room, then a
 /// fire, so the demo shows vision evidence rising.
@@ -42,12 +42,7 @@ pub enum ReplaySet {
     Stream(PathBuf),
 }
 
-/// Whether a replay path names an MJPEG file rather than a folder (by its extension).
-pub fn is_mjpeg_file(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("mjpeg") || e.eq_ignore_ascii_case("mjpg"))
-}
+pub use crate::config::is_mjpeg_file;
 
 impl ReplaySet {
     /// `builtin:demo`, or the .jpg/.jpeg files of a folder in name order.
@@ -164,10 +159,27 @@ impl StreamReader {
     }
 }
 
+/// The frame counters every source has (the replay's own set; MJPEG and V4L2 extend it).
 pub struct ReplayCounters {
     pub captured: Counter,
     pub decode_errors: Counter,
     pub pool_exhausted: Counter,
+}
+
+impl ReplayCounters {
+    /// Registers one camera's frame counters; the one place these names are registered, for every source.
+    pub fn register(reg: &Registry, camera: &str) -> Self {
+        let l = [("camera", camera)];
+        ReplayCounters {
+            captured: reg.counter("ember_frames_captured_total", "Frames captured and decoded.", &l),
+            decode_errors: reg.counter("ember_frame_errors_total", "Frames that could not be read or decoded.", &l),
+            pool_exhausted: reg.counter(
+                "ember_frame_pool_exhausted_total",
+                "Frames skipped because every pooled buffer was in use.",
+                &l,
+            ),
+        }
+    }
 }
 
 pub struct Replay {

@@ -47,15 +47,16 @@ pub struct V4l2Counters {
 
 impl V4l2Counters {
     pub fn new(registry: &Registry, camera: &str) -> Self {
+        Self::with_frames(registry, camera, super::replay::ReplayCounters::register(registry, camera))
+    }
+
+    /// The V4L2 metrics of one camera around its frame counters (registered once, by the camera's builder).
+    pub fn with_frames(registry: &Registry, camera: &str, frames: super::replay::ReplayCounters) -> Self {
         let l = [("camera", camera)];
         V4l2Counters {
-            captured: registry.counter("ember_frames_captured_total", "Frames captured and decoded.", &l),
-            errors: registry.counter("ember_frame_errors_total", "Frames that could not be read or decoded.", &l),
-            pool_exhausted: registry.counter(
-                "ember_frame_pool_exhausted_total",
-                "Frames skipped because every pooled buffer was in use.",
-                &l,
-            ),
+            captured: frames.captured,
+            errors: frames.decode_errors,
+            pool_exhausted: frames.pool_exhausted,
             skipped: registry.counter(
                 "ember_camera_frames_skipped_total",
                 "Frames the camera delivered above the camera's current analysis rate, not used.",

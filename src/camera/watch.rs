@@ -12,7 +12,7 @@ use super::rate::Rate;
 use crate::event::{Observation, SourceRef};
 use crate::frame::Frame;
 use crate::queue::Queue;
-use crate::telemetry::{Counter, Gauge};
+use crate::telemetry::{Counter, Gauge, Registry};
 
 pub struct WatchMetrics {
     /// The camera's current target rate.
@@ -23,6 +23,23 @@ pub struct WatchMetrics {
     pub troubles: Counter,
     /// The mailbox's replaced-frame counter, read back to see drops.
     pub dropped: Counter,
+}
+
+impl WatchMetrics {
+    /// Registers one camera's rate and health metrics; `dropped` is its mailbox's replaced-frame counter.
+    pub fn register(reg: &Registry, camera: &str, dropped: Counter) -> Self {
+        let l = [("camera", camera)];
+        WatchMetrics {
+            fps: reg.gauge("ember_camera_fps", "The camera's current adaptive frame rate.", &l),
+            condition: reg.gauge(
+                "ember_camera_condition",
+                "Camera health: 0 ok, 1 no frames, 2 frozen, 3 covered or black, 4 defocused or fogged.",
+                &l,
+            ),
+            troubles: reg.counter("ember_camera_troubles_total", "Times the camera went into a trouble condition.", &l),
+            dropped,
+        }
+    }
 }
 
 pub struct CameraWatch {

@@ -316,3 +316,16 @@ pub(super) fn validate(s: &Sensors, has_simulators: bool, push: &mut impl FnMut(
         push(vec![key("simulator")], "simulated devices need a [sensors] listen address to connect to".into());
     }
 }
+
+/// Semantic checks of the simulated devices.
+pub(super) fn validate_simulators(sims: &[Simulator], push: &mut impl FnMut(Vec<PathSeg>, String)) {
+    for (i, s) in sims.iter().enumerate() {
+        let at = |k: &str| vec![key("simulator"), PathSeg::Index(i), key(k)];
+        if !(s.interval_secs >= 0.05 && s.interval_secs <= 3600.0) {
+            push(at("interval_secs"), format!("interval_secs must be 0.05..=3600, got {}", s.interval_secs));
+        }
+        if s.loc_id.is_empty() || s.loc_id.contains([':', '!', '\n', '\r']) {
+            push(at("loc_id"), "loc_id must be non-empty and free of `:`, `!` and line breaks".into());
+        }
+    }
+}

@@ -1,4 +1,4 @@
-//! Candidate regions of the `default` detector's cell grid: the 8-connected components of fire cells and of
+//! Candidate regions of the grid detector's cell grid: the 8-connected components of fire cells and of
 //! smoke cells, with each one's sums, labelled by horizontal runs.
 //!
 //! Why runs: a cell-by-cell flood fill tests 8 neighbours per cell with a branch each, and those branches follow

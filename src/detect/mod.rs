@@ -13,24 +13,26 @@ pub mod temporal;
 #[cfg(feature = "tflite")]
 pub mod tflite;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::camera::Latest;
 use crate::camera::watch::CameraWatch;
+use crate::config::{Camera, DetectorKind, ModelSection};
 use crate::event::{Observation, VisionScore};
 use crate::frame::{Frame, PixelFormat};
 use crate::queue::Queue;
-use crate::telemetry::{Counter, Gauge, PartHandle};
+use crate::telemetry::{Counter, Gauge, PartHandle, Registry};
 
 /// A configured detector, built once per camera.
 pub enum Detector {
     EmberEye(Box<embereye::EmberEyeHsv>),
     /// The grid detector with its temporal confirmation (one camera's state).
-    Default(Box<grid::GridDetector>, Box<temporal::Temporal>),
+    Grid(Box<grid::GridDetector>, Box<temporal::Temporal>),
     /// The CNN on the grid detector's candidate regions (the grid alone when the model cannot be loaded), with
-    /// the same temporal confirmation as `Default`.
+    /// the same temporal confirmation as `Grid`.
     Model(Box<model::ModelDetector>, Box<temporal::Temporal>),
 }
 
@@ -42,7 +44,7 @@ pub struct Scored {
     pub smoke_pixels: u32,
     /// Raw single-frame score before temporal confirmation (equal to `score` for EmberEye).
     pub frame_score: f32,
-    /// Candidate regions, largest first (the `default` detector; empty for a pixel-ratio detector).
+    /// Candidate regions, largest first (the grid detector; empty for a pixel-ratio detector).
     pub regions: [grid::Region; grid::MAX_REGIONS],
     pub n_regions: usize,
 }
@@ -115,14 +117,27 @@ pub trait DetectionSink: Send + Sync {
 }
 
 impl Detector {
-    /// `masks`: ignore rectangles `[x0, y0, x1, y1]` (relative), used by the `default` detector.
-    pub fn new(kind: crate::config::DetectorKind, masks: &[[f32; 4]]) -> Self {
+    /// `masks`: ignore rectangles `[x0, y0, x1, y1]` (relative), used by the grid detector.
+    pub fn new(kind: DetectorKind, masks: &[[f32; 4]]) -> Self {
         match kind {
-            crate::config::DetectorKind::Embereye => Detector::EmberEye(Box::default()),
+            DetectorKind::Embereye => Detector::EmberEye(Box::default()),
             // Without a model spec there is nothing to load: the grid detector (see `Detector::model`).
-            crate::config::DetectorKind::Default | crate::config::DetectorKind::Model => {
-                Detector::Default(Box::new(grid::GridDetector::new(&rel_rects(masks))), Box::default())
+            DetectorKind::Grid | DetectorKind::Model => {
+                Detector::Grid(Box::new(grid::GridDetector::new(&rel_rects(masks))), Box::default())
             }
+        }
+    }
+
+    /// The detector a camera's config names; the `model` kind loads `[model]` (paths relative to `base_dir`)
+    /// and registers the model's counters for this camera.
+    pub fn from_config(cam: &Camera, model: &ModelSection, base_dir: &Path, registry: &Registry) -> Self {
+        match cam.detector {
+            DetectorKind::Model => Detector::model(
+                &model::spec_from_config(model, base_dir),
+                &cam.mask,
+                model::ModelCounters::register(registry, &[("camera", cam.name.as_str())]),
+            ),
+            kind => Detector::new(kind, &cam.mask),
         }
     }
 
@@ -142,7 +157,7 @@ impl Detector {
                 let s = d.score_rgb(frame.pixels(), w, h);
                 Some(Scored::ratio(s.score, s.fire_pixels, s.smoke_pixels))
             }
-            Detector::Default(d, t) => {
+            Detector::Grid(d, t) => {
                 let r = match frame.meta.format {
                     PixelFormat::Rgb24 => d.score_rgb(frame.pixels(), w, h),
                     PixelFormat::Yuyv => d.score_yuyv(frame.pixels(), w, h),
@@ -163,6 +178,23 @@ pub struct DetectCounters {
     pub nanos: Counter,
     pub unsupported: Counter,
     pub score: Gauge,
+}
+
+impl DetectCounters {
+    /// Registers the detection metrics of one camera.
+    pub fn register(reg: &Registry, camera: &str) -> Self {
+        let l = [("camera", camera)];
+        DetectCounters {
+            frames: reg.counter("ember_detect_frames_total", "Frames scored by the detector.", &l),
+            nanos: reg.counter("ember_detect_nanoseconds_total", "Time spent scoring frames.", &l),
+            unsupported: reg.counter(
+                "ember_detect_unsupported_total",
+                "Frames in a pixel format the detector cannot read.",
+                &l,
+            ),
+            score: reg.gauge("ember_vision_score", "Last detector score (0..1).", &l),
+        }
+    }
 }
 
 pub struct DetectTask {

@@ -1,4 +1,4 @@
-//! Temporal confirmation for the `default` detector: a candidate counts only when it persists over several
+//! Temporal confirmation for the grid detector: a candidate counts only when it persists over several
 //! recent frames AND moves like fire or smoke (its cells flicker, its area grows, or its brightness flickers).
 //! A warm lamp, a sunset or an orange object is persistent but static, so it stays unconfirmed.
 //!

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, PathSeg, Telemetry, key};
+use crate::config::Config;
 use crate::sensor::device::Devices;
 use crate::telemetry::{Counter, Health, Registry, metrics};
 
@@ -228,45 +228,5 @@ impl Live {
             "trouble": trouble,
             "alerts": self.board.alerts_json(),
         })
-    }
-}
-
-/// Config checks for the live view and the listener's access control.
-pub fn validate_config(t: &Telemetry, push: &mut impl FnMut(Vec<PathSeg>, String)) {
-    let at = |k: &str| vec![key("telemetry"), key(k)];
-    if !t.listen.ip().is_loopback() && t.token.is_none() && t.basic_auth.is_none() {
-        push(
-            at("listen"),
-            format!(
-                "listen {} is not a loopback address: set `token` or `basic_auth` so the camera views, status and \
-                 operator commands are not open to the whole network",
-                t.listen
-            ),
-        );
-    }
-    if let Some(tok) = &t.token
-        && (tok.len() < 8 || tok.contains(|c: char| !c.is_ascii_graphic() || c == '&'))
-    {
-        push(at("token"), "token must be at least 8 printable ASCII characters, without `&` or spaces".into());
-    }
-    if let Some(b) = &t.basic_auth
-        && !b.split_once(':').is_some_and(|(u, p)| !u.is_empty() && p.len() >= 8)
-    {
-        push(at("basic_auth"), "basic_auth must be \"user:password\" with a password of at least 8 characters".into());
-    }
-    if !(1..=10_000).contains(&t.max_viewers) {
-        push(at("max_viewers"), format!("max_viewers must be 1..=10000, got {}", t.max_viewers));
-    }
-    if !(1..=10_000).contains(&t.max_viewers_per_camera) {
-        push(
-            at("max_viewers_per_camera"),
-            format!("max_viewers_per_camera must be 1..=10000, got {}", t.max_viewers_per_camera),
-        );
-    }
-    if !(100..=60_000).contains(&t.viewer_max_lag_ms) {
-        push(at("viewer_max_lag_ms"), format!("viewer_max_lag_ms must be 100..=60000, got {}", t.viewer_max_lag_ms));
-    }
-    if !(1..=100).contains(&t.jpeg_quality) {
-        push(at("jpeg_quality"), format!("jpeg_quality must be 1..=100, got {}", t.jpeg_quality));
     }
 }

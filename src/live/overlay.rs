@@ -261,7 +261,7 @@ mod tests {
             }
         });
         let now = tokio::time::Instant::now();
-        let s = Detector::new(DetectorKind::Default, &[]).score(&frame, now).unwrap_or_else(|| panic!("rgb"));
+        let s = Detector::new(DetectorKind::Grid, &[]).score(&frame, now).unwrap_or_else(|| panic!("rgb"));
         assert!(!s.regions().is_empty(), "no region: {s:?}");
         // The regions reach the overlay through what detection publishes, largest first.
         let shown = Boxes::from_detections(&s.detections(7));

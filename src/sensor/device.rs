@@ -7,13 +7,14 @@
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::proto::{EEPROM_WORDS, FRAME_WORDS, PIXELS, SensorFields};
 use super::{adc_percent, thermal_compat};
 use crate::config::{Device as DeviceCfg, ThermalMode};
 use crate::event::{AdcReading, Observation, SourceRef, ThermalSummary};
 use crate::queue::Queue;
-use crate::telemetry::{Counter, Gauge, Registry};
+use crate::telemetry::{Counter, Gauge, PartHandle, Registry};
 
 /// Trouble conditions of a device, as bits so several can hold at once.
 pub mod fault {
@@ -204,6 +205,23 @@ impl Devices {
         }
         if was_offline {
             self.set_fault(device, &mut st, fault::OFFLINE, false, now);
+        }
+    }
+
+    /// Ticks `tick` every second until stopped, beating `part`: the liveness task of the sensor link.
+    pub async fn watch_liveness(
+        self: std::sync::Arc<Self>,
+        part: PartHandle,
+        stop: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = tick.tick() => {}
+            }
+            part.beat();
+            self.tick(Instant::now());
         }
     }
 

@@ -1,6 +1,7 @@
-//! The sensor link: EmberEye-protocol devices (MLX90640 thermal array plus ADC smoke/flame channels) over TCP.
-//! `proto` is the sans-IO decoder, `server` the TCP listener feeding it, `sim` a simulated device that speaks
-//! the protocol like real firmware. Issue 3 adds serial ports and calibrated MLX90640 temperatures.
+//! The sensor link: EmberEye-protocol devices (MLX90640 thermal array plus ADC smoke/flame channels) over TCP
+//! and serial ports. `proto` is the sans-IO decoder, `server` the link handler feeding it (TCP listeners and
+//! `serial` ports), `device` the per-device state that turns packets into observations, `mlx90640` the
+//! calibrated temperatures, and `sim` a simulated device that speaks the protocol like real firmware.
 
 pub mod analysis;
 pub mod claims;

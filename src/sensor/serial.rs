@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::server::{Peer, SensorServer};
 use crate::config::{Parity, SerialPort};
-use crate::telemetry::Counter;
+use crate::telemetry::{Counter, Registry};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -68,4 +68,13 @@ pub async fn run(
         }
         delay = (delay * 2).min(BACKOFF_MAX);
     }
+}
+
+/// Registers the reopen counter of serial port `path` (the `reopened` of `run`).
+pub fn reopens_counter(registry: &Registry, path: &str) -> Counter {
+    registry.counter(
+        "ember_serial_reopens_total",
+        "Times a serial port was reopened after failing or disappearing.",
+        &[("port", path)],
+    )
 }

@@ -323,6 +323,16 @@ pub fn register_process(reg: &Registry) {
     });
 }
 
+/// The appliance's process-wide series: build info, uptime, and the process figures of `register_process`.
+pub fn register_process_wide(reg: &Registry) {
+    reg.gauge("ember_build_info", "Version of this build.", &[("version", env!("CARGO_PKG_VERSION"))]).set(1.0);
+    let started = std::time::Instant::now();
+    reg.probe("ember_uptime_seconds", "Seconds since start.", Kind::Gauge, &[], move || {
+        started.elapsed().as_secs_f64()
+    });
+    register_process(reg);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,12 @@
-//! systemd notifications (READY, STOPPING, WATCHDOG) over $NOTIFY_SOCKET; a no-op when not under systemd.
+//! systemd notifications (READY, STOPPING, WATCHDOG) over $NOTIFY_SOCKET, and the task that feeds the watchdog
+//! while every part is healthy; a no-op when not under systemd.
 
 use std::os::unix::net::UnixDatagram;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+use super::Health;
 
 pub fn notify(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
@@ -38,6 +43,24 @@ pub fn watchdog_interval() -> Option<Duration> {
         return None;
     }
     (usec > 0).then(|| Duration::from_micros(usec / 2))
+}
+
+/// Feeds the systemd watchdog every `period` while every part is healthy, until stopped.
+pub async fn feed_watchdog(health: Arc<Health>, period: Duration, stop: CancellationToken) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        // Starving the watchdog is how systemd learns that a part of us is dead.
+        let failing = health.failing(tokio::time::Instant::now());
+        if failing.is_empty() {
+            notify("WATCHDOG=1");
+        } else {
+            log::error!("not feeding the systemd watchdog: {}", failing.join(", "));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -55,7 +55,7 @@ impl DetectorArg {
     fn kind(self) -> DetectorKind {
         match self {
             DetectorArg::Embereye => DetectorKind::Embereye,
-            DetectorArg::Default => DetectorKind::Default,
+            DetectorArg::Default => DetectorKind::Grid,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! survives crashes and restarts, keeps counting sequence numbers, and is bounded (drop-oldest, counted, and
 //! reported upstream in heartbeats).
 
+pub mod build;
 pub mod collector;
 pub mod mqtt;
 pub mod spool;

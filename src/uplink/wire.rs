@@ -13,8 +13,8 @@ pub const TAG_LEN: usize = 16;
 pub const MAX_MESSAGE: usize = 128;
 /// Largest COBS frame on the wire, terminator included.
 pub const MAX_FRAME: usize = MAX_MESSAGE + MAX_MESSAGE / 254 + 2;
-/// Longest zone name the wire carries (validated in config).
-pub const MAX_ZONE_NAME: usize = 24;
+/// Longest zone name the wire carries: a config rule (checked at load), which this format relies on.
+pub use crate::config::MAX_ZONE_NAME;
 
 pub const UNKNOWN_DECI_C: i16 = i16::MIN;
 pub const UNKNOWN_DECI_PCT: u16 = u16::MAX;

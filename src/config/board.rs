@@ -1,11 +1,12 @@
 //! Board profiles (`board/*.toml`): what differs between a Raspberry Pi and a Jetson — the GPIO lines of the
 //! alarm outputs and the ack button (by name, with polarity), default camera nodes and UARTs, the target
-//! triple, the glibc floor and the cargo features a board build uses. A site config points at one.
+//! triple, the glibc floor and the cargo features a board build uses. A site config points at one; it is
+//! parsed and checked with the site config and kept in `config::Loaded`.
 
 use serde::Deserialize;
 use std::path::Path;
 
-use crate::config::{ConfigProblem, PathSeg};
+use super::{ConfigProblem, PathSeg};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,9 +125,9 @@ fn validate(b: &Board) -> Vec<(Vec<PathSeg>, String)> {
 }
 
 pub fn load_str(name: &str, text: &str) -> Result<Board, Vec<ConfigProblem>> {
-    let b: Board = crate::config::parse_all(name, text)?;
+    let b: Board = super::parse_all(name, text)?;
     let problems: Vec<ConfigProblem> =
-        validate(&b).into_iter().map(|(p, m)| crate::config::locate(name, text, &p, m)).collect();
+        validate(&b).into_iter().map(|(p, m)| super::locate(name, text, &p, m)).collect();
     if problems.is_empty() { Ok(b) } else { Err(problems) }
 }
 

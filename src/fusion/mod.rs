@@ -7,7 +7,11 @@
 //! operator acknowledges (siren to a reminder), silences (siren off, relay on) and resets it; new evidence
 //! while acknowledged or silenced re-sounds. Lost or faulty sources give TROUBLE, never ALARM. TEST drives
 //! the outputs on an operator's request and yields to a real alarm. Unlike EmberEye's stateless
-//! last-writer-wins fusion, no later quiet reading can clear an alarm.
+//! last-writer-wins fusion, no later quiet reading can clear an alarm. `task` is the IO loop around it.
+
+mod task;
+
+pub use task::{FusionMetrics, FusionTask};
 
 use std::time::Duration;
 use tokio::time::Instant;

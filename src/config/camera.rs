@@ -1,0 +1,309 @@
+//! `[[cameras]]`: where each camera's frames come from, how large they may be, at what rate they are analysed
+//! and which detector scores them; with the checks each source's own fields need.
+
+use serde::Deserialize;
+use std::path::Path;
+
+use super::{HttpUrl, PathSeg, key};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CameraSource {
+    /// A folder of JPEG files played in name order at `fps`, looping; `builtin:demo` is the set in the binary;
+    /// or one .mjpeg/.mjpg file of concatenated JPEGs (as `ffmpeg -f mjpeg` writes).
+    Replay,
+    /// An IP camera's MJPEG stream over HTTP (`multipart/x-mixed-replace`), from `url`.
+    Mjpeg,
+    /// A V4L2 capture device (USB/UVC webcam, CSI camera through its V4L2 node); needs a build with the `v4l2`
+    /// cargo feature.
+    V4l2,
+}
+
+/// Pixel format asked of a V4L2 camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureFormat {
+    /// Uncompressed 4:2:2 (FourCC YUYV): no decoding; the detector reads it as is. Most USB cameras give it
+    /// only at small sizes or low rates.
+    Yuyv,
+    /// Motion JPEG (FourCC MJPG), decoded to RGB per kept frame; how USB cameras deliver large frames.
+    Mjpeg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectorKind {
+    /// EmberEye's HSV colour heuristic, bit-exact, for comparison with existing installs.
+    Embereye,
+    /// Colour classes, fire/smoke regions and a small learned scorer on a fixed sample grid, confirmed over
+    /// frames (persistence plus flicker or growth); reads RGB and YUYV. See docs/DETECTOR.md. Also accepted
+    /// under its old name "default" (deprecated: it never was the default, `embereye` is).
+    #[serde(alias = "default")]
+    Grid,
+    /// The TFLite CNN of `[model]` (feature `tflite`) on the grid detector's candidate regions, with the same
+    /// confirmation over frames; the grid detector alone when the model cannot be loaded.
+    Model,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Camera {
+    /// Unique name, used by zones and in metrics labels.
+    pub name: String,
+    /// Where frames come from.
+    pub source: CameraSource,
+    /// Replay only: a folder of .jpg files or an .mjpeg/.mjpg file (relative to the config file), or
+    /// `builtin:demo`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// MJPEG only: the stream URL, `http://[user:pass@]host[:port]/path` (credentials go as Basic auth).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// MJPEG and .mjpeg replay: largest JPEG accepted, in bytes; larger ones are skipped and counted. Default
+    /// 1 MiB.
+    #[serde(default = "default_max_jpeg_bytes")]
+    pub max_jpeg_bytes: usize,
+    /// MJPEG: no bytes for this long (or bytes but no frame for twice this long) drops the connection and
+    /// reconnects. Default 5000 ms.
+    #[serde(default = "default_camera_timeout_ms")]
+    pub stall_timeout_ms: u64,
+    /// MJPEG: TCP connect timeout. Default 5000 ms.
+    #[serde(default = "default_camera_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// MJPEG: the first reconnect waits up to this long (full jitter); the ceiling doubles per failure.
+    /// Default 500 ms.
+    #[serde(default = "default_camera_reconnect_min")]
+    pub reconnect_min_ms: u64,
+    /// MJPEG: ceiling of the reconnect wait. Default 30000 ms.
+    #[serde(default = "default_camera_reconnect_max")]
+    pub reconnect_max_ms: u64,
+    /// V4L2: the capture node, e.g. "/dev/video0" or a stable "/dev/v4l/by-id/usb-…-video-index0".
+    /// Default "/dev/video0".
+    #[serde(default = "default_video_device")]
+    pub device: String,
+    /// V4L2: "yuyv" or "mjpeg". Default "yuyv".
+    #[serde(default = "default_capture_format")]
+    pub format: CaptureFormat,
+    /// V4L2: frame width to ask the driver for; it may grant another size (logged and in
+    /// `ember_camera_granted_width`), which must still fit `max_width`. Default 640.
+    #[serde(default = "default_width")]
+    pub width: usize,
+    /// V4L2: frame height to ask for. Default 480.
+    #[serde(default = "default_height")]
+    pub height: usize,
+    /// Frames per second to capture and analyse: the ceiling of the adaptive rate. Default 5.
+    #[serde(default = "default_fps")]
+    pub fps: f64,
+    /// Floor of the adaptive rate: when detection falls behind, the rate drops by a quarter per second down to
+    /// this, and climbs back by 1 fps per second when there is headroom. Default fps / 5 (at least 0.2).
+    #[serde(default)]
+    pub min_fps: Option<f64>,
+    /// Largest frame width accepted; sizes the frame pool. Default 640.
+    #[serde(default = "default_width")]
+    pub max_width: usize,
+    /// Largest frame height accepted. Default 480.
+    #[serde(default = "default_height")]
+    pub max_height: usize,
+    /// Which detector scores this camera's frames: "embereye", "grid" or "model". Default "embereye".
+    #[serde(default = "default_detector")]
+    pub detector: DetectorKind,
+    /// Replay only: scale every frame to this [width, height] (nearest neighbour), to stand in for a camera of
+    /// that resolution; must fit max_width x max_height. Unset: frames keep their own size.
+    #[serde(default)]
+    pub replay_size: Option<[usize; 2]>,
+    /// Areas the grid detector ignores (e.g. a lamp, a window at sunset), each `[x0, y0, x1, y1]` in
+    /// relative frame coordinates 0..1 with x0 < x1 and y0 < y1. Default none.
+    #[serde(default)]
+    pub mask: Vec<[f32; 4]>,
+}
+
+impl Camera {
+    /// The floor of the adaptive rate.
+    pub fn min_fps(&self) -> f64 {
+        self.min_fps.unwrap_or((self.fps / 5.0).max(0.2)).min(self.fps)
+    }
+}
+
+/// Whether a replay path names an MJPEG file rather than a folder (by its extension).
+pub fn is_mjpeg_file(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("mjpeg") || e.eq_ignore_ascii_case("mjpg"))
+}
+
+fn default_fps() -> f64 {
+    5.0
+}
+fn default_width() -> usize {
+    640
+}
+fn default_height() -> usize {
+    480
+}
+fn default_max_jpeg_bytes() -> usize {
+    1 << 20
+}
+fn default_camera_timeout_ms() -> u64 {
+    5000
+}
+fn default_camera_reconnect_min() -> u64 {
+    500
+}
+fn default_camera_reconnect_max() -> u64 {
+    30_000
+}
+fn default_video_device() -> String {
+    "/dev/video0".into()
+}
+fn default_capture_format() -> CaptureFormat {
+    CaptureFormat::Yuyv
+}
+fn default_detector() -> DetectorKind {
+    DetectorKind::Embereye
+}
+
+/// Deprecated spellings that still load (each reported as a warning): `detector = "grid"`. Read from the raw
+/// TOML because serde's alias leaves no trace in the parsed config.
+pub(super) fn deprecations(text: &str) -> Vec<(Vec<PathSeg>, String)> {
+    let Ok(raw) = toml::from_str::<toml::Table>(text) else { return Vec::new() };
+    let Some(cameras) = raw.get("cameras").and_then(|c| c.as_array()) else { return Vec::new() };
+    let mut out = Vec::new();
+    for (i, cam) in cameras.iter().enumerate() {
+        if cam.get("detector").and_then(|d| d.as_str()) == Some("default") {
+            out.push((
+                vec![key("cameras"), PathSeg::Index(i), key("detector")],
+                "detector \"default\" is deprecated: it names the grid detector, write detector = \"grid\" \
+                 (the default detector is \"embereye\")"
+                    .into(),
+            ));
+        }
+    }
+    out
+}
+
+/// Semantic checks of the camera list.
+pub(super) fn validate(cameras: &[Camera], base_dir: &Path, push: &mut impl FnMut(Vec<PathSeg>, String)) {
+    let mut seen = std::collections::HashSet::new();
+    for (i, cam) in cameras.iter().enumerate() {
+        let at = |k: &str| vec![key("cameras"), PathSeg::Index(i), key(k)];
+        if cam.name.is_empty() {
+            push(at("name"), "camera name must not be empty".into());
+        } else if !seen.insert(cam.name.as_str()) {
+            push(at("name"), format!("duplicate camera name `{}`", cam.name));
+        }
+        if !(cam.fps > 0.0 && cam.fps <= 120.0) {
+            push(at("fps"), format!("fps must be in (0, 120], got {}", cam.fps));
+        }
+        if let Some(m) = cam.min_fps
+            && !(m > 0.0 && m <= cam.fps)
+        {
+            push(at("min_fps"), format!("min_fps must be in (0, fps = {}], got {m}", cam.fps));
+        }
+        if !(16..=4096).contains(&cam.max_width) {
+            push(at("max_width"), format!("max_width must be 16..=4096, got {}", cam.max_width));
+        }
+        if !(16..=4096).contains(&cam.max_height) {
+            push(at("max_height"), format!("max_height must be 16..=4096, got {}", cam.max_height));
+        }
+        validate_camera_source(cam, base_dir, &at, push);
+        if let Some([w, h]) = cam.replay_size
+            && !(16..=cam.max_width).contains(&w) | !(16..=cam.max_height).contains(&h)
+        {
+            push(
+                at("replay_size"),
+                format!("replay_size {w}x{h} must be at least 16x16 and fit max_width x max_height"),
+            );
+        }
+        if cam.source == CameraSource::V4l2 {
+            if !cfg!(feature = "v4l2") {
+                push(
+                    at("source"),
+                    "source \"v4l2\" is not available: this binary was built without the `v4l2` cargo feature \
+                     (build with `--features v4l2`, as the board packages are)"
+                        .into(),
+                );
+            }
+            if cam.device.is_empty() {
+                push(at("device"), "device must name a V4L2 node such as /dev/video0".into());
+            }
+            if !(16..=cam.max_width).contains(&cam.width) {
+                push(at("width"), format!("width must be 16..=max_width ({}), got {}", cam.max_width, cam.width));
+            }
+            if !(16..=cam.max_height).contains(&cam.height) {
+                push(at("height"), format!("height must be 16..=max_height ({}), got {}", cam.max_height, cam.height));
+            }
+        }
+        for (j, m) in cam.mask.iter().enumerate() {
+            let [x0, y0, x1, y1] = *m;
+            let inside = m.iter().all(|v| (0.0..=1.0).contains(v));
+            if !inside || x0 >= x1 || y0 >= y1 {
+                push(
+                    vec![key("cameras"), PathSeg::Index(i), key("mask"), PathSeg::Index(j)],
+                    format!("mask must be [x0, y0, x1, y1] within 0..=1 with x0 < x1 and y0 < y1, got {m:?}"),
+                );
+            }
+        }
+    }
+}
+
+/// Each source's own fields: required where the source needs them, refused where it would ignore them.
+fn validate_camera_source(
+    cam: &Camera,
+    base_dir: &Path,
+    at: &dyn Fn(&str) -> Vec<PathSeg>,
+    push: &mut dyn FnMut(Vec<PathSeg>, String),
+) {
+    match cam.source {
+        CameraSource::Replay => {
+            if cam.url.is_some() {
+                push(at("url"), "`url` is only for source = \"mjpeg\"; replay reads `path`".into());
+            }
+            match cam.path.as_deref() {
+                None => push(
+                    at("source"),
+                    "source = \"replay\" needs `path` (a folder, an .mjpeg file or builtin:demo)".into(),
+                ),
+                Some("builtin:demo") => {}
+                Some(path) => {
+                    let p = base_dir.join(path);
+                    if is_mjpeg_file(&p) {
+                        if !p.is_file() {
+                            push(at("path"), format!("replay file `{}` does not exist", p.display()));
+                        }
+                    } else if !p.is_dir() {
+                        push(at("path"), format!("replay folder `{}` does not exist", p.display()));
+                    }
+                }
+            }
+        }
+        CameraSource::Mjpeg => {
+            if cam.path.is_some() {
+                push(at("path"), "`path` is only for source = \"replay\"; an MJPEG camera reads `url`".into());
+            }
+            match cam.url.as_deref() {
+                None => push(at("source"), "source = \"mjpeg\" needs `url` (http://host[:port]/path)".into()),
+                Some(u) => {
+                    if let Err(e) = HttpUrl::parse(u) {
+                        push(at("url"), format!("invalid url: {e}"));
+                    }
+                }
+            }
+        }
+        CameraSource::V4l2 => {
+            if cam.path.is_some() || cam.url.is_some() {
+                push(at("source"), "a v4l2 camera reads `device`; `path` and `url` are for replay and mjpeg".into());
+            }
+        }
+    }
+    if !(4096..=(64 << 20)).contains(&cam.max_jpeg_bytes) {
+        push(at("max_jpeg_bytes"), format!("max_jpeg_bytes must be 4096..=64 MiB, got {}", cam.max_jpeg_bytes));
+    }
+    for (k, v) in [("stall_timeout_ms", cam.stall_timeout_ms), ("connect_timeout_ms", cam.connect_timeout_ms)] {
+        if !(50..=600_000).contains(&v) {
+            push(at(k), format!("{k} must be 50..=600000, got {v}"));
+        }
+    }
+    if cam.reconnect_min_ms == 0 || cam.reconnect_min_ms > cam.reconnect_max_ms || cam.reconnect_max_ms > 3_600_000 {
+        push(at("reconnect_min_ms"), "reconnect_min_ms must be at least 1 and at most reconnect_max_ms (≤ 1 h)".into());
+    }
+}

@@ -1,0 +1,113 @@
+//! `[site]`, `[runtime]` and `[alarm]`: who the appliance is and which board profile it runs on, queue sizes and
+//! shutdown timing, and which driver sets the local alarm outputs.
+
+use serde::Deserialize;
+
+use super::{PathSeg, key};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    /// Numeric device id carried in every alert. Default 1.
+    #[serde(default = "one_u32")]
+    pub device_id: u32,
+    /// Human-readable name for logs. Default "ember-edge".
+    #[serde(default = "default_site_name")]
+    pub name: String,
+    /// The board profile (relative to this file), e.g. "../board/rpi4.toml": GPIO lines, cameras, UARTs.
+    #[serde(default)]
+    pub board: Option<String>,
+}
+
+impl Default for Site {
+    fn default() -> Self {
+        Site { device_id: 1, name: default_site_name(), board: None }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Runtime {
+    /// Capacity of the queue from sources to fusion (drop-oldest, counted). Default 1024.
+    #[serde(default = "default_observation_queue")]
+    pub observation_queue: usize,
+    /// Capacity of the queue from fusion to the uplink (drop-newest, counted). Default 256.
+    #[serde(default = "default_uplink_queue")]
+    pub uplink_queue: usize,
+    /// How long tasks get to stop after SIGINT/SIGTERM before they are aborted. Default 1500 ms.
+    #[serde(default = "default_shutdown_ms")]
+    pub shutdown_timeout_ms: u64,
+    /// Frames in the preallocated pool per camera. Default 4.
+    #[serde(default = "default_pool_frames")]
+    pub frames_per_camera: usize,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime {
+            observation_queue: default_observation_queue(),
+            uplink_queue: default_uplink_queue(),
+            shutdown_timeout_ms: default_shutdown_ms(),
+            frames_per_camera: default_pool_frames(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmBackend {
+    /// Logs output changes; for laptops and simulated sites.
+    Log,
+    /// GPIO lines of the board profile, through the Linux GPIO character device.
+    Gpio,
+    /// Raspberry Pi register access by BCM number (a build with `--features rppal`).
+    Rppal,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alarm {
+    /// Which output driver. Default "log".
+    #[serde(default = "default_alarm_backend")]
+    pub backend: AlarmBackend,
+}
+
+impl Default for Alarm {
+    fn default() -> Self {
+        Alarm { backend: AlarmBackend::Log }
+    }
+}
+
+fn one_u32() -> u32 {
+    1
+}
+fn default_site_name() -> String {
+    "ember-edge".into()
+}
+fn default_observation_queue() -> usize {
+    1024
+}
+fn default_uplink_queue() -> usize {
+    256
+}
+fn default_shutdown_ms() -> u64 {
+    1500
+}
+fn default_pool_frames() -> usize {
+    4
+}
+fn default_alarm_backend() -> AlarmBackend {
+    AlarmBackend::Log
+}
+
+/// Semantic checks of the runtime section.
+pub(super) fn validate_runtime(r: &Runtime, push: &mut impl FnMut(Vec<PathSeg>, String)) {
+    for (name, cap) in [("observation_queue", r.observation_queue), ("uplink_queue", r.uplink_queue)] {
+        if !(1..=1_000_000).contains(&cap) {
+            push(vec![key("runtime"), key(name)], format!("{name} must be 1..=1000000, got {cap}"));
+        }
+    }
+    if !(1..=64).contains(&r.frames_per_camera) {
+        push(vec![key("runtime"), key("frames_per_camera")], "frames_per_camera must be 1..=64".into());
+    }
+}

@@ -1,0 +1,180 @@
+//! `[uplink]` and `[collector]`: where alerts go (TCP collector or MQTT broker), the durable spool that holds
+//! them until acknowledged, and the in-process collector for simulated sites.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use super::{PathSeg, key};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Uplink {
+    /// Send alerts upstream. Default false.
+    #[serde(default)]
+    pub enabled: bool,
+    /// "tcp" to `ember-edge collect`, or "mqtt" to a broker (QoS 1). Default "tcp".
+    #[serde(default = "default_transport")]
+    pub transport: UplinkTransport,
+    /// MQTT topic prefix: alerts go to `<prefix>/<device_id>/alert`, heartbeats to `/heartbeat`, and
+    /// `/status` holds a retained online/offline (last will). Default "ember".
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    /// The collector's or broker's address (host:port). Required when enabled (tcp: unless the in-process
+    /// collector is on).
+    #[serde(default)]
+    pub server: Option<String>,
+    /// First reconnect delay; doubles up to `reconnect_max_ms`, with jitter. Default 200 ms.
+    #[serde(default = "default_reconnect_min")]
+    pub reconnect_min_ms: u64,
+    /// Longest reconnect delay. Default 10000 ms.
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max_ms: u64,
+    /// Seconds between heartbeats. Default 30.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_secs: u64,
+    /// File holding this device's HMAC key (hex or raw bytes), shared with the collector. Unset: frames carry
+    /// a tag made with an empty key, which a collector holding keys rejects.
+    #[serde(default)]
+    pub key_file: Option<String>,
+    /// Folder of the durable alert spool (relative to the config file). Unset: a temporary folder, so alerts
+    /// survive a lost link but not a restart (fine for a demo, not for a site).
+    #[serde(default)]
+    pub spool_dir: Option<String>,
+    /// Most bytes the spool may hold; beyond it the oldest alerts are dropped and counted. Default 8 MiB
+    /// (about 100,000 alerts).
+    #[serde(default = "default_spool_bytes")]
+    pub spool_max_bytes: u64,
+    /// "always": fsync every alert (default; alerts are rare, so SD-card wear is negligible and a power cut
+    /// loses nothing acknowledged to fusion). "never": leave it to the kernel (survives crashes, not power loss).
+    #[serde(default = "default_fsync")]
+    pub fsync: FsyncPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UplinkTransport {
+    Tcp,
+    Mqtt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    Always,
+    Never,
+}
+
+impl Default for Uplink {
+    fn default() -> Self {
+        Uplink {
+            enabled: false,
+            transport: default_transport(),
+            topic_prefix: default_topic_prefix(),
+            server: None,
+            reconnect_min_ms: default_reconnect_min(),
+            reconnect_max_ms: default_reconnect_max(),
+            heartbeat_secs: default_heartbeat(),
+            key_file: None,
+            spool_dir: None,
+            spool_max_bytes: default_spool_bytes(),
+            fsync: default_fsync(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Collector {
+    /// Run a collector inside this process and print each alert as a JSON line on stdout. Default false.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Where it listens. Default 127.0.0.1:4900.
+    #[serde(default = "default_collector_listen")]
+    pub listen: Option<SocketAddr>,
+}
+
+fn default_reconnect_min() -> u64 {
+    200
+}
+fn default_reconnect_max() -> u64 {
+    10_000
+}
+fn default_heartbeat() -> u64 {
+    30
+}
+fn default_transport() -> UplinkTransport {
+    UplinkTransport::Tcp
+}
+fn default_topic_prefix() -> String {
+    "ember".into()
+}
+fn default_spool_bytes() -> u64 {
+    8 << 20
+}
+fn default_fsync() -> FsyncPolicy {
+    FsyncPolicy::Always
+}
+fn default_collector_listen() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 4900)))
+}
+
+/// Semantic checks of the uplink (the collector only as far as the uplink relies on it).
+pub(super) fn validate(
+    u: &Uplink,
+    collector: &Collector,
+    base_dir: &Path,
+    push: &mut impl FnMut(Vec<PathSeg>, String),
+) {
+    if u.enabled {
+        match &u.server {
+            None if u.transport == UplinkTransport::Mqtt => push(
+                vec![key("uplink"), key("enabled")],
+                "uplink transport mqtt needs `server` (the broker's host:port)".into(),
+            ),
+            None if !collector.enabled => push(
+                vec![key("uplink"), key("enabled")],
+                "uplink is enabled but neither `server` nor an in-process [collector] is set".into(),
+            ),
+            Some(s) if !valid_host_port(s) => push(
+                vec![key("uplink"), key("server")],
+                format!("server must be host:port with port 1..=65535, got `{s}`"),
+            ),
+            _ => {}
+        }
+    }
+    if u.reconnect_min_ms == 0 || u.reconnect_min_ms > u.reconnect_max_ms {
+        push(
+            vec![key("uplink"), key("reconnect_min_ms")],
+            "reconnect_min_ms must be at least 1 and at most reconnect_max_ms".into(),
+        );
+    }
+    if u.topic_prefix.is_empty() || u.topic_prefix.contains(['#', '+']) {
+        push(
+            vec![key("uplink"), key("topic_prefix")],
+            "topic_prefix must be non-empty and free of MQTT wildcards".into(),
+        );
+    }
+    if !(4096..=(1u64 << 34)).contains(&u.spool_max_bytes) {
+        push(vec![key("uplink"), key("spool_max_bytes")], "spool_max_bytes must be 4096..=16 GiB".into());
+    }
+    if let Some(k) = &u.key_file
+        && !base_dir.join(k).is_file()
+    {
+        push(vec![key("uplink"), key("key_file")], format!("key file `{}` does not exist", base_dir.join(k).display()));
+    }
+}
+
+/// The collector's own check (reported after the board profile's problems, as it always was).
+pub(super) fn validate_collector(collector: &Collector, push: &mut impl FnMut(Vec<PathSeg>, String)) {
+    if collector.enabled && collector.listen.is_none() {
+        push(vec![key("collector"), key("enabled")], "collector is enabled but `listen` is not set".into());
+    }
+}
+
+fn valid_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}

@@ -1,0 +1,119 @@
+//! Builds the uplink task from `[uplink]`: opens (and recovers) the alert spool, reads the device key, picks the
+//! transport and registers the uplink's metrics. The one place the wiring asks for an uplink.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use super::spool::{Fsync, Spool};
+use super::{Transport, UplinkCounters, UplinkTask};
+use crate::config::{FsyncPolicy, Loaded, UplinkTransport};
+use crate::event::Transition;
+use crate::queue::Queue;
+use crate::telemetry::Registry;
+
+impl From<FsyncPolicy> for Fsync {
+    fn from(p: FsyncPolicy) -> Self {
+        match p {
+            FsyncPolicy::Always => Fsync::Always,
+            FsyncPolicy::Never => Fsync::Never,
+        }
+    }
+}
+
+/// A built uplink; `temp_spool` is the folder to remove at shutdown when the spool is not durable.
+pub struct BuiltUplink {
+    pub task: UplinkTask,
+    pub temp_spool: Option<PathBuf>,
+}
+
+/// The uplink of `loaded`, sending the transitions of `input`; `local_collector` is the in-process collector's
+/// address, the server when `[uplink] server` is unset.
+pub fn from_config(
+    loaded: &Loaded,
+    registry: &Registry,
+    local_collector: Option<SocketAddr>,
+    zone_names: Arc<Vec<String>>,
+    input: Queue<Transition>,
+) -> anyhow::Result<BuiltUplink> {
+    let c = &loaded.config;
+    let server = match (&c.uplink.server, local_collector) {
+        (Some(s), _) => s.clone(),
+        (None, Some(a)) => a.to_string(),
+        (None, None) => anyhow::bail!("uplink is enabled but has no server and no local collector"),
+    };
+    let (spool_dir, durable) = match &c.uplink.spool_dir {
+        Some(d) => (loaded.resolve(d), true),
+        None => {
+            // Several apps may run in one process (tests): each needs its own temporary spool.
+            static INSTANCE: AtomicU32 = AtomicU32::new(0);
+            let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
+            let name = format!("ember-edge-spool-{}-{}-{n}", c.site.device_id, std::process::id());
+            (std::env::temp_dir().join(name), false)
+        }
+    };
+    if !durable {
+        log::warn!("[uplink] spool_dir is not set: alerts survive a lost link but not a restart");
+    }
+    let (spool, recovery) = Spool::open(&spool_dir, c.uplink.spool_max_bytes, c.uplink.fsync.into())
+        .map_err(|e| anyhow::anyhow!("cannot open the alert spool: {e}"))?;
+    if recovery.records > 0 || recovery.torn_bytes > 0 {
+        log::info!(
+            "alert spool {}: {} records recovered ({} pending), {} torn bytes discarded",
+            spool_dir.display(),
+            recovery.records,
+            spool.pending(),
+            recovery.torn_bytes
+        );
+    }
+    let key = match &c.uplink.key_file {
+        Some(k) => super::collector::read_key(&loaded.resolve(k))
+            .map_err(|e| anyhow::anyhow!("cannot read the uplink key {k}: {e}"))?,
+        None => Vec::new(),
+    };
+    let transport = match c.uplink.transport {
+        UplinkTransport::Tcp => Transport::Tcp,
+        UplinkTransport::Mqtt => Transport::Mqtt { topic_prefix: c.uplink.topic_prefix.clone() },
+    };
+    let task = UplinkTask {
+        transport,
+        server,
+        device_id: c.site.device_id,
+        key,
+        zone_names,
+        input,
+        spool,
+        reconnect_min: Duration::from_millis(c.uplink.reconnect_min_ms),
+        reconnect_max: Duration::from_millis(c.uplink.reconnect_max_ms),
+        heartbeat: Duration::from_secs(c.uplink.heartbeat_secs.max(1)),
+        counters: register_counters(registry),
+    };
+    Ok(BuiltUplink { task, temp_spool: (!durable).then_some(spool_dir) })
+}
+
+fn register_counters(registry: &Registry) -> UplinkCounters {
+    UplinkCounters {
+        sent: registry.counter(
+            "ember_uplink_sent_total",
+            "Alert frames written to the uplink (resends included).",
+            &[],
+        ),
+        acked: registry.counter("ember_uplink_acked_total", "Alerts acknowledged by the collector.", &[]),
+        dropped: registry.gauge("ember_uplink_dropped", "Alerts dropped from a full spool since it was created.", &[]),
+        reconnects: registry.counter(
+            "ember_uplink_reconnects_total",
+            "Uplink connection attempts after the first.",
+            &[],
+        ),
+        pending: registry.gauge("ember_uplink_pending", "Alerts in the spool not yet acknowledged.", &[]),
+        connected: registry.gauge("ember_uplink_connected", "1 while connected to the collector.", &[]),
+        spool_bytes: registry.gauge("ember_uplink_spool_bytes", "Bytes in the alert spool.", &[]),
+        rejected_acks: registry.counter(
+            "ember_uplink_rejected_acks_total",
+            "Acknowledgements with a bad tag or framing, ignored.",
+            &[],
+        ),
+    }
+}
