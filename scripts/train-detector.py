@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Trains the `default` detector's scorer and writes src/detect/grid_model.rs.
+"""Trains the grid detector's scorer and writes src/detect/grid_weights.rs.
 
 Reproducible: deterministic models (no random state that matters), features from the Rust detector itself:
 
     cargo build --release
     ./target/release/ember-edge eval frames ../shared/fixtures/frames --dump-features target/feat.csv
-    target/pyenv/bin/python scripts/train-detector.py target/feat.csv --out src/detect/grid_model.rs
+    target/pyenv/bin/python scripts/train-detector.py target/feat.csv --out src/detect/grid_weights.rs
 
 (`scripts/bench-detect-opencv.sh` creates target/pyenv; numpy and scikit-learn are all this needs.)
 

@@ -9,8 +9,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
+use ember_edge::detect::cnn::{MAX_CROPS, ModelCounters, ModelDetector, ModelSpec, crop_box};
 use ember_edge::detect::grid::GridDetector;
-use ember_edge::detect::model::{MAX_CROPS, ModelCounters, ModelDetector, ModelSpec, crop_box};
 use ember_edge::detect::model_input::Region;
 use ember_edge::detect::tflite::{ElemType, Model, ModelError};
 use ember_edge::frame::PixelFormat;

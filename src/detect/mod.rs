@@ -4,10 +4,10 @@
 //! trait, so the arrow between them points one way).
 
 mod blobs;
+pub mod cnn;
 pub mod embereye;
 pub mod grid;
-pub mod grid_model;
-pub mod model;
+pub mod grid_weights;
 pub mod model_input;
 pub mod temporal;
 #[cfg(feature = "tflite")]
@@ -33,7 +33,7 @@ pub enum Detector {
     Grid(Box<grid::GridDetector>, Box<temporal::Temporal>),
     /// The CNN on the grid detector's candidate regions (the grid alone when the model cannot be loaded), with
     /// the same temporal confirmation as `Grid`.
-    Model(Box<model::ModelDetector>, Box<temporal::Temporal>),
+    Model(Box<cnn::ModelDetector>, Box<temporal::Temporal>),
 }
 
 /// One frame's verdict, as fusion sees it.
@@ -133,17 +133,17 @@ impl Detector {
     pub fn from_config(cam: &Camera, model: &ModelSection, base_dir: &Path, registry: &Registry) -> Self {
         match cam.detector {
             DetectorKind::Model => Detector::model(
-                &model::spec_from_config(model, base_dir),
+                &cnn::spec_from_config(model, base_dir),
                 &cam.mask,
-                model::ModelCounters::register(registry, &[("camera", cam.name.as_str())]),
+                cnn::ModelCounters::register(registry, &[("camera", cam.name.as_str())]),
             ),
             kind => Detector::new(kind, &cam.mask),
         }
     }
 
     /// The `model` kind: loads the CNN once (or falls back to the grid detector, logged and counted).
-    pub fn model(spec: &model::ModelSpec, masks: &[[f32; 4]], counters: model::ModelCounters) -> Self {
-        Detector::Model(Box::new(model::ModelDetector::load(spec, &rel_rects(masks), counters)), Box::default())
+    pub fn model(spec: &cnn::ModelSpec, masks: &[[f32; 4]], counters: cnn::ModelCounters) -> Self {
+        Detector::Model(Box::new(cnn::ModelDetector::load(spec, &rel_rects(masks), counters)), Box::default())
     }
 
     /// Scores one frame of a live camera at `now`; None for a pixel format this detector cannot read.

@@ -31,7 +31,7 @@ pub struct TemporalConfig {
 impl Default for TemporalConfig {
     fn default() -> Self {
         TemporalConfig {
-            threshold: super::grid_model::THRESHOLD,
+            threshold: super::grid_weights::THRESHOLD,
             min_hits: 3,
             max_age: Duration::from_secs(10),
             flicker: 0.12,

@@ -121,8 +121,8 @@ pub fn evaluate(args: &Args) -> anyhow::Result<Outcome> {
                 .context("--detector model needs --model-library or EMBER_TFLITE_LIB")?;
             // Loaded here so a failure is an error (a run that fell back to the grid would report the wrong detector).
             let loaded = crate::detect::tflite::Model::load(&library, &args.model, 1)?;
-            let counters = crate::detect::model::ModelCounters::register(&crate::telemetry::Registry::new(), &[]);
-            Some((crate::detect::model::ModelDetector::with_model(loaded, &[], counters.clone()), counters))
+            let counters = crate::detect::cnn::ModelCounters::register(&crate::telemetry::Registry::new(), &[]);
+            Some((crate::detect::cnn::ModelDetector::with_model(loaded, &[], counters.clone()), counters))
         }
         _ => None,
     };
@@ -134,7 +134,7 @@ pub fn evaluate(args: &Args) -> anyhow::Result<Outcome> {
     let threshold = args.threshold.unwrap_or(match args.detector {
         Which::Embereye => 0.4,
         Which::Model => 0.5,
-        _ => crate::detect::grid_model::THRESHOLD,
+        _ => crate::detect::grid_weights::THRESHOLD,
     });
     let mut dec = JpegDecoder::new();
     let ember = EmberEyeHsv::new();

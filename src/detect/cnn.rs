@@ -1,4 +1,4 @@
-//! The `model` detector kind: the default grid detector proposes candidate regions, and the optional TFLite CNN
+//! The `model` detector kind: the grid detector proposes candidate regions, and the optional TFLite CNN
 //! scores crops around the largest of them (a frame without candidates costs no inference). If the library or
 //! the model cannot be loaded (or the binary was built without the `tflite` feature), one WARN is logged, the
 //! failure is counted, and the camera keeps working on the grid detector alone. If the model is required by the
