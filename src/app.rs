@@ -2,8 +2,9 @@
 //! registered in `Health`, listeners bound before readiness is reported, and an orderly shutdown that joins the
 //! tasks within the configured timeout and puts the alarm outputs in their safe state last.
 //!
-//! Data flow: camera → (newest frame) → detect → observations ← sensor server ← devices;
-//! observations → fusion → alarm outputs (local, no network) and → uplink → collector.
+//! Each part builds itself from its config section; `App::start` only connects them, in the order of the data
+//! flow drawn in the crate docs: telemetry and the live view; cameras → detect → observations; devices → sensor
+//! server → observations; observations → fusion → alarm outputs (local, no network) and → uplink → collector.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -24,7 +25,7 @@ use crate::sensor::device::Devices;
 use crate::sensor::server::{SensorCounters, SensorServer};
 use crate::sensor::{DeviceMap, serial};
 use crate::telemetry::{Health, PartHandle, PartState, Registry, metrics, sdnotify};
-use crate::uplink::collector::Collector;
+use crate::uplink::{self, collector::Collector};
 use crate::web;
 
 /// Things a caller (a test, the demo) may substitute.
@@ -183,38 +184,7 @@ impl App {
         }
 
         // Devices (TCP listeners, serial ports, simulators) → sensor server → observations.
-        let map = Arc::new(DeviceMap::from_config(&c.sensors));
-        let counters = Arc::new(SensorCounters::new(&registry, &map));
-        let server = Arc::new(SensorServer::from_config(&c.sensors, Arc::clone(&map), Arc::clone(&devices), counters));
-        for addr in &c.sensors.listen {
-            let listener = bind("sensors", *addr).await?;
-            let local = listener.local_addr()?;
-            app.sensor_addrs.push(local);
-            let server = Arc::clone(&server);
-            app.spawn(&format!("sensors:{local}"), None, move |_, stop| server.serve(listener, stop));
-        }
-        for port in &c.sensors.serial {
-            let bound = port.device.as_deref().and_then(|n| map.by_name(n));
-            let reopened = serial::reopens_counter(&registry, &port.path);
-            let (server, port) = (Arc::clone(&server), port.clone());
-            app.spawn(&format!("serial:{}", port.path), None, move |_, stop| {
-                serial::run(server, port, bound, reopened, stop)
-            });
-        }
-        if !c.sensors.devices.is_empty() {
-            let devices = Arc::clone(&devices);
-            app.spawn("sensor-liveness", Some(Duration::from_secs(5)), move |part, stop| {
-                devices.watch_liveness(part, stop)
-            });
-        }
-        for (k, sim) in c.simulator.iter().enumerate() {
-            let Some(mut target) = app.sensor_addrs.first().copied() else { break };
-            if target.ip().is_unspecified() {
-                target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            let sim = sim.clone();
-            app.spawn(&format!("simulator:{k}"), None, move |_, stop| crate::sensor::sim::run(sim, target, stop));
-        }
+        app.start_sensor_link(c, &registry, devices).await?;
 
         // Collector (control-room receiver) for simulated sites.
         if c.collector.enabled
@@ -229,22 +199,16 @@ impl App {
 
         // Fusion → uplink (queue) → collector or broker.
         let zone_names: Arc<Vec<String>> = Arc::new(c.zones.iter().map(|z| z.name.clone()).collect());
-        let uplink_queue: Option<Queue<Transition>> = if c.uplink.enabled {
+        let mut uplink_queue: Option<Queue<Transition>> = None;
+        if c.uplink.enabled {
             let q = Queue::new("uplink", c.runtime.uplink_queue, Overflow::DropNewest);
             metrics::register_queue(&registry, "uplink", q.capacity(), q.stats());
-            let uplink = crate::uplink::build::from_config(
-                loaded,
-                &registry,
-                app.collector_addr,
-                Arc::clone(&zone_names),
-                q.clone(),
-            )?;
-            app.temp_dirs.extend(uplink.temp_spool);
-            app.spawn("uplink", None, move |part, stop| uplink.task.run(part, stop));
-            Some(q)
-        } else {
-            None
-        };
+            let names = Arc::clone(&zone_names);
+            let up = uplink::build::from_config(loaded, &registry, app.collector_addr, names, q.clone())?;
+            app.temp_dirs.extend(up.temp_spool);
+            app.spawn("uplink", None, move |part, stop| up.task.run(part, stop));
+            uplink_queue = Some(q);
+        }
 
         // Observations → fusion → alarm outputs (directly: no queue, no network between them) and the uplink.
         let fusion = FusionTask {
@@ -272,6 +236,48 @@ impl App {
         app.health.set_ready();
         sdnotify::notify("READY=1");
         Ok(app)
+    }
+
+    /// The sensor link: one server for every TCP listener and serial port, the liveness tick, and the simulated
+    /// devices (which connect to the first listener).
+    async fn start_sensor_link(
+        &mut self,
+        c: &Config,
+        registry: &Arc<Registry>,
+        devices: Arc<Devices>,
+    ) -> anyhow::Result<()> {
+        let map = Arc::new(DeviceMap::from_config(&c.sensors));
+        let counters = Arc::new(SensorCounters::new(registry, &map));
+        let server = Arc::new(SensorServer::from_config(&c.sensors, Arc::clone(&map), Arc::clone(&devices), counters));
+        for addr in &c.sensors.listen {
+            let listener = bind("sensors", *addr).await?;
+            let local = listener.local_addr()?;
+            self.sensor_addrs.push(local);
+            let server = Arc::clone(&server);
+            self.spawn(&format!("sensors:{local}"), None, move |_, stop| server.serve(listener, stop));
+        }
+        for port in &c.sensors.serial {
+            let bound = port.device.as_deref().and_then(|n| map.by_name(n));
+            let reopened = serial::reopens_counter(registry, &port.path);
+            let (server, port) = (Arc::clone(&server), port.clone());
+            self.spawn(&format!("serial:{}", port.path), None, move |_, stop| {
+                serial::run(server, port, bound, reopened, stop)
+            });
+        }
+        if !c.sensors.devices.is_empty() {
+            self.spawn("sensor-liveness", Some(Duration::from_secs(5)), move |part, stop| {
+                devices.watch_liveness(part, stop)
+            });
+        }
+        for (k, sim) in c.simulator.iter().enumerate() {
+            let Some(mut target) = self.sensor_addrs.first().copied() else { break };
+            if target.ip().is_unspecified() {
+                target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            let sim = sim.clone();
+            self.spawn(&format!("simulator:{k}"), None, move |_, stop| crate::sensor::sim::run(sim, target, stop));
+        }
+        Ok(())
     }
 
     /// Cancels every task, joins them within the timeout (aborting stragglers), then sets the alarm outputs to
