@@ -3,7 +3,6 @@
 //! the frame's `Detections` to a `DetectionSink` (the live view's overlay, which detection knows only as that
 //! trait, so the arrow between them points one way).
 
-mod blobs;
 pub mod cnn;
 pub mod embereye;
 pub mod grid;

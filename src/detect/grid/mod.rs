@@ -11,11 +11,12 @@
 //! converted with BT.601 limited-range integer math, the same encoding V4L2 delivers as YUYV, so both formats
 //! read identical classes. All scratch is in the struct (no allocation per frame).
 
+mod blobs;
 mod cells;
 mod sample;
 
-use super::blobs::{Blob, Labeller};
 use super::grid_weights as model;
+use blobs::{Blob, Labeller};
 #[cfg(test)]
 use cells::insert_region;
 use sample::{read_rgb, read_yuyv, rgb_sample, valid_size, yuyv_sample};

@@ -7,7 +7,7 @@
 //! its cells' sums are a straight loop. Blobs come out in raster order of their first cell, as the flood fill
 //! found them, so the regions and features are the same.
 
-use super::grid::{CELL_FIRE, CELL_SMOKE, CH, CW, CellBits, NC, NP, PW};
+use super::{CELL_FIRE, CELL_SMOKE, CH, CW, CellBits, NC, NP, PW};
 
 /// Sums over one blob's cells, in cell coordinates.
 #[derive(Default, Clone, Copy)]
@@ -199,7 +199,7 @@ fn union(parent: &mut [u16; NC], a: usize, b: usize) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::grid::CELL_WORDS;
+    use super::super::CELL_WORDS;
     use super::*;
 
     /// The straightforward labelling the run version replaced: a flood fill from each unseen cell in raster order.
