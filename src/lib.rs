@@ -3,12 +3,12 @@
 //! Data flow (each arrow a bounded queue or a one-slot "newest wins" mailbox):
 //!
 //! ```text
-//!  cameras (replay, MJPEG/HTTP, V4L2) ──frame──▶ detect ──VisionScore──┐
-//!         └──▶ live view (MJPEG to browsers)                              │
-//!  devices ──TCP / serial──▶ sensor server ──Thermal/Adc─────────────────┼──▶ fusion ──▶ alarm outputs (local)
-//!  simulated device ──TCP──┘                                              │        └─▶ uplink ──TCP/MQTT──▶ collector
-//!  operator (HTTP) ──commands────────────────────────────────────────────┘
-//!  telemetry: /metrics, /health, live view and status, systemd notify
+//!  cameras (replay, MJPEG/HTTP, V4L2) ──frame──▶ detect ──VisionScore───────┐
+//!        └──frame──▶ live view ◀──Detections───────┘                        │
+//!  devices ──TCP / serial──▶ sensor server ──Thermal/Adc────────────────────┼──▶ fusion ──▶ alarm outputs (local)
+//!  simulated device ──TCP──┘                                                │      └─▶ uplink ─TCP/MQTT─▶ collector
+//!  operator ──web: zone commands────────────────────────────────────────────┘
+//!  web: /metrics, /health, operator commands, live view and status;  telemetry: metrics, health, systemd notify
 //! ```
 //!
 //! Decisions (decoders, detectors, fusion, wire format) are pure and take `now`; the IO tasks around them are

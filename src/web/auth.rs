@@ -1,7 +1,7 @@
 //! Who may use the web listener: an optional bearer token (header or `?token=`) and optional HTTP basic
 //! credentials. Compared in constant time; /health stays open for probes.
 
-/// The configured secrets; both None means open (only allowed on loopback, see `validate_config`).
+/// The configured secrets; both None means open (only allowed on loopback, checked with `[telemetry]` in config).
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
     token: Option<String>,
