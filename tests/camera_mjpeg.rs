@@ -594,7 +594,7 @@ async fn mjpeg_file_replays_in_order_and_loops() {
 #[test]
 fn config_fields_per_source_are_validated() {
     let load = |cam: &str| {
-        let text = format!("[[cameras]]\nname = \"c\"\n{cam}\n");
+        let text = format!("[[cameras]]\nname = \"c\"\n{cam}\n[[zones]]\nname = \"z\"\ncameras = [\"c\"]\n");
         ember_edge::config::load_str("cam.toml", &text, std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
             .map(|_| ())
             .map_err(|p| p.iter().map(|x| x.to_string()).collect::<Vec<_>>())

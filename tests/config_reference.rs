@@ -18,6 +18,7 @@ use toml::{Table, Value};
 /// Keys whose reference value is a working value of the simulated site, or an example of an optional setting,
 /// rather than the default. Paths as printed by this test (`section.key`, `[i]` for the i-th table of an array).
 const WORKING_VALUES: &[&str] = &[
+    "site.device_id",
     "site.name",
     "site.board",
     "telemetry.token",

@@ -184,7 +184,8 @@ fn a_listener_off_loopback_needs_a_secret() {
     let err = ember_edge::config::load_str("t.toml", text, std::path::Path::new(".")).unwrap_err();
     assert!(err.iter().any(|p| p.message.contains("not a loopback address")), "{err:?}");
     assert_eq!((err[0].line, err[0].col > 0), (2, true), "points at the key");
-    let ok = "[telemetry]\nlisten = \"0.0.0.0:9090\"\ntoken = \"0123456789abcdef\"\n";
+    let ok = "[telemetry]\nlisten = \"0.0.0.0:9090\"\ntoken = \"0123456789abcdef\"\n\
+              [[sensors.devices]]\nname = \"d\"\nloc_id = \"1\"\n[[zones]]\nname = \"z\"\ndevices = [\"d\"]\n";
     assert!(ember_edge::config::load_str("t.toml", ok, std::path::Path::new(".")).is_ok());
 }
 

@@ -369,6 +369,8 @@ impl Pty {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulate_sensor_cli_drives_a_fire_into_an_alarm() {
     let text = r#"
+[site]
+device_id = 3
 [telemetry]
 listen = "127.0.0.1:0"
 [sensors]

@@ -141,8 +141,21 @@ fn check(c: &Config, base_dir: &Path) -> (Vec<(Vec<PathSeg>, String)>, Option<Bo
     sensors::validate(&c.sensors, !c.simulator.is_empty(), &mut push);
     model::validate(&c.model, &mut push);
     sensors::validate_simulators(&c.simulator, &mut push);
+    if c.zones.is_empty() {
+        push(vec![key("zones")], "no [[zones]]: an appliance without a zone raises no alarm".into());
+    }
     zone::validate(&c.zones, &c.cameras, &c.sensors, &mut push);
     uplink::validate(&c.uplink, &c.collector, base_dir, &mut push);
+    match c.site.device_id {
+        None if c.uplink.enabled => push(
+            vec![key("site"), key("device_id")],
+            "the uplink is enabled: set [site] device_id, which every alert carries (the control room tells \
+             appliances apart by it)"
+                .into(),
+        ),
+        Some(0) => push(vec![key("site"), key("device_id")], "device_id must be at least 1".into()),
+        _ => {}
+    }
     let mut board = None;
     if let Some(b) = &c.site.board {
         match board::load_file(&base_dir.join(b)) {
@@ -165,7 +178,7 @@ fn check(c: &Config, base_dir: &Path) -> (Vec<(Vec<PathSeg>, String)>, Option<Bo
 mod tests {
     use super::*;
 
-    const CAMERA: &str = "[[cameras]]\nname = \"a\"\nsource = \"replay\"\npath = \"builtin:demo\"\n";
+    const CAMERA: &str = "[[zones]]\nname = \"z\"\ncameras = [\"a\"]\n[[cameras]]\nname = \"a\"\nsource = \"replay\"\npath = \"builtin:demo\"\n";
 
     #[test]
     fn grid_detector_is_named_grid_and_default_is_a_located_deprecated_alias() {
@@ -179,7 +192,7 @@ mod tests {
         assert_eq!(l.config.cameras[0].detector, DetectorKind::Grid);
         let w: Vec<String> = l.warnings.iter().map(|w| w.to_string()).collect();
         assert_eq!(w.len(), 1, "{w:?}");
-        assert!(w[0].starts_with("a.toml:5:") && w[0].contains("deprecated"), "{w:?}");
+        assert!(w[0].starts_with("a.toml:8:") && w[0].contains("deprecated"), "{w:?}");
 
         let l = load_str("a.toml", CAMERA, Path::new(".")).unwrap_or_else(|p| panic!("{p:?}"));
         assert_eq!(l.config.cameras[0].detector, DetectorKind::Embereye, "the default detector is unchanged");

@@ -288,8 +288,14 @@ pub(super) fn validate(s: &Sensors, has_simulators: bool, push: &mut impl FnMut(
         if !(5.0..=3600.0).contains(&d.rise_window_secs) {
             push(at("rise_window_secs"), "rise_window_secs must be 5..=3600".into());
         }
-        if d.adc_rail_readings == 0 {
-            push(at("adc_rail_readings"), "adc_rail_readings must be at least 1".into());
+        if !(1..=10_000).contains(&d.adc_rail_readings) {
+            push(at("adc_rail_readings"), format!("adc_rail_readings must be 1..=10000, got {}", d.adc_rail_readings));
+        }
+        if !(0.0..=86_400.0).contains(&d.adc_static_secs) {
+            push(at("adc_static_secs"), format!("adc_static_secs must be 0..=86400, got {}", d.adc_static_secs));
+        }
+        if !(-40.0..=1000.0).contains(&d.hot_cluster_c) {
+            push(at("hot_cluster_c"), format!("hot_cluster_c must be -40..=1000 °C, got {}", d.hot_cluster_c));
         }
     }
     for (i, p) in s.serial.iter().enumerate() {
@@ -309,8 +315,22 @@ pub(super) fn validate(s: &Sensors, has_simulators: bool, push: &mut impl FnMut(
             push(at("device"), format!("serial port names device `{dev}`, which is not defined"));
         }
     }
-    if s.max_connections == 0 {
-        push(vec![key("sensors"), key("max_connections")], "max_connections must be at least 1".into());
+    // Every duration from here ends up added to an Instant: an absurd one would overflow it at run time.
+    let at = |k: &str| vec![key("sensors"), key(k)];
+    if !(1..=100_000).contains(&s.max_connections) {
+        push(at("max_connections"), format!("max_connections must be 1..=100000, got {}", s.max_connections));
+    }
+    if !(1..=100_000).contains(&s.max_connections_per_ip) {
+        push(
+            at("max_connections_per_ip"),
+            format!("max_connections_per_ip must be 1..=100000, got {}", s.max_connections_per_ip),
+        );
+    }
+    if !(1..=3600).contains(&s.identify_secs) {
+        push(at("identify_secs"), format!("identify_secs must be 1..=3600, got {}", s.identify_secs));
+    }
+    if !(1..=86_400).contains(&s.offline_after_secs) {
+        push(at("offline_after_secs"), format!("offline_after_secs must be 1..=86400, got {}", s.offline_after_secs));
     }
     if has_simulators && s.listen.is_empty() {
         push(vec![key("simulator")], "simulated devices need a [sensors] listen address to connect to".into());
@@ -323,6 +343,9 @@ pub(super) fn validate_simulators(sims: &[Simulator], push: &mut impl FnMut(Vec<
         let at = |k: &str| vec![key("simulator"), PathSeg::Index(i), key(k)];
         if !(s.interval_secs >= 0.05 && s.interval_secs <= 3600.0) {
             push(at("interval_secs"), format!("interval_secs must be 0.05..=3600, got {}", s.interval_secs));
+        }
+        if !(0.0..=86_400.0).contains(&s.fire_after_secs) {
+            push(at("fire_after_secs"), format!("fire_after_secs must be 0..=86400, got {}", s.fire_after_secs));
         }
         if s.loc_id.is_empty() || s.loc_id.contains([':', '!', '\n', '\r']) {
             push(at("loc_id"), "loc_id must be non-empty and free of `:`, `!` and line breaks".into());

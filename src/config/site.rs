@@ -8,9 +8,10 @@ use super::{PathSeg, key};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Site {
-    /// Numeric device id carried in every alert. Default 1.
-    #[serde(default = "one_u32")]
-    pub device_id: u32,
+    /// Numeric device id carried in every alert; required when the uplink is enabled (the control room tells
+    /// appliances apart by it). No default.
+    #[serde(default)]
+    pub device_id: Option<u32>,
     /// Human-readable name for logs. Default "ember-edge".
     #[serde(default = "default_site_name")]
     pub name: String,
@@ -21,7 +22,7 @@ pub struct Site {
 
 impl Default for Site {
     fn default() -> Self {
-        Site { device_id: 1, name: default_site_name(), board: None }
+        Site { device_id: None, name: default_site_name(), board: None }
     }
 }
 
@@ -78,9 +79,6 @@ impl Default for Alarm {
     }
 }
 
-fn one_u32() -> u32 {
-    1
-}
 fn default_site_name() -> String {
     "ember-edge".into()
 }
@@ -109,5 +107,11 @@ pub(super) fn validate_runtime(r: &Runtime, push: &mut impl FnMut(Vec<PathSeg>, 
     }
     if !(1..=64).contains(&r.frames_per_camera) {
         push(vec![key("runtime"), key("frames_per_camera")], "frames_per_camera must be 1..=64".into());
+    }
+    if !(100..=60_000).contains(&r.shutdown_timeout_ms) {
+        push(
+            vec![key("runtime"), key("shutdown_timeout_ms")],
+            format!("shutdown_timeout_ms must be 100..=60000, got {}", r.shutdown_timeout_ms),
+        );
     }
 }

@@ -143,10 +143,16 @@ pub(super) fn validate(
             _ => {}
         }
     }
-    if u.reconnect_min_ms == 0 || u.reconnect_min_ms > u.reconnect_max_ms {
+    if u.reconnect_min_ms == 0 || u.reconnect_min_ms > u.reconnect_max_ms || u.reconnect_max_ms > 3_600_000 {
         push(
             vec![key("uplink"), key("reconnect_min_ms")],
-            "reconnect_min_ms must be at least 1 and at most reconnect_max_ms".into(),
+            "reconnect_min_ms must be at least 1 and at most reconnect_max_ms (≤ 1 h)".into(),
+        );
+    }
+    if !(1..=86_400).contains(&u.heartbeat_secs) {
+        push(
+            vec![key("uplink"), key("heartbeat_secs")],
+            format!("heartbeat_secs must be 1..=86400, got {}", u.heartbeat_secs),
         );
     }
     if u.topic_prefix.is_empty() || u.topic_prefix.contains(['#', '+']) {

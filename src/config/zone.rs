@@ -111,6 +111,8 @@ pub(super) fn validate(
         let at = |k: &str| vec![key("zones"), PathSeg::Index(i), key(k)];
         if z.name.is_empty() || z.name.len() > MAX_ZONE_NAME {
             push(at("name"), format!("zone name must be 1..={} bytes", MAX_ZONE_NAME));
+        } else if let Some(why) = unaddressable(&z.name) {
+            push(at("name"), format!("zone name `{}` {why}", z.name));
         } else if !seen.insert(z.name.as_str()) {
             push(at("name"), format!("duplicate zone name `{}`", z.name));
         }
@@ -133,14 +135,34 @@ pub(super) fn validate(
                 );
             }
         }
+        for (k, v) in [
+            ("vision_frames", z.vision_frames),
+            ("thermal_frames", z.thermal_frames),
+            ("smoke_readings", z.smoke_readings),
+        ] {
+            if !(1..=10_000).contains(&v) {
+                push(at(k), format!("{k} must be 1..=10000, got {v}"));
+            }
+        }
+        if !(1..=768).contains(&z.rise_min_pixels) {
+            push(
+                at("rise_min_pixels"),
+                format!("rise_min_pixels must be 1..=768 (the array), got {}", z.rise_min_pixels),
+            );
+        }
+        for (k, v) in [("thermal_alarm_c", z.thermal_alarm_c), ("thermal_critical_c", z.thermal_critical_c)] {
+            if !(-40.0..=1000.0).contains(&v) {
+                push(at(k), format!("{k} must be -40..=1000 °C, got {v}"));
+            }
+        }
         if !(0.0..=1.0).contains(&z.vision_threshold) {
             push(at("vision_threshold"), format!("vision_threshold must be 0..=1, got {}", z.vision_threshold));
         }
         if z.thermal_critical_c < z.thermal_alarm_c {
             push(at("thermal_critical_c"), "thermal_critical_c must be at least thermal_alarm_c".into());
         }
-        if z.rise_alarm_c_per_min < 0.0 {
-            push(at("rise_alarm_c_per_min"), "rise_alarm_c_per_min must not be negative".into());
+        if !(0.0..=10_000.0).contains(&z.rise_alarm_c_per_min) {
+            push(at("rise_alarm_c_per_min"), "rise_alarm_c_per_min must be 0..=10000".into());
         }
         if z.min_sources == 0 || z.min_sources > 4 {
             push(at("min_sources"), format!("min_sources must be 1..=4, got {}", z.min_sources));
@@ -152,4 +174,15 @@ pub(super) fn validate(
             push(at("auto_reset_secs"), format!("auto_reset_secs must be 0..=86400, got {}", z.auto_reset_secs));
         }
     }
+}
+
+/// Why a zone name could not be addressed in `/api/zones/{name}/...` or as an MQTT topic level, if it could not.
+fn unaddressable(name: &str) -> Option<&'static str> {
+    if name == "all" {
+        return Some("is reserved: `/api/zones/all/...` addresses every zone");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) || name.starts_with('.') {
+        return Some("may use only letters, digits, `-`, `_` and `.` (not first): it is a URL path and topic segment");
+    }
+    None
 }

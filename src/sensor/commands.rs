@@ -104,7 +104,8 @@ mod tests {
 
     fn device(mode: DeviceMode) -> Device {
         let text = format!(
-            "[[sensors.devices]]\nname = \"d\"\nip = \"192.0.2.1\"\nmode = \"{}\"\npoll_secs = 2.0\neeprom_refresh_secs = 60",
+            "[[sensors.devices]]\nname = \"d\"\nip = \"192.0.2.1\"\nmode = \"{}\"\npoll_secs = 2.0\neeprom_refresh_secs = 60\n\
+             [[zones]]\nname = \"z\"\ndevices = [\"d\"]",
             if mode == DeviceMode::OnDemand { "on_demand" } else { "continuous" }
         );
         crate::config::load_str("t.toml", &text, std::path::Path::new(".")).unwrap().config.sensors.devices[0].clone()

@@ -39,6 +39,8 @@ pub fn from_config(
     input: Queue<Transition>,
 ) -> anyhow::Result<BuiltUplink> {
     let c = &loaded.config;
+    // Validation refuses an enabled uplink without a device id.
+    let device_id = c.site.device_id.unwrap_or_default();
     let server = match (&c.uplink.server, local_collector) {
         (Some(s), _) => s.clone(),
         (None, Some(a)) => a.to_string(),
@@ -50,7 +52,7 @@ pub fn from_config(
             // Several apps may run in one process (tests): each needs its own temporary spool.
             static INSTANCE: AtomicU32 = AtomicU32::new(0);
             let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
-            let name = format!("ember-edge-spool-{}-{}-{n}", c.site.device_id, std::process::id());
+            let name = format!("ember-edge-spool-{}-{}-{n}", device_id, std::process::id());
             (std::env::temp_dir().join(name), false)
         }
     };
@@ -80,7 +82,7 @@ pub fn from_config(
     let task = UplinkTask {
         transport,
         server,
-        device_id: c.site.device_id,
+        device_id,
         key,
         zone_names,
         input,
