@@ -149,3 +149,66 @@ fn a_v4l2_camera_asking_for_more_than_max_size_is_refused() {
     assert_eq!(p.len(), 1, "{p:#?}");
     assert!(p[0].to_string().contains("width must be 16..=max_width (640), got 1280"), "{p:#?}");
 }
+
+/// Problems of a config text, as `FILE:LINE:COL: message` lines; empty when it loads.
+fn problems(text: &str) -> Vec<String> {
+    match ember_edge::config::load_str("t.toml", text, Path::new(".")) {
+        Ok(_) => Vec::new(),
+        Err(p) => p.iter().map(|x| x.to_string()).collect(),
+    }
+}
+
+const ONE_ZONE: &str =
+    "[[sensors.devices]]\nname = \"d\"\nloc_id = \"1\"\n[[zones]]\nname = \"z\"\ndevices = [\"d\"]\n";
+
+#[test]
+fn absurd_durations_and_counts_are_config_errors_not_panics_at_run_time() {
+    assert!(problems(ONE_ZONE).is_empty(), "{:?}", problems(ONE_ZONE));
+    // i64::MAX seconds passed check-config, and every sensor connection then panicked adding it to an Instant.
+    for (section, key, value) in [
+        ("sensors", "offline_after_secs", "9223372036854775807"),
+        ("sensors", "offline_after_secs", "0"),
+        ("sensors", "identify_secs", "9223372036854775807"),
+        ("sensors", "max_connections_per_ip", "0"),
+        ("uplink", "heartbeat_secs", "9223372036854775807"),
+        ("uplink", "reconnect_min_ms", "0"),
+        ("runtime", "shutdown_timeout_ms", "18446744073709551615"),
+    ] {
+        let text = format!("[{section}]\n{key} = {value}\n{ONE_ZONE}");
+        let p = problems(&text);
+        assert!(p.iter().any(|m| m.starts_with("t.toml:2:") && m.contains(key)), "{section}.{key} = {value}: {p:?}");
+    }
+    let p = problems(&format!("[uplink]\nreconnect_max_ms = 18446744073709551615\n{ONE_ZONE}"));
+    assert!(p.iter().any(|m| m.contains("≤ 1 h")), "{p:?}");
+    let text = format!("{ONE_ZONE}vision_frames = 0\nsmoke_readings = 4294967295\nthermal_alarm_c = 1e30\n");
+    let p = problems(&text);
+    for key in ["vision_frames", "smoke_readings", "thermal_alarm_c"] {
+        assert!(p.iter().any(|m| m.contains(key)), "{key}: {p:?}");
+    }
+}
+
+#[test]
+fn zone_names_the_api_cannot_address_are_refused() {
+    for bad in ["boiler room", "a/b", "all", ".hidden", "heizraum-ü"] {
+        let text = ONE_ZONE.replace("name = \"z\"", &format!("name = \"{bad}\""));
+        let p = problems(&text);
+        assert!(p.iter().any(|m| m.starts_with("t.toml:5:") && m.contains("zone name")), "{bad}: {p:?}");
+    }
+    for good in ["boiler-room", "zone_2", "b1.north"] {
+        let text = ONE_ZONE.replace("name = \"z\"", &format!("name = \"{good}\""));
+        assert!(problems(&text).is_empty(), "{good}: {:?}", problems(&text));
+    }
+}
+
+#[test]
+fn an_empty_config_and_an_anonymous_uplink_are_refused() {
+    let p = problems("");
+    assert!(p.iter().any(|m| m.contains("no [[zones]]")), "{p:?}");
+    // The control room tells appliances apart by device_id: no silent default of 1 when alerts go upstream.
+    let uplink = format!("{ONE_ZONE}[uplink]\nenabled = true\nserver = \"127.0.0.1:7700\"\n");
+    let p = problems(&uplink);
+    assert!(p.iter().any(|m| m.contains("device_id")), "{p:?}");
+    assert!(problems(&format!("[site]\ndevice_id = 12\n{uplink}")).is_empty());
+    let p = problems(&format!("[site]\ndevice_id = 0\n{ONE_ZONE}"));
+    assert!(p.iter().any(|m| m.starts_with("t.toml:2:") && m.contains("device_id")), "{p:?}");
+}
