@@ -6,21 +6,9 @@
 //!
 //! Run: `cargo run --release --example fuzz_decoder -- [SECONDS] [SEED]` (CI runs it for a bounded time).
 
+use ember_edge::prng::XorShift64 as Rng;
 use ember_edge::sensor::proto::{Decoder, Event, MAX_LINE, Packet};
 use std::time::{Duration, Instant};
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 fn seeds() -> Vec<Vec<u8>> {
     let frame: String = (0..834).map(|i| format!("{:04X}", (i * 7919) as u16)).collect();
@@ -114,7 +102,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let secs: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(30.0);
     let seed: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(0x5EED_1234_ABCD) | 1;
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let seeds = seeds();
     let mut input = Vec::with_capacity(64 * 1024);
     let deadline = Instant::now() + Duration::from_secs_f64(secs);

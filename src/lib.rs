@@ -31,7 +31,9 @@ mod fixtures;
 pub mod frame;
 pub mod fusion;
 pub mod live;
+pub mod prng;
 pub mod queue;
+pub mod retry;
 pub mod sensor;
 
 /// Test-only global allocator that counts allocations made by the current thread, so tests can

@@ -12,12 +12,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use ember_edge::camera::Latest;
-use ember_edge::camera::http::{Backoff, HttpUrl, base64};
+use ember_edge::camera::http::{HttpUrl, base64};
 use ember_edge::camera::jpeg::JpegDecoder;
 use ember_edge::camera::mjpeg_http::{MjpegCounters, MjpegHttp};
 use ember_edge::camera::rate::Rate;
 use ember_edge::camera::replay::{Replay, ReplayCounters, ReplaySet};
 use ember_edge::frame::{Frame, FramePool, PixelFormat};
+use ember_edge::prng::XorShift64;
+use ember_edge::retry::Backoff;
 use ember_edge::telemetry::{Counter, Health, Registry};
 
 const MAX: usize = 640;
@@ -151,7 +153,7 @@ impl Opts {
             fps: 1000.0,
             // Scaled: under qemu-user a slow decode must not look like a stalled camera.
             stall: common::scaled(Duration::from_millis(300)),
-            backoff: Backoff::new(ms(10), ms(100), 2.0, Duration::from_secs(10), 1),
+            backoff: Backoff::new(ms(10), ms(100)).healthy_after(Duration::from_secs(10)).seed(1),
         }
     }
 }
@@ -332,17 +334,8 @@ async fn garbage_servers_are_counted_and_the_source_recovers() {
     let srv = server(move |k, mut s| {
         let f = Arc::clone(&f);
         async move {
-            let mut x = 0x1234_5678_9ABC_DEF0u64 ^ k as u64;
-            let mut random = |n: usize| -> Vec<u8> {
-                (0..n)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        x as u8
-                    })
-                    .collect()
-            };
+            let mut x = XorShift64::new(0x1234_5678_9ABC_DEF0u64 ^ k as u64);
+            let mut random = |n: usize| -> Vec<u8> { (0..n).map(|_| x.next() as u8).collect() };
             let reply: Vec<u8> = match k {
                 // Not HTTP at all.
                 0 => random(5000),
@@ -462,13 +455,13 @@ async fn backoff_grows_between_failed_connects() {
         let _ = s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n").await;
     })
     .await;
-    let backoff = Backoff::new(ms(40), ms(1000), 2.0, Duration::from_secs(10), 99);
+    let backoff = Backoff::new(ms(40), ms(1000)).healthy_after(Duration::from_secs(10)).seed(99);
     let mut expected = backoff.clone();
     let mut ceilings = vec![];
     let delays: Vec<Duration> = (0..6)
         .map(|_| {
             ceilings.push(expected.ceiling().as_millis());
-            expected.failed(Duration::ZERO)
+            expected.failed(None).delay
         })
         .collect();
     assert_eq!(ceilings, [40, 80, 160, 320, 640, 1000]);

@@ -133,13 +133,8 @@ fsync = "always"
     };
     let mut collector = collect();
 
-    let mut rng: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut rng = ember_edge::prng::XorShift64::new(0x2545_F491_4F6C_DD1D);
+    let mut next = move || rng.next();
     let mut confirmed_cycles = 0u64;
     for round in 0..50 {
         let mut run = start_run(&config, telemetry);

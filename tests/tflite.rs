@@ -163,13 +163,9 @@ fn bad_model_files_are_errors_not_crashes() {
         ("truncated", good[..good.len() / 2].to_vec()),
     ];
     let mut garbage = good[..8].to_vec();
-    let mut x = 0x2545_f491u32;
-    garbage.extend((0..4000).map(|_| {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        x as u8
-    }));
+    let mut noise = vec![0u8; 4000];
+    ember_edge::prng::XorShift64::new(0x2545_f491).fill(&mut noise);
+    garbage.extend(noise);
     cases.push(("TFL3 + noise", garbage));
     for (name, bytes) in cases {
         let p = dir.join(format!("{}.tflite", name.replace(' ', "_")));

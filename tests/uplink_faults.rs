@@ -116,15 +116,12 @@ fn producer_killed_fifty_times_while_writing_the_spool_loses_and_duplicates_noth
     let (spool, out) = (d.join("spool"), d.join("alerts.jsonl"));
     let port = free_port();
     let mut c = collector(port, &out, &[]);
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut x = ember_edge::prng::XorShift64::new(0x9E37_79B9_7F4A_7C15);
     let mut recovered_torn = 0u64;
     for _ in 0..50 {
         let mut p = producer(port, &spool, 2000, &["--fsync", "always", "--rate", "500"]).spawn().unwrap();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
         // Scaled: under qemu-user a producer needs most of a second just to start.
-        std::thread::sleep(common::scaled(Duration::from_millis(40 + x % 300)));
+        std::thread::sleep(common::scaled(Duration::from_millis(40 + x.next() % 300)));
         kill(&mut p);
     }
     let out_final = producer(port, &spool, 2000, &["--fsync", "always", "--wait-secs", "120"]).output().unwrap();

@@ -1,7 +1,7 @@
 //! Decisions shared by live capture sources (V4L2, and any other device that delivers frames at its own
-//! pace): which delivered frames to keep at the camera's current adaptive rate, how long to wait before
-//! reopening a failed device, and copying a YUYV image out of a driver buffer into a pooled frame. Pure and
-//! clock-free: callers pass `now`.
+//! pace): which delivered frames to keep at the camera's current adaptive rate, and copying a YUYV image out
+//! of a driver buffer into a pooled frame. Pure and clock-free: callers pass `now`. How long to wait before
+//! reopening a failed device is `crate::retry`'s.
 
 use std::time::{Duration, Instant};
 
@@ -34,51 +34,6 @@ impl Pacer {
     /// Forget the last kept frame (a new stream starts).
     pub fn reset(&mut self) {
         self.last_kept = None;
-    }
-}
-
-/// Exponential reconnect delay: `min`, doubling per failure up to `max`; `reset` after a good session.
-#[derive(Debug)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Self {
-        let min = min.max(Duration::from_millis(1));
-        Backoff { min, max: max.max(min), next: min }
-    }
-
-    /// The delay before the next attempt (without jitter), and doubles the one after.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.min;
-    }
-}
-
-/// A small xorshift giving a delay uniformly in [d/2, d], so cameras that fail together (a USB hub reset)
-/// do not all retry in the same instant. Not cryptographic; it needs none.
-#[derive(Debug)]
-pub struct Jitter(u64);
-
-impl Jitter {
-    pub fn new(seed: u64) -> Self {
-        Jitter(seed | 1)
-    }
-
-    pub fn apply(&mut self, d: Duration) -> Duration {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        let frac = (self.0 % 1000) as f64 / 1000.0;
-        d.mul_f64(0.5 + frac / 2.0)
     }
 }
 
@@ -153,24 +108,6 @@ mod tests {
         assert_eq!(kept, 10);
         p.reset();
         assert!(p.admit(t0 + cam * 100, Duration::from_secs(1), cam), "a new stream keeps its first frame");
-    }
-
-    #[test]
-    fn backoff_doubles_to_the_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(4));
-        let d: Vec<u64> = (0..6).map(|_| b.next_delay().as_millis() as u64).collect();
-        assert_eq!(d, [500, 1000, 2000, 4000, 4000, 4000]);
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(500));
-    }
-
-    #[test]
-    fn jitter_stays_within_half_to_full_and_varies() {
-        let mut j = Jitter::new(42);
-        let d = Duration::from_secs(2);
-        let v: Vec<Duration> = (0..100).map(|_| j.apply(d)).collect();
-        assert!(v.iter().all(|x| *x >= d / 2 && *x <= d));
-        assert!(v.iter().any(|x| *x != v[0]));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The small, pure pieces of the MJPEG HTTP client: the request (with Basic credentials; the URL itself is
-//! configuration syntax, parsed in `config`), the response head, chunked transfer decoding, reconnect backoff and the decode pacer. No IO here.
+//! configuration syntax, parsed in `config`), the response head, chunked transfer decoding and the decode
+//! pacer. No IO here.
 
 use std::time::Duration;
 use tokio::time::Instant;
@@ -218,54 +219,6 @@ impl Dechunker {
     }
 }
 
-/// Reconnect delays: exponential with full jitter (uniform in [0, ceiling]), the ceiling growing by
-/// `multiplier` per failure up to `max`, and reset once a connection has stayed healthy long enough.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    multiplier: f64,
-    healthy_after: Duration,
-    ceiling: Duration,
-    rng: u64,
-}
-
-impl Backoff {
-    pub fn new(initial: Duration, max: Duration, multiplier: f64, healthy_after: Duration, seed: u64) -> Self {
-        let initial = initial.max(Duration::from_millis(1));
-        Backoff {
-            initial,
-            max: max.max(initial),
-            multiplier: if multiplier.is_finite() && multiplier >= 1.0 { multiplier } else { 2.0 },
-            healthy_after,
-            ceiling: initial,
-            // xorshift must not start at zero.
-            rng: seed | 1,
-        }
-    }
-
-    /// The largest delay the next failure can get.
-    pub fn ceiling(&self) -> Duration {
-        self.ceiling
-    }
-
-    /// A connection attempt ended; `healthy_for` is how long it delivered frames (zero if it never did).
-    /// Returns how long to wait before the next attempt.
-    pub fn failed(&mut self, healthy_for: Duration) -> Duration {
-        if healthy_for >= self.healthy_after {
-            self.ceiling = self.initial;
-        }
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        // 53 random bits → [0, 1].
-        let frac = (self.rng >> 11) as f64 / ((1u64 << 53) - 1) as f64;
-        let delay = self.ceiling.mul_f64(frac);
-        self.ceiling = self.ceiling.mul_f64(self.multiplier).min(self.max);
-        delay
-    }
-}
-
 /// Decides which of the camera's frames to decode so the decoded rate averages the set rate. Decoding on a
 /// schedule (not "a period since the last one") keeps the average at the rate even though the camera's
 /// frames arrive on their own clock; credit is never saved up, so a pause does not cause a burst.
@@ -393,17 +346,10 @@ mod tests {
 
     #[test]
     fn chunked_garbage_never_panics() {
-        let mut x = 0x0123_4567_89AB_CDEFu64;
+        let mut x = crate::prng::XorShift64::new(0x0123_4567_89AB_CDEF);
         for _ in 0..2000 {
             let mut d = Dechunker::default();
-            let buf: Vec<u8> = (0..64)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    b"0123456789abcdef\r\n;xZ"[(x % 21) as usize]
-                })
-                .collect();
+            let buf: Vec<u8> = (0..64).map(|_| b"0123456789abcdef\r\n;xZ"[x.below(21)]).collect();
             let mut piece = &buf[..];
             while let Ok((n, _)) = d.next(piece) {
                 if piece.is_empty() {
@@ -411,39 +357,6 @@ mod tests {
                 }
                 piece = &piece[n..];
             }
-        }
-    }
-
-    #[test]
-    fn backoff_grows_with_full_jitter_and_resets_after_a_healthy_connection() {
-        let ms = Duration::from_millis;
-        let mut b = Backoff::new(ms(100), ms(3000), 2.0, Duration::from_secs(10), 42);
-        let mut ceilings = vec![];
-        for _ in 0..8 {
-            let c = b.ceiling();
-            let d = b.failed(Duration::ZERO);
-            assert!(d <= c, "{d:?} > {c:?}");
-            ceilings.push(c.as_millis());
-        }
-        assert_eq!(ceilings, [100, 200, 400, 800, 1600, 3000, 3000, 3000]);
-        // A short healthy spell keeps the ceiling; a long one resets it.
-        b.failed(Duration::from_secs(9));
-        assert_eq!(b.ceiling(), ms(3000));
-        let d = b.failed(Duration::from_secs(10));
-        assert!(d <= ms(100));
-        assert_eq!(b.ceiling(), ms(200));
-
-        // Full jitter: delays spread over the whole [0, ceiling] range.
-        let mut b = Backoff::new(ms(1000), ms(1000), 2.0, Duration::from_secs(10), 7);
-        let d: Vec<f64> = (0..2000).map(|_| b.failed(Duration::ZERO).as_secs_f64()).collect();
-        let mean = d.iter().sum::<f64>() / d.len() as f64;
-        assert!((0.45..0.55).contains(&mean), "mean {mean}");
-        assert!(d.iter().any(|&x| x < 0.05) && d.iter().any(|&x| x > 0.95));
-        // Same seed, same sequence (tests rely on it).
-        let mut a = Backoff::new(ms(10), ms(500), 2.0, Duration::from_secs(1), 5);
-        let mut c = a.clone();
-        for _ in 0..10 {
-            assert_eq!(a.failed(Duration::ZERO), c.failed(Duration::ZERO));
         }
     }
 

@@ -437,13 +437,8 @@ mod tests {
             assert!(d.dimensions(input).is_err());
             assert!(d.decode_rgb(input, &mut out, 640, 480).is_err());
         }
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut x = crate::prng::XorShift64::new(0x2545_F491_4F6C_DD1D);
+        let mut rnd = move || x.next();
         for _ in 0..2000 {
             let len = (rnd() % 4096) as usize;
             let buf: Vec<u8> = (0..len).map(|_| rnd() as u8).collect();
@@ -477,13 +472,8 @@ mod tests {
             assert_clean_err(r, "truncated no-DHT");
         }
         // Random byte flips, inserts and deletes: any result is fine except a panic.
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut x = crate::prng::XorShift64::new(0x9E37_79B9_7F4A_7C15);
+        let mut rnd = move || x.next();
         let (mut ok, mut err) = (0, 0);
         // zune-jpeg is ~50x slower unoptimised, so a debug `cargo test` runs a smaller sample.
         let rounds = if cfg!(debug_assertions) { 100 } else { 3000 };

@@ -11,11 +11,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Latest;
-use super::http::{Backoff, Dechunker, HttpUrl, Pacer, parse_head};
+use super::http::{Dechunker, HttpUrl, Pacer, parse_head};
 use super::jpeg::JpegDecoder;
 use super::multipart::{MultipartParser, Stats};
 use super::rate::Rate;
 use crate::frame::{Frame, FramePool, PixelFormat};
+use crate::retry::Backoff;
 use crate::telemetry::{Counter, Gauge, PartHandle, Registry};
 
 /// Socket reads land here; also holds the response head, so a head must fit.
@@ -117,12 +118,6 @@ impl MjpegHttp {
     ) -> anyhow::Result<Self> {
         let url = cam.url.as_deref().unwrap_or_default();
         let url = HttpUrl::parse(url).map_err(|e| anyhow::anyhow!("camera {}: url: {e}", cam.name))?;
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1)
-            ^ (u64::from(std::process::id()) << 32)
-            ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let ms = Duration::from_millis;
         Ok(MjpegHttp {
             camera: index,
@@ -134,7 +129,9 @@ impl MjpegHttp {
             max_jpeg_bytes: cam.max_jpeg_bytes,
             connect_timeout: ms(cam.connect_timeout_ms),
             stall_timeout: ms(cam.stall_timeout_ms),
-            backoff: Backoff::new(ms(cam.reconnect_min_ms), ms(cam.reconnect_max_ms), 2.0, HEALTHY_AFTER, seed),
+            backoff: Backoff::new(ms(cam.reconnect_min_ms), ms(cam.reconnect_max_ms))
+                .healthy_after(HEALTHY_AFTER)
+                .salted(index as u64),
             pool,
             out,
             counters,
@@ -161,7 +158,6 @@ impl MjpegHttp {
             last_part: Instant::now(),
             logged_decode_error: false,
         };
-        let mut failures_in_a_row = 0u32;
         loop {
             io.part.beat();
             io.first_part = None;
@@ -173,23 +169,21 @@ impl MjpegHttp {
             self.counters.connected.set(0.0);
             io.parser.end_of_stream();
             self.sync_stats(&mut io);
-            let healthy_for = io.first_part.map(|t| t.elapsed()).unwrap_or_default();
             if let Some(c) = End::KINDS.iter().position(|k| *k == end.kind()) {
                 self.counters.errors[c].inc();
             }
-            failures_in_a_row = if healthy_for >= HEALTHY_AFTER { 1 } else { failures_in_a_row + 1 };
-            let delay = self.backoff.failed(healthy_for);
-            // A flapping camera logs once per failure streak step, not once per retry forever.
-            if failures_in_a_row.is_power_of_two() {
-                log::warn!(
-                    "camera {}: {} ({}); reconnecting in {:.1} s (failure {failures_in_a_row} in a row)",
-                    self.name,
-                    describe(end),
-                    self.url.redacted(),
-                    delay.as_secs_f64()
+            let retry = self.backoff.failed(io.first_part.map(|t| t.elapsed()));
+            let (what, delay, n) = (describe(end), retry.delay.as_secs_f64(), retry.failures);
+            let url = self.url.redacted();
+            if retry.log {
+                log::warn!("camera {}: {what} ({url}); reconnecting in {delay:.1} s (failure {n} in a row)", self.name);
+            } else {
+                log::debug!(
+                    "camera {}: {what} ({url}); reconnecting in {delay:.1} s (failure {n} in a row)",
+                    self.name
                 );
             }
-            if !wait(&io.part, delay, &stop).await {
+            if !crate::retry::wait(retry.delay, &stop, Some(&io.part)).await {
                 return Ok(());
             }
             self.counters.reconnects.inc();
@@ -356,23 +350,6 @@ impl MjpegHttp {
         c.truncated.add(s.truncated - d.truncated);
         c.garbage_bytes.add(s.garbage_bytes - d.garbage_bytes);
         io.synced = s;
-    }
-}
-
-/// Sleeps, beating so a long backoff does not look like a hung task. False when stopped.
-async fn wait(part: &PartHandle, delay: Duration, stop: &CancellationToken) -> bool {
-    let until = Instant::now() + delay;
-    loop {
-        part.beat();
-        let now = Instant::now();
-        if now >= until {
-            return true;
-        }
-        let slice = (until - now).min(Duration::from_secs(1));
-        tokio::select! {
-            _ = stop.cancelled() => return false,
-            _ = tokio::time::sleep(slice) => {}
-        }
     }
 }
 

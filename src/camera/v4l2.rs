@@ -18,11 +18,12 @@ use v4l::video::capture::Parameters;
 use v4l::{Device, Format, FourCC};
 
 use super::Latest;
-use super::capture::{Backoff, Jitter, Pacer, copy_yuyv};
+use super::capture::{Pacer, copy_yuyv};
 use super::jpeg::JpegDecoder;
 use super::rate::Rate;
 use crate::config::CaptureFormat;
 use crate::frame::{Frame, FramePool, PixelFormat};
+use crate::retry::Backoff;
 use crate::telemetry::{Counter, Gauge, PartHandle, Registry};
 
 /// MMAP buffers requested from the driver: one being copied, the rest filling.
@@ -196,17 +197,10 @@ impl V4l2Camera {
     }
 
     fn capture_loop(mut self, stop: &CancellationToken) {
-        let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1)
-            ^ ((self.camera as u64) << 48);
-        let mut jitter = Jitter::new(seed);
+        let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX).salted(self.camera as u64);
         let mut decoder = JpegDecoder::new();
         let mut pacer = Pacer::new();
         let mut seq = 0u64;
-        let mut failures = 0u32;
         loop {
             let mut delivered = false;
             let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -221,41 +215,19 @@ impl V4l2Camera {
                 Ok(Err(e)) => e,
                 Err(_) => "the V4L2 layer panicked while releasing the device".to_owned(),
             };
-            if delivered {
-                backoff.reset();
-                failures = 0;
+            // A session that delivered a frame ends the outage: the next failure starts from the shortest wait.
+            let retry = backoff.failed(delivered.then_some(Duration::ZERO));
+            let (delay, n) = (retry.delay.as_secs_f64(), retry.failures);
+            // ERROR: an operator should look at a lost camera (the log rule keeps a day-long outage short).
+            if retry.log {
+                log::error!("camera {}: {why}; reopening in {delay:.1} s (attempt {n})", self.name);
+            } else {
+                log::debug!("camera {}: {why}; reopening in {delay:.1} s (attempt {n})", self.name);
             }
-            failures += 1;
-            let delay = jitter.apply(backoff.next_delay());
-            // ERROR on the first failure (an operator should look at a lost camera), then only every 10th
-            // attempt, so a camera unplugged for a day does not flood the journal.
-            if failures == 1 || failures.is_multiple_of(10) {
-                log::error!(
-                    "camera {}: {why}; reopening in {:.1} s (attempt {failures})",
-                    self.name,
-                    delay.as_secs_f64()
-                );
-            }
-            if !self.sleep(delay, stop) {
+            if !crate::retry::wait_blocking(retry.delay, stop, Some(&self.part), POLL_SLICE) {
                 return;
             }
             self.counters.reconnects.inc();
-        }
-    }
-
-    /// Waits `d` unless stopped first; keeps the health beat going, since reconnecting is this part working.
-    fn sleep(&self, d: Duration, stop: &CancellationToken) -> bool {
-        let until = Instant::now() + d;
-        loop {
-            if stop.is_cancelled() {
-                return false;
-            }
-            self.part.beat();
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return true;
-            }
-            std::thread::sleep(left.min(POLL_SLICE));
         }
     }
 

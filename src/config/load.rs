@@ -397,13 +397,8 @@ mod tests {
         for text in ["", "\u{0}", "[[", "a = \"\u{e9}", "ü = 1", "[a]\n[a]\n", "cameras = 1\ncameras = 2"] {
             let _ = parse_all::<Config>("g", text);
         }
-        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut seed = crate::prng::XorShift64::new(0x9E37_79B9_7F4A_7C15);
+        let mut next = move || seed.next();
         let base = "[telemetry]\nlisten = \"x\"\nverbose = true\n[[cameras]]\nname = \"é\"\nfps = \"fast\"\nx.y = { a = [1, {b = 2}] }\n[sensors]\nport = 70000\n";
         let alphabet = b"[]{}=\".,#\n 0a\\'";
         for round in 0..400 {

@@ -289,15 +289,9 @@ mod tests {
         assert!((s.score - 0.075).abs() < 1e-6, "{}", s.score);
     }
 
-    fn xorshift_frame(w: usize, h: usize, mut x: u64) -> Vec<u8> {
+    fn xorshift_frame(w: usize, h: usize, seed: u64) -> Vec<u8> {
         let mut f = vec![0u8; w * h * 3];
-        for c in f.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let bytes = x.to_le_bytes();
-            c.copy_from_slice(&bytes[..c.len()]);
-        }
+        crate::prng::XorShift64::new(seed).fill(&mut f);
         f
     }
 

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::server::{Peer, SensorServer};
 use crate::config::{Parity, SerialPort};
+use crate::retry::Backoff;
 use crate::telemetry::{Counter, Registry};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -37,36 +38,37 @@ pub async fn run(
     reopened: Counter,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut delay = BACKOFF_MIN;
-    let mut reported = false;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     loop {
-        match open(&port) {
+        let (up_for, open_error) = match open(&port) {
             Ok(stream) => {
                 log::info!("serial port {} open at {} baud", port.path, port.baud);
-                delay = BACKOFF_MIN;
-                reported = false;
+                let opened = tokio::time::Instant::now();
                 let peer = Peer { label: format!("serial:{}", port.path), ip: None, bound };
                 match server.serve_link(stream, peer, &stop).await {
                     Ok(()) => log::warn!("serial port {} closed; reopening", port.path),
                     Err(e) => log::warn!("serial port {} failed: {e}; reopening", port.path),
                 }
+                (Some(opened.elapsed()), None)
             }
-            Err(e) if !reported => {
-                // Once per outage at WARN: the port being absent is a wiring or udev problem someone must see.
-                log::warn!("serial port {} cannot be opened: {e}; retrying", port.path);
-                reported = true;
-            }
-            Err(e) => log::debug!("serial port {}: {e}", port.path),
-        }
+            Err(e) => (None, Some(e)),
+        };
         if stop.is_cancelled() {
             return Ok(());
         }
-        reopened.inc();
-        tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(delay) => {}
+        let retry = backoff.failed(up_for);
+        if let Some(e) = open_error {
+            // WARN: the port being absent is a wiring or udev problem someone must see.
+            if retry.log {
+                log::warn!("serial port {} cannot be opened: {e}; retrying (failure {})", port.path, retry.failures);
+            } else {
+                log::debug!("serial port {}: {e}", port.path);
+            }
         }
-        delay = (delay * 2).min(BACKOFF_MAX);
+        reopened.inc();
+        if !crate::retry::wait(retry.delay, &stop, None).await {
+            return Ok(());
+        }
     }
 }
 

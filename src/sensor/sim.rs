@@ -111,11 +111,8 @@ impl FrameSynth {
 /// Sensor noise: a real MLX90640 pixel wanders by about ±0.1 °C frame to frame (and the appliance flags a
 /// sensor whose frames repeat exactly as frozen).
 fn noise(secs: f64, r: usize, c: usize) -> f64 {
-    let mut x = (secs.to_bits() ^ ((r * GRID_W + c) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    ((x % 2001) as f64 / 1000.0 - 1.0) * 0.15
+    let seed = (secs.to_bits() ^ ((r * GRID_W + c) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1;
+    (crate::prng::XorShift64::new(seed).below(2001) as f64 / 1000.0 - 1.0) * 0.15
 }
 
 fn frame_line(s: &Simulator, synth: &mut FrameSynth, secs: f64, out: &mut String) {

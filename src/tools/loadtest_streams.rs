@@ -347,16 +347,14 @@ async fn viewer(
         second_frames: 0,
         min_second: f64::INFINITY,
     };
-    let mut backoff = Duration::from_millis(100);
-    let mut first = true;
+    let mut backoff = crate::retry::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let mut delay = None;
     let mut buf = vec![0u8; 64 * 1024];
     while Instant::now() < end {
-        if !first {
+        if let Some(d) = delay {
             st.reconnects += 1;
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            tokio::time::sleep(d).await;
         }
-        first = false;
         let frames_before = c.frames;
         let r = tokio::select! {
             _ = tokio::time::sleep_until(end) => Ok(()),
@@ -372,10 +370,8 @@ async fn viewer(
             }
             st.last_error = Some(e.to_string());
         }
-        if c.frames > frames_before {
-            // It worked for a while: the next reconnect starts with a short wait again.
-            backoff = Duration::from_millis(100);
-        }
+        // If it worked for a while, the next reconnect starts with a short wait again.
+        delay = Some(backoff.failed((c.frames > frames_before).then_some(Duration::ZERO)).delay);
     }
     // The last, possibly partial, second is not a whole second: it does not count towards the slowest one.
     let window = end.saturating_duration_since(window_start).as_secs_f64();

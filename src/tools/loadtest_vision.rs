@@ -74,13 +74,6 @@ struct StreamResult {
     score_sum: f64,
 }
 
-fn xorshift(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
-}
-
 fn stream(args: &Args, index: usize, stop_at: Option<Instant>) -> StreamResult {
     let format = match args.format {
         FormatArg::Rgb => PixelFormat::Rgb24,
@@ -90,7 +83,8 @@ fn stream(args: &Args, index: usize, stop_at: Option<Instant>) -> StreamResult {
     let pool = FramePool::new(1, len);
     let mut detector = Detector::new(args.detector.kind(), &[]);
     let period = Duration::from_secs_f64(1.0 / args.fps.max(0.001));
-    let mut rng = args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(index as u64 + 1) | 1;
+    let mut rng =
+        crate::prng::XorShift64::new(args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(index as u64 + 1) | 1);
     let cap = args.frames.unwrap_or((args.duration.unwrap_or(0.0) * args.fps) as u64 + 16);
     let mut r = StreamResult {
         frames: 0,
@@ -106,10 +100,7 @@ fn stream(args: &Args, index: usize, stop_at: Option<Instant>) -> StreamResult {
             break;
         }
         let Some(mut frame) = pool.take() else { break };
-        for chunk in frame.buffer_mut().chunks_mut(8) {
-            let v = xorshift(&mut rng).to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
+        rng.fill(frame.buffer_mut());
         frame.meta.width = args.width;
         frame.meta.height = args.height;
         frame.meta.format = format;

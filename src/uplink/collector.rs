@@ -415,15 +415,17 @@ impl Collector {
     ) -> anyhow::Result<()> {
         use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
         let (host, port) = super::mqtt::split_host_port(&broker)?;
-        let mut delay = std::time::Duration::from_millis(200);
+        let ms = std::time::Duration::from_millis;
+        let mut backoff = crate::retry::Backoff::new(ms(200), ms(5000));
         loop {
+            let mut connected_at = None;
             let mut opts = MqttOptions::new(client_id.clone(), host.clone(), port);
             opts.set_clean_session(false).set_manual_acks(true).set_keep_alive(std::time::Duration::from_secs(10));
             let (client, mut events) = AsyncClient::new(opts, 256);
             // Acks the client's request queue could not take yet. Awaiting here instead would deadlock: the
             // queue is only drained by `poll`, in this same loop. Unsent acks stall the broker's delivery window.
             let mut unacked: std::collections::VecDeque<rumqttc::Publish> = std::collections::VecDeque::new();
-            loop {
+            let lost = loop {
                 while let Some(p) = unacked.front() {
                     if client.try_ack(p).is_err() {
                         break;
@@ -439,7 +441,7 @@ impl Collector {
                 };
                 match ev {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        delay = std::time::Duration::from_millis(200);
+                        connected_at = Some(tokio::time::Instant::now());
                         log::info!("collector: connected to MQTT broker {broker}, subscribing to {topic}");
                         if let Err(e) = client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
                             log::warn!("collector: subscribe failed: {e}");
@@ -452,17 +454,18 @@ impl Collector {
                         unacked.push_back(p);
                     }
                     Ok(_) => {}
-                    Err(e) => {
-                        log::warn!("collector: MQTT connection to {broker} lost: {e}");
-                        break;
-                    }
+                    Err(e) => break e,
                 }
+            };
+            let retry = backoff.failed(connected_at.map(|t| t.elapsed()));
+            if retry.log {
+                log::warn!("collector: MQTT connection to {broker} lost: {lost} (failure {} in a row)", retry.failures);
+            } else {
+                log::debug!("collector: MQTT connection to {broker} lost: {lost}");
             }
-            tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(delay) => {}
+            if !crate::retry::wait(retry.delay, &stop, None).await {
+                return Ok(());
             }
-            delay = (delay * 2).min(std::time::Duration::from_secs(5));
         }
     }
 

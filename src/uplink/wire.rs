@@ -458,15 +458,11 @@ mod tests {
 
     #[test]
     fn random_bytes_never_panic() {
-        let mut x: u32 = 0x1234_5678;
+        let mut rng = crate::prng::XorShift64::new(0x1234_5678);
         for _ in 0..20_000 {
             let mut buf = [0u8; 60];
-            for b in buf.iter_mut() {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                *b = x as u8;
-            }
+            rng.fill(&mut buf);
+            let x = rng.next();
             let len = (x as usize) % 60;
             let mut scratch = [0u8; MAX_MESSAGE];
             let _ = decode_up(&buf[..len], &mut scratch, device_key, x.is_multiple_of(2));

@@ -1,22 +1,10 @@
 use super::*;
+// A fixed-seed generator, so failures reproduce.
 use crate::camera::replay::DEMO_FRAMES;
+use crate::prng::XorShift64 as Rng;
 
 fn jpegs() -> Vec<&'static [u8]> {
     DEMO_FRAMES.iter().map(|f| f.1).collect()
-}
-
-/// xorshift64: a fixed-seed generator so failures reproduce.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 /// Pushes `stream` in chunks whose sizes come from `chunk`; returns the JPEGs and the final stats.
@@ -75,7 +63,7 @@ fn standard_stream_whole_byte_by_byte_and_random_splits() {
         assert_eq!(p.stats(), Stats { parts: 5, ..Stats::default() });
 
         for seed in 1..40u64 {
-            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
             let max = [2usize, 7, 64, 1500, 70_000][seed as usize % 5];
             let mut p = MultipartParser::new(1 << 20);
             p.set_boundary(b"myboundary");
@@ -182,7 +170,7 @@ fn garbage_between_parts_is_counted_exactly() {
 #[test]
 fn random_binary_garbage_between_parts_never_costs_a_frame() {
     let frames = jpegs();
-    let mut rng = Rng(0x1234_5678_9ABC_DEF1);
+    let mut rng = Rng::new(0x1234_5678_9ABC_DEF1);
     for round in 0..30 {
         let mut s = Vec::new();
         for f in &frames {
@@ -235,7 +223,7 @@ fn oversized_parts_are_skipped_without_growing() {
 fn truncated_parts_are_counted_and_never_delivered() {
     let frames = jpegs();
     // Each frame cut somewhere, followed by the next part's boundary and a whole frame.
-    let mut rng = Rng(77);
+    let mut rng = Rng::new(77);
     let scan_start = frames[0].windows(2).position(|w| w == [0xFF, 0xDA]).unwrap() + 14;
     for _ in 0..200 {
         let cut = 3 + rng.below(frames[0].len() - 4);
@@ -317,7 +305,7 @@ fn declared_non_image_parts_are_skipped_whole() {
 fn random_input_never_panics_and_parts_are_well_formed() {
     let frames = jpegs();
     let base = standard(&frames, "b", true);
-    let mut rng = Rng(0xDEAD_BEEF_CAFE_F00D);
+    let mut rng = Rng::new(0xDEAD_BEEF_CAFE_F00D);
     let mut total = Stats::default();
     for round in 0..300 {
         let mut s: Vec<u8> =

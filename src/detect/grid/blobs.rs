@@ -263,13 +263,8 @@ mod tests {
     /// detector's core mark), must give the flood fill's blobs in the flood fill's order.
     #[test]
     fn runs_find_the_same_blobs_as_a_flood_fill() {
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut state = crate::prng::XorShift64::new(0x9E37_79B9_7F4A_7C15);
+        let mut next = move || state.next();
         let mut lab = Labeller::default();
         for round in 0..300 {
             let density = round % 10;

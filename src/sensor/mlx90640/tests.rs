@@ -241,13 +241,8 @@ fn unconvertible_frames_give_nan_not_panic() {
 #[test]
 fn random_inputs_never_panic() {
     let s = load_session();
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let mut rnd = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut x = crate::prng::XorShift64::new(0x9E37_79B9_7F4A_7C15);
+    let mut rnd = move || x.next();
     let mut out = [0f32; PIXELS];
     for i in 0..300 {
         let mut ee = s.eeprom.clone();
