@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::spool::{Fsync, Spool};
 use super::{Transport, UplinkCounters, UplinkTask};
-use crate::config::{FsyncPolicy, Loaded, UplinkTransport};
+use crate::config::{FsyncPolicy, Loaded};
 use crate::event::Transition;
 use crate::queue::Queue;
 use crate::telemetry::Registry;
@@ -75,12 +75,8 @@ pub fn from_config(
             .map_err(|e| anyhow::anyhow!("cannot read the uplink key {k}: {e}"))?,
         None => Vec::new(),
     };
-    let transport = match c.uplink.transport {
-        UplinkTransport::Tcp => Transport::Tcp,
-        UplinkTransport::Mqtt => Transport::Mqtt { topic_prefix: c.uplink.topic_prefix.clone() },
-    };
     let task = UplinkTask {
-        transport,
+        transport: Transport::from_config(&c.uplink),
         server,
         device_id,
         key,
@@ -90,32 +86,7 @@ pub fn from_config(
         reconnect_min: Duration::from_millis(c.uplink.reconnect_min_ms),
         reconnect_max: Duration::from_millis(c.uplink.reconnect_max_ms),
         heartbeat: Duration::from_secs(c.uplink.heartbeat_secs.max(1)),
-        counters: register_counters(registry),
+        counters: UplinkCounters::register(registry),
     };
     Ok(BuiltUplink { task, temp_spool: (!durable).then_some(spool_dir) })
-}
-
-fn register_counters(registry: &Registry) -> UplinkCounters {
-    UplinkCounters {
-        sent: registry.counter(
-            "ember_uplink_sent_total",
-            "Alert frames written to the uplink (resends included).",
-            &[],
-        ),
-        acked: registry.counter("ember_uplink_acked_total", "Alerts acknowledged by the collector.", &[]),
-        dropped: registry.gauge("ember_uplink_dropped", "Alerts dropped from a full spool since it was created.", &[]),
-        reconnects: registry.counter(
-            "ember_uplink_reconnects_total",
-            "Uplink connection attempts after the first.",
-            &[],
-        ),
-        pending: registry.gauge("ember_uplink_pending", "Alerts in the spool not yet acknowledged.", &[]),
-        connected: registry.gauge("ember_uplink_connected", "1 while connected to the collector.", &[]),
-        spool_bytes: registry.gauge("ember_uplink_spool_bytes", "Bytes in the alert spool.", &[]),
-        rejected_acks: registry.counter(
-            "ember_uplink_rejected_acks_total",
-            "Acknowledgements with a bad tag or framing, ignored.",
-            &[],
-        ),
-    }
 }

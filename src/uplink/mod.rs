@@ -1,6 +1,6 @@
 //! The uplink: every zone transition becomes a numbered, authenticated alert that is appended to the durable
 //! spool first and sent second; it leaves the spool only when the collector acknowledges its sequence number.
-//! After a reconnect (exponential backoff with jitter) everything unacknowledged is resent in order, so
+//! After a reconnect (`crate::retry`'s backoff) everything unacknowledged is resent in order, so
 //! delivery is at-least-once and, with the collector's de-duplication, exactly-once in effect. The spool
 //! survives crashes and restarts, keeps counting sequence numbers, and is bounded (drop-oldest, counted, and
 //! reported upstream in heartbeats).
@@ -8,20 +8,22 @@
 pub mod build;
 pub mod collector;
 pub mod mqtt;
+pub mod outbox;
 pub mod spool;
+mod tcp;
 pub mod wire;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::Transition;
 use crate::queue::Queue;
-use crate::telemetry::{Counter, Gauge, PartHandle};
+use crate::retry::Backoff;
+use crate::telemetry::{Counter, Gauge, PartHandle, Registry};
+use outbox::Outbox;
 use spool::Spool;
-use wire::{Alert, Down, FrameSplitter, MAX_FRAME, MAX_MESSAGE, Split, Up};
+use wire::Alert;
 
 /// Wall-clock milliseconds of a monotonic instant.
 pub fn wall_ms(at: tokio::time::Instant) -> u64 {
@@ -76,6 +78,30 @@ pub struct UplinkCounters {
     pub rejected_acks: Counter,
 }
 
+impl UplinkCounters {
+    /// Registers the uplink's metrics.
+    pub fn register(reg: &Registry) -> Self {
+        UplinkCounters {
+            sent: reg.counter("ember_uplink_sent_total", "Alert frames written to the uplink (resends included).", &[]),
+            acked: reg.counter("ember_uplink_acked_total", "Alerts acknowledged by the collector.", &[]),
+            dropped: reg.gauge("ember_uplink_dropped", "Alerts dropped from a full spool since it was created.", &[]),
+            reconnects: reg.counter(
+                "ember_uplink_reconnects_total",
+                "Uplink connection attempts after the first.",
+                &[],
+            ),
+            pending: reg.gauge("ember_uplink_pending", "Alerts in the spool not yet acknowledged.", &[]),
+            connected: reg.gauge("ember_uplink_connected", "1 while connected to the collector.", &[]),
+            spool_bytes: reg.gauge("ember_uplink_spool_bytes", "Bytes in the alert spool.", &[]),
+            rejected_acks: reg.counter(
+                "ember_uplink_rejected_acks_total",
+                "Acknowledgements with a bad tag or framing, ignored.",
+                &[],
+            ),
+        }
+    }
+}
+
 /// How alerts travel.
 #[derive(Debug, Clone)]
 pub enum Transport {
@@ -83,6 +109,16 @@ pub enum Transport {
     Tcp,
     /// QoS-1 publishes under this topic prefix, acknowledged by the broker.
     Mqtt { topic_prefix: String },
+}
+
+impl Transport {
+    /// The transport `[uplink]` names.
+    pub fn from_config(cfg: &crate::config::Uplink) -> Self {
+        match cfg.transport {
+            crate::config::UplinkTransport::Tcp => Transport::Tcp,
+            crate::config::UplinkTransport::Mqtt => Transport::Mqtt { topic_prefix: cfg.topic_prefix.clone() },
+        }
+    }
 }
 
 pub struct UplinkTask {
@@ -100,210 +136,58 @@ pub struct UplinkTask {
     pub counters: UplinkCounters,
 }
 
-/// A small xorshift for backoff jitter; no need for a cryptographic generator here.
-struct Jitter(u64);
-
-impl Jitter {
-    fn new() -> Self {
-        let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
-        Jitter(seed ^ ((std::process::id() as u64) << 32) | 1)
-    }
-    /// Uniform in [d/2, d].
-    fn apply(&mut self, d: Duration) -> Duration {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        let frac = (self.0 % 1000) as f64 / 1000.0;
-        d.mul_f64(0.5 + frac / 2.0)
-    }
+/// How one connection attempt ended.
+struct Attempt {
+    /// How long the link was up; None if it never came up.
+    up_for: Option<Duration>,
+    why: String,
 }
 
 impl UplinkTask {
-    fn update_gauges(&self) {
-        self.counters.pending.set(self.spool.pending() as f64);
-        self.counters.dropped.set(self.spool.dropped as f64);
-        self.counters.spool_bytes.set(self.spool.bytes() as f64);
-    }
-
-    fn heartbeat_msg(&self) -> Up<'static> {
-        Up::Heartbeat {
-            device_id: self.device_id,
-            epoch: self.spool.epoch(),
-            ts_ms: wall_ms(tokio::time::Instant::now()),
-            health: 0,
-            spool_pending: self.spool.pending() as u32,
-            spool_dropped: self.spool.dropped.min(u32::MAX as u64) as u32,
-        }
-    }
-
-    /// Counts a reconnect and waits `delay`, spooling alerts meanwhile so nothing backs up into fusion.
-    /// False when asked to stop.
-    async fn wait_to_reconnect(&mut self, delay: Duration, stop: &CancellationToken) -> bool {
-        self.counters.reconnects.inc();
-        let wait = tokio::time::sleep(delay);
-        tokio::pin!(wait);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return false,
-                _ = &mut wait => return true,
-                t = self.input.pop() => { self.spool_transition(&t); }
-            }
-        }
-    }
-
-    /// Appends a transition to the spool; returns the encoded frame's sequence number.
-    fn spool_transition(&mut self, t: &Transition) -> Option<u32> {
-        let zone = self.zone_names.get(t.zone).map(String::as_str).unwrap_or("?");
-        let (device, epoch, key) = (self.device_id, self.spool.epoch(), &self.key);
-        let r = self.spool.append(|seq, buf| {
-            let mut frame = [0u8; MAX_FRAME];
-            let n = wire::encode(&Up::Alert(alert(device, epoch, seq, zone, t)), key, &mut frame).ok()?;
-            buf[..n].copy_from_slice(&frame[..n]);
-            Some(n)
-        });
-        self.update_gauges();
-        match r {
-            Ok(seq) => Some(seq),
-            Err(e) => {
-                log::error!("alert for zone {zone} could not be spooled: {e}");
-                None
-            }
-        }
-    }
-
+    /// Connects, sends, and reconnects until `stop`. Transitions keep being spooled while the link is down, so
+    /// nothing backs up into fusion.
     pub async fn run(self, part: PartHandle, stop: CancellationToken) -> anyhow::Result<()> {
-        match self.transport.clone() {
-            Transport::Tcp => self.run_tcp(part, stop).await,
-            Transport::Mqtt { topic_prefix } => self.run_mqtt(topic_prefix, part, stop).await,
-        }
-    }
-
-    async fn run_tcp(mut self, part: PartHandle, stop: CancellationToken) -> anyhow::Result<()> {
-        let mut jitter = Jitter::new();
-        let mut delay = self.reconnect_min;
-        self.update_gauges();
+        let UplinkTask { transport, server, device_id, key, zone_names, input, spool, .. } = self;
+        let reconnects = self.counters.reconnects.clone();
+        let mut outbox = Outbox::new(spool, device_id, key, zone_names, self.heartbeat, self.counters);
+        let broker = match &transport {
+            Transport::Tcp => None,
+            Transport::Mqtt { topic_prefix } => Some(mqtt::Broker::new(&server, topic_prefix, device_id)?),
+        };
+        let mut backoff = Backoff::new(self.reconnect_min, self.reconnect_max);
         loop {
             part.beat();
-            let connect = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&self.server));
-            let stream = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                r = connect => r,
+            let attempt = match &broker {
+                None => tcp::attempt(&server, &mut outbox, &input, &part, &stop).await,
+                Some(b) => b.attempt(&mut outbox, &input, &part, &stop).await,
             };
-            match stream {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
-                    self.counters.connected.set(1.0);
-                    log::info!("uplink connected to {} ({} alerts pending)", self.server, self.spool.pending());
-                    delay = self.reconnect_min;
-                    let r = self.session(stream, &part, &stop).await;
-                    self.counters.connected.set(0.0);
-                    if stop.is_cancelled() {
-                        return Ok(());
-                    }
-                    if let Err(e) = r {
-                        log::warn!("uplink to {} lost: {e}", self.server);
-                    }
-                }
-                Ok(Err(e)) => log::debug!("uplink connect to {} failed: {e}", self.server),
-                Err(_) => log::debug!("uplink connect to {} timed out", self.server),
-            }
-            if !self.wait_to_reconnect(jitter.apply(delay), &stop).await {
+            outbox.on_disconnected();
+            if stop.is_cancelled() {
                 return Ok(());
             }
-            delay = (delay * 2).min(self.reconnect_max);
-        }
-    }
-
-    /// Writes every unacknowledged alert, oldest first, in batches read from the spool.
-    async fn resend(&mut self, stream: &mut TcpStream) -> std::io::Result<()> {
-        let mut from = 0u32;
-        let mut batch: Vec<u8> = Vec::with_capacity(64 * MAX_FRAME);
-        loop {
-            batch.clear();
-            let mut count = 0;
-            let mut last = from;
-            let r = self.spool.for_each_pending(|seq, frame| {
-                if seq < from {
-                    return true;
-                }
-                batch.extend_from_slice(frame);
-                count += 1;
-                last = seq;
-                count < 64
-            });
-            if let Err(e) = r {
-                return Err(std::io::Error::other(e.to_string()));
+            let retry = backoff.failed(attempt.up_for);
+            let (what, why, delay, n) =
+                (if broker.is_some() { "MQTT broker " } else { "" }, attempt.why, retry.delay, retry.failures);
+            if retry.log {
+                log::warn!(
+                    "uplink to {what}{server}: {why}; retrying in {:.1} s (failure {n} in a row)",
+                    delay.as_secs_f64()
+                );
+            } else {
+                log::debug!(
+                    "uplink to {what}{server}: {why}; retrying in {:.1} s (failure {n} in a row)",
+                    delay.as_secs_f64()
+                );
             }
-            if count == 0 {
+            reconnects.inc();
+            let spool_meanwhile = async {
+                loop {
+                    let t = input.pop().await;
+                    outbox.on_transition(&t);
+                }
+            };
+            if !crate::retry::wait_doing(delay, &stop, Some(&part), spool_meanwhile).await {
                 return Ok(());
-            }
-            stream.write_all(&batch).await?;
-            self.counters.sent.add(count as u64);
-            from = last.wrapping_add(1);
-        }
-    }
-
-    async fn session(
-        &mut self,
-        mut stream: TcpStream,
-        part: &PartHandle,
-        stop: &CancellationToken,
-    ) -> std::io::Result<()> {
-        self.resend(&mut stream).await?;
-        let mut heartbeat = tokio::time::interval(self.heartbeat);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut splitter = FrameSplitter::default();
-        let mut rbuf = [0u8; 1024];
-        let mut out = [0u8; MAX_FRAME];
-        let mut acks: Vec<u32> = Vec::with_capacity(64);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                t = self.input.pop() => {
-                    if let Some(seq) = self.spool_transition(&t) {
-                        let (device, epoch, key) = (self.device_id, self.spool.epoch(), &self.key);
-                        let zone = self.zone_names.get(t.zone).map(String::as_str).unwrap_or("?");
-                        if let Ok(n) = wire::encode(&Up::Alert(alert(device, epoch, seq, zone, &t)), key, &mut out) {
-                            stream.write_all(&out[..n]).await?;
-                            self.counters.sent.inc();
-                        }
-                    }
-                }
-                _ = heartbeat.tick() => {
-                    part.beat();
-                    if let Ok(n) = wire::encode(&self.heartbeat_msg(), &self.key, &mut out) {
-                        stream.write_all(&out[..n]).await?;
-                    }
-                }
-                r = stream.read(&mut rbuf) => {
-                    let n = r?;
-                    if n == 0 {
-                        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "collector closed the connection"));
-                    }
-                    let key = &self.key;
-                    let rejected = &self.counters.rejected_acks;
-                    splitter.feed(&rbuf[..n], |s| match s {
-                        Split::Frame(f) => {
-                            let mut scratch = [0u8; MAX_MESSAGE];
-                            match wire::decode_down(f, key, &mut scratch) {
-                                Ok(Down::Ack { seq }) => acks.push(seq),
-                                Err(e) => {
-                                    rejected.inc();
-                                    log::warn!("uplink: acknowledgement rejected: {e}");
-                                }
-                            }
-                        }
-                        Split::Oversize => rejected.inc(),
-                    });
-                    for seq in acks.drain(..) {
-                        match self.spool.ack(seq) {
-                            Ok(true) => self.counters.acked.inc(),
-                            Ok(false) => {}
-                            Err(e) => log::error!("uplink spool cannot record acknowledgement {seq}: {e}"),
-                        }
-                    }
-                    self.update_gauges();
-                }
             }
         }
     }

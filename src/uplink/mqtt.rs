@@ -9,10 +9,13 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::UplinkTask;
+use super::outbox::Outbox;
 use super::wire;
+use super::{Attempt, Transition};
+use crate::queue::Queue;
 use crate::telemetry::PartHandle;
 
 pub fn split_host_port(s: &str) -> anyhow::Result<(String, u16)> {
@@ -24,124 +27,120 @@ pub fn split_host_port(s: &str) -> anyhow::Result<(String, u16)> {
 /// What each outgoing publish was, in the order rumqttc reports them: an alert's sequence number or None.
 type PublishOrder = VecDeque<Option<u32>>;
 
-impl UplinkTask {
-    pub(super) async fn run_mqtt(
-        mut self,
-        prefix: String,
-        part: PartHandle,
-        stop: CancellationToken,
-    ) -> anyhow::Result<()> {
-        let (host, port) = split_host_port(&self.server)?;
-        let base = format!("{prefix}/{}", self.device_id);
-        let mut jitter = super::Jitter::new();
-        let mut delay = self.reconnect_min;
-        self.update_gauges();
-        loop {
-            part.beat();
-            let mut opts = MqttOptions::new(format!("ember-edge-{}", self.device_id), host.clone(), port);
-            opts.set_clean_session(true)
-                .set_keep_alive(Duration::from_secs(10))
-                .set_inflight(64)
-                .set_last_will(LastWill::new(format!("{base}/status"), "offline", QoS::AtLeastOnce, true));
-            let (client, mut events) = AsyncClient::new(opts, 256);
-            let mut order: PublishOrder = VecDeque::new();
-            let mut pkids: HashMap<u16, u32> = HashMap::new();
-            let mut connected = false;
-            // Highest sequence handed to the client in this connection; everything above is still to send.
-            let mut sent_upto = 0u32;
-            let mut heartbeat = tokio::time::interval(self.heartbeat);
-            heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let lost = loop {
-                if connected {
-                    self.publish_pending(&client, &base, &mut order, &mut sent_upto);
+/// Most publishes handed to the client and not yet reported sent: the client's request queue holds 256.
+const IN_FLIGHT: usize = 256;
+
+/// Where and as whom this appliance publishes.
+pub(super) struct Broker {
+    server: String,
+    host: String,
+    port: u16,
+    device_id: u32,
+    /// `<prefix>/<device_id>`.
+    base: String,
+}
+
+impl Broker {
+    pub(super) fn new(server: &str, prefix: &str, device_id: u32) -> anyhow::Result<Self> {
+        let (host, port) = split_host_port(server)?;
+        Ok(Broker { server: server.to_owned(), host, port, device_id, base: format!("{prefix}/{device_id}") })
+    }
+
+    /// One client, from connecting until the connection fails or `stop` (then `offline` is published first).
+    pub(super) async fn attempt(
+        &self,
+        outbox: &mut Outbox,
+        input: &Queue<Transition>,
+        part: &PartHandle,
+        stop: &CancellationToken,
+    ) -> Attempt {
+        let base = &self.base;
+        let mut opts = MqttOptions::new(format!("ember-edge-{}", self.device_id), self.host.clone(), self.port);
+        opts.set_clean_session(true)
+            .set_keep_alive(Duration::from_secs(10))
+            .set_inflight(64)
+            .set_last_will(LastWill::new(format!("{base}/status"), "offline", QoS::AtLeastOnce, true));
+        let (client, mut events) = AsyncClient::new(opts, IN_FLIGHT);
+        let alert_topic = format!("{base}/alert");
+        let mut order: PublishOrder = VecDeque::new();
+        let mut pkids: HashMap<u16, u32> = HashMap::new();
+        let mut connected_at: Option<Instant> = None;
+        let lost = loop {
+            if connected_at.is_some() {
+                publish_pending(outbox, &client, &alert_topic, &mut order);
+            }
+            let due = outbox.heartbeat_due();
+            let far = Instant::now() + Duration::from_secs(3600);
+            tokio::select! {
+                _ = stop.cancelled() => {
+                    let _ = client.try_publish(format!("{base}/status"), QoS::AtLeastOnce, true, "offline");
+                    let _ = client.try_disconnect();
+                    // Give the client a moment to flush the status and the disconnect.
+                    let _ = tokio::time::timeout(Duration::from_millis(300), async { while events.poll().await.is_ok() {} }).await;
+                    return Attempt { up_for: connected_at.map(|t| t.elapsed()), why: "stopped".into() };
                 }
-                tokio::select! {
-                    _ = stop.cancelled() => {
-                        let _ = client.try_publish(format!("{base}/status"), QoS::AtLeastOnce, true, "offline");
-                        let _ = client.try_disconnect();
-                        // Give the client a moment to flush the status and the disconnect.
-                        let _ = tokio::time::timeout(Duration::from_millis(300), async { while events.poll().await.is_ok() {} }).await;
-                        return Ok(());
+                t = input.pop(), if connected_at.is_none() || order.len() < IN_FLIGHT => {
+                    if let Some(frame) = outbox.on_transition(&t) {
+                        if client.try_publish(alert_topic.clone(), QoS::AtLeastOnce, false, frame.bytes().to_vec()).is_ok() {
+                            order.push_back(Some(frame.seq));
+                        } else {
+                            outbox.resend_from(frame.seq);
+                        }
                     }
-                    t = self.input.pop(), if !connected || order.len() < 256 => { self.spool_transition(&t); }
-                    _ = heartbeat.tick(), if connected => {
-                        part.beat();
-                        let mut out = [0u8; wire::MAX_FRAME];
-                        if let Ok(n) = wire::encode(&self.heartbeat_msg(), &self.key, &mut out)
-                            && client.try_publish(format!("{base}/heartbeat"), QoS::AtMostOnce, false, out[..n].to_vec()).is_ok()
-                        {
+                }
+                _ = tokio::time::sleep_until(due.unwrap_or(far)), if due.is_some() => {
+                    part.beat();
+                    let mut out = [0u8; wire::MAX_FRAME];
+                    if let Some(n) = outbox.heartbeat(Instant::now(), &mut out)
+                        && client.try_publish(format!("{base}/heartbeat"), QoS::AtMostOnce, false, out[..n].to_vec()).is_ok()
+                    {
+                        order.push_back(None);
+                    }
+                }
+                ev = events.poll() => match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let now = Instant::now();
+                        connected_at = Some(now);
+                        outbox.on_connected(now);
+                        log::info!("uplink connected to MQTT broker {} ({} alerts pending)", self.server, outbox.pending());
+                        if client.try_publish(format!("{base}/status"), QoS::AtLeastOnce, true, "online").is_ok() {
                             order.push_back(None);
                         }
                     }
-                    ev = events.poll() => match ev {
-                        Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                            connected = true;
-                            self.counters.connected.set(1.0);
-                            delay = self.reconnect_min;
-                            log::info!("uplink connected to MQTT broker {} ({} alerts pending)", self.server, self.spool.pending());
-                            if client.try_publish(format!("{base}/status"), QoS::AtLeastOnce, true, "online").is_ok() {
-                                order.push_back(None);
-                            }
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                        if let Some(Some(seq)) = order.pop_front() {
+                            pkids.insert(pkid, seq);
                         }
-                        Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                            if let Some(Some(seq)) = order.pop_front() {
-                                pkids.insert(pkid, seq);
-                            }
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                        if let Some(seq) = pkids.remove(&ack.pkid) {
+                            outbox.on_ack(seq);
                         }
-                        Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                            if let Some(seq) = pkids.remove(&ack.pkid) {
-                                match self.spool.ack(seq) {
-                                    Ok(true) => self.counters.acked.inc(),
-                                    Ok(false) => {}
-                                    Err(e) => log::error!("uplink spool cannot record acknowledgement {seq}: {e}"),
-                                }
-                                self.update_gauges();
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(e) => break e,
-                    },
-                }
-            };
-            self.counters.connected.set(0.0);
-            if connected {
-                log::warn!("uplink to MQTT broker {} lost: {lost}", self.server);
-            } else {
-                log::debug!("uplink MQTT connect to {} failed: {lost}", self.server);
+                    }
+                    Ok(_) => {}
+                    Err(e) => break e,
+                },
             }
-            if !self.wait_to_reconnect(jitter.apply(delay), &stop).await {
-                return Ok(());
-            }
-            delay = (delay * 2).min(self.reconnect_max);
-        }
+        };
+        let why = if connected_at.is_some() { format!("lost: {lost}") } else { format!("cannot connect: {lost}") };
+        Attempt { up_for: connected_at.map(|t| t.elapsed()), why }
     }
+}
 
-    /// Hands spooled alerts above `sent_upto` to the client until its request queue is full.
-    fn publish_pending(&mut self, client: &AsyncClient, base: &str, order: &mut PublishOrder, sent_upto: &mut u32) {
-        let topic = format!("{base}/alert");
-        let mut batch: Vec<(u32, Vec<u8>)> = Vec::new();
-        let from = *sent_upto;
-        let room = 256usize.saturating_sub(order.len());
-        if room == 0 {
-            return;
+/// Hands spooled alerts not yet given to this client over, until its request queue is full.
+fn publish_pending(outbox: &mut Outbox, client: &AsyncClient, topic: &str, order: &mut PublishOrder) {
+    let room = IN_FLIGHT.saturating_sub(order.len());
+    if room == 0 {
+        return;
+    }
+    let r = outbox.unsent(room, |seq, frame| {
+        if client.try_publish(topic.to_owned(), QoS::AtLeastOnce, false, frame.to_vec()).is_err() {
+            return false;
         }
-        let r = self.spool.for_each_pending(|seq, frame| {
-            if seq > from {
-                batch.push((seq, frame.to_vec()));
-            }
-            batch.len() < room
-        });
-        if let Err(e) = r {
-            log::error!("uplink spool cannot be read: {e}");
-            return;
-        }
-        for (seq, frame) in batch {
-            if client.try_publish(topic.clone(), QoS::AtLeastOnce, false, frame).is_err() {
-                break;
-            }
-            order.push_back(Some(seq));
-            *sent_upto = seq;
-            self.counters.sent.inc();
-        }
+        order.push_back(Some(seq));
+        true
+    });
+    if let Err(e) = r {
+        log::error!("uplink spool cannot be read: {e}");
     }
 }
