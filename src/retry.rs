@@ -47,6 +47,13 @@ pub struct Retry {
     pub log: bool,
 }
 
+impl Retry {
+    /// `loud` when the log rule picks this failure, DEBUG otherwise: every site logs each failure with one call.
+    pub fn level(&self, loud: log::Level) -> log::Level {
+        if self.log { loud } else { log::Level::Debug }
+    }
+}
+
 impl Backoff {
     /// Seeded from the clock and process; see `seed` for reproducible delays.
     pub fn new(min: Duration, max: Duration) -> Self {
@@ -225,6 +232,9 @@ mod tests {
         assert_eq!(b.failed(Some(Duration::from_secs(1))).failures, 41);
         let r = b.failed(Some(Duration::from_secs(10)));
         assert_eq!((r.failures, r.log), (1, true));
+        assert_eq!(r.level(log::Level::Error), log::Level::Error);
+        assert_eq!(b.failed(None).level(log::Level::Error), log::Level::Error, "2nd");
+        assert_eq!(b.failed(None).level(log::Level::Error), log::Level::Debug, "3rd");
     }
 
     #[tokio::test(start_paused = true)]

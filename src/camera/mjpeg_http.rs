@@ -173,16 +173,15 @@ impl MjpegHttp {
                 self.counters.errors[c].inc();
             }
             let retry = self.backoff.failed(io.first_part.map(|t| t.elapsed()));
-            let (what, delay, n) = (describe(end), retry.delay.as_secs_f64(), retry.failures);
-            let url = self.url.redacted();
-            if retry.log {
-                log::warn!("camera {}: {what} ({url}); reconnecting in {delay:.1} s (failure {n} in a row)", self.name);
-            } else {
-                log::debug!(
-                    "camera {}: {what} ({url}); reconnecting in {delay:.1} s (failure {n} in a row)",
-                    self.name
-                );
-            }
+            log::log!(
+                retry.level(log::Level::Warn),
+                "camera {}: {} ({}); reconnecting in {:.1} s (failure {} in a row)",
+                self.name,
+                describe(end),
+                self.url.redacted(),
+                retry.delay.as_secs_f64(),
+                retry.failures
+            );
             if !crate::retry::wait(retry.delay, &stop, Some(&io.part)).await {
                 return Ok(());
             }

@@ -217,13 +217,14 @@ impl V4l2Camera {
             };
             // A session that delivered a frame ends the outage: the next failure starts from the shortest wait.
             let retry = backoff.failed(delivered.then_some(Duration::ZERO));
-            let (delay, n) = (retry.delay.as_secs_f64(), retry.failures);
             // ERROR: an operator should look at a lost camera (the log rule keeps a day-long outage short).
-            if retry.log {
-                log::error!("camera {}: {why}; reopening in {delay:.1} s (attempt {n})", self.name);
-            } else {
-                log::debug!("camera {}: {why}; reopening in {delay:.1} s (attempt {n})", self.name);
-            }
+            log::log!(
+                retry.level(log::Level::Error),
+                "camera {}: {why}; reopening in {:.1} s (attempt {})",
+                self.name,
+                retry.delay.as_secs_f64(),
+                retry.failures
+            );
             if !crate::retry::wait_blocking(retry.delay, stop, Some(&self.part), POLL_SLICE) {
                 return;
             }

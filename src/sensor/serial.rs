@@ -59,11 +59,12 @@ pub async fn run(
         let retry = backoff.failed(up_for);
         if let Some(e) = open_error {
             // WARN: the port being absent is a wiring or udev problem someone must see.
-            if retry.log {
-                log::warn!("serial port {} cannot be opened: {e}; retrying (failure {})", port.path, retry.failures);
-            } else {
-                log::debug!("serial port {}: {e}", port.path);
-            }
+            let n = retry.failures;
+            log::log!(
+                retry.level(log::Level::Warn),
+                "serial port {} cannot be opened: {e}; retrying (failure {n})",
+                port.path
+            );
         }
         reopened.inc();
         if !crate::retry::wait(retry.delay, &stop, None).await {

@@ -458,11 +458,11 @@ impl Collector {
                 }
             };
             let retry = backoff.failed(connected_at.map(|t| t.elapsed()));
-            if retry.log {
-                log::warn!("collector: MQTT connection to {broker} lost: {lost} (failure {} in a row)", retry.failures);
-            } else {
-                log::debug!("collector: MQTT connection to {broker} lost: {lost}");
-            }
+            let n = retry.failures;
+            log::log!(
+                retry.level(log::Level::Warn),
+                "collector: MQTT connection to {broker} lost: {lost} (failure {n} in a row)"
+            );
             if !crate::retry::wait(retry.delay, &stop, None).await {
                 return Ok(());
             }

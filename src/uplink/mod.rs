@@ -166,19 +166,14 @@ impl UplinkTask {
                 return Ok(());
             }
             let retry = backoff.failed(attempt.up_for);
-            let (what, why, delay, n) =
-                (if broker.is_some() { "MQTT broker " } else { "" }, attempt.why, retry.delay, retry.failures);
-            if retry.log {
-                log::warn!(
-                    "uplink to {what}{server}: {why}; retrying in {:.1} s (failure {n} in a row)",
-                    delay.as_secs_f64()
-                );
-            } else {
-                log::debug!(
-                    "uplink to {what}{server}: {why}; retrying in {:.1} s (failure {n} in a row)",
-                    delay.as_secs_f64()
-                );
-            }
+            log::log!(
+                retry.level(log::Level::Warn),
+                "uplink to {}{server}: {}; retrying in {:.1} s (failure {} in a row)",
+                if broker.is_some() { "MQTT broker " } else { "" },
+                attempt.why,
+                retry.delay.as_secs_f64(),
+                retry.failures
+            );
             reconnects.inc();
             let spool_meanwhile = async {
                 loop {
@@ -186,7 +181,7 @@ impl UplinkTask {
                     outbox.on_transition(&t);
                 }
             };
-            if !crate::retry::wait_doing(delay, &stop, Some(&part), spool_meanwhile).await {
+            if !crate::retry::wait_doing(retry.delay, &stop, Some(&part), spool_meanwhile).await {
                 return Ok(());
             }
         }
