@@ -39,7 +39,7 @@ async fn start(text: &str) -> App {
 fn open_stream(addr: SocketAddr, path: &str, extra_header: &str) -> (u16, TcpStream, Vec<u8>) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n{extra_header}\r\n").unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra_header}\r\n").unwrap();
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -197,7 +197,7 @@ async fn status_shows_zones_devices_alerts_and_a_dead_camera() {
         // Snapshots are real JPEGs at the camera's size, with and without the overlay.
         for q in ["", "?overlay=1"] {
             let mut s = TcpStream::connect(addr).unwrap();
-            write!(s, "GET /cameras/cam0/snapshot.jpg{q} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            write!(s, "GET /cameras/cam0/snapshot.jpg{q} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
             let mut r = Vec::new();
             s.read_to_end(&mut r).unwrap();
             let at = r.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
