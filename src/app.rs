@@ -154,9 +154,13 @@ impl App {
         let devices = Arc::new(Devices::new(&c.sensors, &registry, observations.clone()));
         let live = crate::live::Live::new(c, &registry, &health, &devices, app.stop.clone());
         live.start().map_err(|e| anyhow::anyhow!("cannot start the live-view encoders: {e}"))?;
-        let auth = web::auth::Auth::new(c.telemetry.token.as_deref(), c.telemetry.basic_auth.as_deref());
-        let state =
-            web::HttpState::with_live(Arc::clone(&registry), Arc::clone(&health), operator, Arc::clone(&live), auth);
+        let state = web::HttpState::with_live(
+            Arc::clone(&registry),
+            Arc::clone(&health),
+            operator,
+            Arc::clone(&live),
+            &c.telemetry,
+        );
         app.spawn("telemetry", None, move |_, stop| async move { Ok(web::serve(listener, state, stop).await?) });
 
         // Cameras → (newest frame) → detect → observations.

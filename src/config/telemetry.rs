@@ -33,6 +33,11 @@ pub struct Telemetry {
     /// JPEG quality of the live view, 1..=100. Default 70.
     #[serde(default = "default_jpeg_quality")]
     pub jpeg_quality: u8,
+    /// Host names (without port) requests may name in their `Host` header besides IP literals, `localhost`
+    /// and this machine's hostname (also as `<hostname>.local`); any other Host gets 421, so a page that
+    /// points its own DNS name at the appliance cannot use it. Default: none.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for Telemetry {
@@ -45,6 +50,7 @@ impl Default for Telemetry {
             max_viewers_per_camera: default_max_viewers_per_camera(),
             viewer_max_lag_ms: default_viewer_max_lag_ms(),
             jpeg_quality: default_jpeg_quality(),
+            allowed_hosts: Vec::new(),
         }
     }
 }

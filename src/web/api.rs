@@ -21,6 +21,7 @@ pub(super) fn operator_command(op: Option<&OperatorPort>, accepted: &Counter, pa
     let (Some(zone), Some(cmd), None) = (parts.next(), parts.next(), parts.next()) else {
         return (404, "use /api/zones/{name|all}/{acknowledge|silence|reset|test-start|test-end}\n".into());
     };
+    let zone = super::head::segment(zone);
     let cmd = match cmd {
         "acknowledge" | "ack" => OperatorCmd::Acknowledge,
         "silence" => OperatorCmd::Silence,
@@ -32,7 +33,7 @@ pub(super) fn operator_command(op: Option<&OperatorPort>, accepted: &Counter, pa
     let zone_index = if zone == "all" {
         None
     } else {
-        match op.zones.iter().position(|z| z == zone) {
+        match op.zones.iter().position(|z| *z == zone) {
             Some(i) => Some(i),
             None => return (404, format!("unknown zone `{zone}`\n")),
         }

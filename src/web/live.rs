@@ -42,7 +42,7 @@ pub async fn serve(
     }
     let rest = path.trim_start_matches("/cameras/");
     let (id, what) = rest.split_once('/').unwrap_or((rest, ""));
-    let id = percent_decode(id);
+    let id = super::head::segment(id);
     let Some(cam) = live.camera(&id) else {
         return respond(&mut stream, 404, "text/plain", format!("no camera `{id}`\n").as_bytes(), head_only).await;
     };
@@ -166,22 +166,4 @@ fn limit_send_buffer(stream: &TcpStream) {
     if r != 0 {
         log::debug!("SO_SNDBUF not set: {}", std::io::Error::last_os_error());
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
