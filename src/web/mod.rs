@@ -8,7 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod head;
 pub mod live;
-pub mod origin;
+mod origin;
 mod slots;
 
 use std::sync::Arc;
@@ -26,6 +26,9 @@ const MAX_HEAD: usize = 8192;
 /// The whole request head must be in within this time of the accept (not per read: a client trickling a byte
 /// every few seconds would otherwise hold its connection for ever).
 const HEAD_DEADLINE: Duration = Duration::from_secs(5);
+/// A response must be taken within this time: a client that never reads would otherwise keep its slot (a
+/// served one, which nothing evicts) for ever. Streams have their own rule (the viewer lag).
+const RESPONSE_DEADLINE: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS: usize = 64;
 
 pub struct HttpState {
@@ -295,11 +298,16 @@ async fn respond(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes()).await?;
-    if !head_only {
-        stream.write_all(body).await?;
-    }
-    stream.shutdown().await
+    let write = async {
+        stream.write_all(head.as_bytes()).await?;
+        if !head_only {
+            stream.write_all(body).await?;
+        }
+        stream.shutdown().await
+    };
+    tokio::time::timeout(RESPONSE_DEADLINE, write)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "response not taken"))?
 }
 
 /// 401, with a basic-auth challenge when basic credentials would be accepted (so a browser asks for them).
@@ -313,4 +321,22 @@ async fn deny(stream: &mut TcpStream, basic: bool) -> std::io::Result<()> {
     );
     stream.write_all(resp.as_bytes()).await?;
     stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_nobody_reads_gives_its_slot_back() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // The client connects and never reads: the kernel buffers fill and the write would wait for ever.
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let body = vec![b'x'; 64 << 20];
+        let started = Instant::now();
+        let err = respond(&mut server, 200, "text/plain", "", &body, false).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), RESPONSE_DEADLINE);
+    }
 }
