@@ -13,14 +13,18 @@
 //!
 //! Decisions (decoders, detectors, fusion, wire format) are pure and take `now`; the IO tasks around them are
 //! thin. `config` is the bottom layer; `app` wires everything from a `config::Loaded` and owns start-up and
-//! shutdown.
+//! shutdown. The command lines live in the two binaries (`ember-edge`, the appliance; `ember-tools`,
+//! development and control-room tools); the library prints nothing.
+
+// Output belongs to the binaries: a library that prints cannot be embedded or tested quietly.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
 pub mod alarm;
 pub mod app;
 /// The board profile, kept at `ember_edge::board` for callers; it is parsed with the config.
 pub use config::board;
 pub mod camera;
-pub mod cli;
+pub mod cmd;
 pub mod config;
 pub mod detect;
 pub mod event;
@@ -31,6 +35,7 @@ mod fixtures;
 pub mod frame;
 pub mod fusion;
 pub mod live;
+pub mod pixels;
 pub mod prng;
 pub mod queue;
 pub mod retry;
@@ -77,6 +82,5 @@ pub(crate) mod alloc_count {
 }
 
 pub mod telemetry;
-pub mod tools;
 pub mod uplink;
 pub mod web;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn eval(dir: &Path, detector: &str) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_ember-edge"))
+    let out = Command::new(env!("CARGO_BIN_EXE_ember-tools"))
         .args(["eval", "frames"])
         .arg(dir)
         .args(["--detector", detector, "--json"])
@@ -39,7 +39,7 @@ fn repo_fixture_frames_report_every_field() {
 fn model_detector_without_its_library_or_feature_fails_clearly() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/frames");
     let run = |extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_ember-edge"))
+        let out = Command::new(env!("CARGO_BIN_EXE_ember-tools"))
             .args(["eval", "frames"])
             .arg(&dir)
             .args(["--detector", "model", "--json"])

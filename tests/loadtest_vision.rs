@@ -6,7 +6,7 @@ use std::process::Command;
 #[test]
 fn random_frames_reproduce_embereyes_score_and_the_report_has_its_keys() {
     let stats = std::env::temp_dir().join(format!("ember-lv-{}.json", std::process::id()));
-    let out = Command::new(env!("CARGO_BIN_EXE_ember-edge"))
+    let out = Command::new(env!("CARGO_BIN_EXE_ember-tools"))
         .args(["loadtest", "vision", "--streams", "2", "--frames", "12", "--fps", "200", "--width", "320"])
         .args(["--height", "240", "--report-interval", "0", "--stats-file"])
         .arg(&stats)
@@ -36,7 +36,7 @@ fn random_frames_reproduce_embereyes_score_and_the_report_has_its_keys() {
 
 #[test]
 fn bad_flags_are_refused_with_a_message() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ember-edge"))
+    let out = Command::new(env!("CARGO_BIN_EXE_ember-tools"))
         .args(["loadtest", "vision", "--streams", "0", "--frames", "1"])
         .output()
         .unwrap();

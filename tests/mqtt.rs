@@ -11,7 +11,7 @@ mod common;
 
 use common::{exactly_once, free_port, written};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ember-edge");
+const TOOLS: &str = env!("CARGO_BIN_EXE_ember-tools");
 
 fn mosquitto_bin() -> PathBuf {
     ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].iter().map(PathBuf::from).find(|p| p.is_file()).unwrap_or_else(|| {
@@ -53,7 +53,7 @@ fn broker_restart_mid_stream_loses_and_duplicates_nothing() {
     .unwrap();
     let mut b = broker(&conf, port);
     let out = d.join("alerts.jsonl");
-    let mut collector = Command::new(BIN)
+    let mut collector = Command::new(TOOLS)
         .args(["collect", "--mqtt", &format!("127.0.0.1:{port}"), "--out"])
         .arg(&out)
         .env("RUST_LOG", "info")
@@ -76,7 +76,7 @@ fn broker_restart_mid_stream_loses_and_duplicates_nothing() {
     });
     std::thread::sleep(Duration::from_millis(300));
 
-    let mut producer = Command::new(BIN)
+    let mut producer = Command::new(TOOLS)
         .args([
             "loadtest",
             "uplink",

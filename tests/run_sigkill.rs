@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use common::{exactly_once, free_port, http_get, http_post, metric, written};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ember-edge");
+const TOOLS: &str = env!("CARGO_BIN_EXE_ember-tools");
 const STATE: &str = "ember_zone_state{zone=\"room\"}";
 
 /// A child process that is killed when dropped, so a failing assertion never leaves an appliance running.
@@ -122,7 +123,7 @@ fsync = "always"
     let out = dir.join("alerts.jsonl");
     let collect = || {
         Proc(
-            Command::new(BIN)
+            Command::new(TOOLS)
                 .args(["collect", "--listen", &format!("127.0.0.1:{cport}"), "--out"])
                 .arg(&out)
                 .stdout(Stdio::null())

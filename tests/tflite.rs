@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use ember_edge::detect::cnn::{MAX_CROPS, ModelCounters, ModelDetector, ModelSpec, crop_box};
 use ember_edge::detect::grid::GridDetector;
 use ember_edge::detect::model_input::Region;
+use ember_edge::detect::model_input::synthetic_inputs;
 use ember_edge::detect::tflite::{ElemType, Model, ModelError};
 use ember_edge::frame::PixelFormat;
 use ember_edge::telemetry::Registry;
-use ember_edge::tools::model_check::synthetic_inputs;
 
 thread_local! {
     static ALLOCS: Cell<usize> = const { Cell::new(0) };
@@ -252,7 +252,7 @@ fn missing_library_or_model_leaves_the_grid_detector_running() {
     let runs = grid.n_regions.min(MAX_CROPS) as u64;
     assert_eq!(c.inferences.get(), runs);
     let mut yuyv = Vec::new();
-    ember_edge::tools::eval_frames::rgb_to_yuyv(&px, 160, 160, 120, &mut yuyv);
+    ember_edge::pixels::rgb_to_yuyv(&px, 160, 160, 120, &mut yuyv);
     let got = d.score(&yuyv, 160, 120, PixelFormat::Yuyv);
     assert!(got.n_regions > 0 && got.score > 0.0, "{}", got.score);
     // No candidate, no inference: the frame scores 0 and costs nothing.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{exactly_once, free_port, metric, written};
 use ember_edge::uplink::wire::{self, Alert, MAX_FRAME, Up};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ember-edge");
+const TOOLS: &str = env!("CARGO_BIN_EXE_ember-tools");
 
 fn temp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ember-faults-{name}-{}", std::process::id()));
@@ -23,7 +23,7 @@ fn temp(name: &str) -> PathBuf {
 }
 
 fn collector(port: u16, out: &Path, extra: &[&str]) -> Child {
-    let c = Command::new(BIN)
+    let c = Command::new(TOOLS)
         .args(["collect", "--listen", &format!("127.0.0.1:{port}"), "--out"])
         .arg(out)
         .args(extra)
@@ -41,7 +41,7 @@ fn collector(port: u16, out: &Path, extra: &[&str]) -> Child {
 }
 
 fn producer(port: u16, spool: &Path, alerts: u32, extra: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
+    let mut c = Command::new(TOOLS);
     c.args([
         "loadtest",
         "uplink",

@@ -13,7 +13,7 @@ pub struct Uplink {
     /// Send alerts upstream. Default false.
     #[serde(default)]
     pub enabled: bool,
-    /// "tcp" to `ember-edge collect`, or "mqtt" to a broker (QoS 1). Default "tcp".
+    /// "tcp" to `ember-tools collect`, or "mqtt" to a broker (QoS 1). Default "tcp".
     #[serde(default = "default_transport")]
     pub transport: UplinkTransport,
     /// MQTT topic prefix: alerts go to `<prefix>/<device_id>/alert`, heartbeats to `/heartbeat`, and

@@ -250,7 +250,7 @@ mod tests {
         assert_eq!((got.score, got.fire_pixels, got.n_regions), (want.score, want.fire_pixels, want.n_regions));
         // YUYV works too (the grid reads it directly), and no inference ran.
         let mut yuyv = Vec::new();
-        crate::tools::eval_frames::rgb_to_yuyv(&px, 160, 160, 120, &mut yuyv);
+        crate::pixels::rgb_to_yuyv(&px, 160, 160, 120, &mut yuyv);
         let got = d.score(&yuyv, 160, 120, PixelFormat::Yuyv);
         assert_eq!(got.score, GridDetector::new(&[]).score_yuyv(&yuyv, 160, 120).score);
         assert_eq!((c.errors.get(), c.inferences.get()), (0, 0));

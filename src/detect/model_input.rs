@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use crate::pixels::yuv_to_rgb;
+
 /// A pixel rectangle `[x0, x1) x [y0, y1)` of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Region {
@@ -77,16 +79,6 @@ impl Source for Yuyv<'_> {
         let luma = self.px[i + (x & 1) * 2];
         yuv_to_rgb(luma, self.px[i + 1], self.px[i + 3])
     }
-}
-
-/// BT.601 limited-range YCbCr to RGB in integer arithmetic (what V4L2 webcams deliver as YUYV).
-#[inline]
-pub fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
-    let c = 298 * (i32::from(y) - 16);
-    let d = i32::from(u) - 128;
-    let e = i32::from(v) - 128;
-    let clip = |n: i32| ((n + 128) >> 8).clamp(0, 255) as u8;
-    [clip(c + 409 * e), clip(c - 100 * d - 208 * e), clip(c + 516 * d)]
 }
 
 fn check(frame_len: usize, need: usize, width: usize, height: usize, region: Region) -> Result<(), PrepError> {
@@ -167,6 +159,22 @@ fn reduce(src: &impl Source, r: Region, out: &mut [u8], out_w: usize, out_h: usi
         }
     }
     Ok(())
+}
+
+/// The deterministic inputs of models/reference.json (same formulas as scripts/train-model.py).
+pub fn synthetic_inputs(w: usize, h: usize) -> Vec<(&'static str, Vec<u8>)> {
+    let mut grad = vec![0u8; w * h * 3];
+    let mut disc = vec![0u8; w * h * 3];
+    for y in 0..h {
+        for x in 0..w {
+            let i = (y * w + x) * 3;
+            grad[i..i + 3].copy_from_slice(&[(x * 4 % 256) as u8, (y * 4 % 256) as u8, ((x + y) * 2 % 256) as u8]);
+            let (dx, dy) = (x as i64 - 32, y as i64 - 40);
+            let p = if dx * dx + dy * dy < 196 { [255, 140, 20] } else { [20, 20, 30] };
+            disc[i..i + 3].copy_from_slice(&p);
+        }
+    }
+    vec![("gradient", grad), ("orange_disc", disc), ("gray128", vec![128; w * h * 3])]
 }
 
 #[cfg(test)]
@@ -293,5 +301,17 @@ mod tests {
         let before = crate::alloc_count::allocations();
         rgb_to_input(&f, 64, 48, Some(Region { x0: 3, y0: 5, x1: 50, y1: 40 }), &mut out, 16, 16).unwrap();
         assert_eq!(crate::alloc_count::allocations(), before);
+    }
+
+    #[test]
+    fn synthetic_inputs_match_the_python_formulas() {
+        let v = synthetic_inputs(64, 64);
+        let (_, grad) = &v[0];
+        // (x=63, y=10): r = 252, g = 40, b = 146.
+        let i = (10 * 64 + 63) * 3;
+        assert_eq!(&grad[i..i + 3], &[252, 40, 146]);
+        let (_, disc) = &v[1];
+        assert_eq!(&disc[(40 * 64 + 32) * 3..][..3], &[255, 140, 20]);
+        assert_eq!(&disc[0..3], &[20, 20, 30]);
     }
 }

@@ -11,6 +11,7 @@ pub mod mlx90640;
 pub mod proto;
 pub mod serial;
 pub mod server;
+pub mod session;
 pub mod sim;
 mod sim_device_data;
 pub mod thermal_compat;

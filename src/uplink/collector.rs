@@ -1,4 +1,4 @@
-//! The control-room receiver for the TCP transport (`ember-edge collect`, and in-process for simulated
+//! The control-room receiver for the TCP transport (`ember-tools collect`, and in-process for simulated
 //! sites): decodes frames of every supported version, verifies their tags with the device's key, acknowledges
 //! each alert by sequence number and drops duplicates — a retransmission or a replayed frame — so each alert
 //! has exactly one effect; writes one JSON line per alert and heartbeat. With `--out`, the de-duplication

@@ -105,7 +105,7 @@ impl UplinkCounters {
 /// How alerts travel.
 #[derive(Debug, Clone)]
 pub enum Transport {
-    /// Framed TCP to `ember-edge collect`, acknowledged per alert.
+    /// Framed TCP to `ember-tools collect`, acknowledged per alert.
     Tcp,
     /// QoS-1 publishes under this topic prefix, acknowledged by the broker.
     Mqtt { topic_prefix: String },

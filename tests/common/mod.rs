@@ -9,6 +9,11 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+// The load tools' reader of the appliance's Prometheus text, compiled in here as well: tests read /metrics
+// the way `ember-tools` does, and the binary's modules are not a library the tests could import.
+#[path = "../../src/bin/ember-tools/prom.rs"]
+mod prom;
+
 /// The demo site on ephemeral loopback ports, with a fast fire; `extra` is appended (may override tables).
 pub fn site_toml(extra: &str) -> String {
     format!(
@@ -111,7 +116,7 @@ pub fn scaled(d: std::time::Duration) -> std::time::Duration {
 /// The value of the series named exactly `series` (labels included) in the appliance's /metrics; 0 if absent.
 pub fn metric(addr: SocketAddr, series: &str) -> f64 {
     let (_, body) = http_get(addr, "/metrics");
-    ember_edge::tools::prom::value(&body, series).unwrap_or(0.0)
+    prom::value(&body, series).unwrap_or(0.0)
 }
 
 pub fn free_port() -> u16 {

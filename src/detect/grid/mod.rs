@@ -16,6 +16,7 @@ mod cells;
 mod sample;
 
 use super::grid_weights as model;
+use crate::pixels::yuv_to_rgb;
 use blobs::{Blob, Labeller};
 #[cfg(test)]
 use cells::insert_region;
@@ -127,18 +128,8 @@ pub fn classify_rgb(r: u8, g: u8, b: u8) -> u8 {
     c
 }
 
-/// BT.601 limited range, as V4L2 YUYV delivers it (and as we encode RGB frames).
-#[inline(always)]
-pub fn rgb_to_yuv(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
-    let (r, g, b) = (i32::from(r), i32::from(g), i32::from(b));
-    let y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16;
-    let u = ((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128;
-    let v = ((112 * r - 94 * g - 18 * b + 128) >> 8) + 128;
-    (y as u8, u as u8, v as u8)
-}
-
-/// [`rgb_to_yuv`] in 16-bit arithmetic, for vector lanes: 66r+129g+25b+128 <= 56 228 fits u16, and the chroma
-/// sums (and every partial sum) stay within +-28 688, so i16 is exact.
+/// [`rgb_to_yuv`](crate::pixels::rgb_to_yuv) in 16-bit arithmetic, for vector lanes: 66r+129g+25b+128 <= 56 228
+/// fits u16, and the chroma sums (and every partial sum) stay within +-28 688, so i16 is exact.
 #[inline(always)]
 fn rgb_to_yuv16(r: u16, g: u16, b: u16) -> (u16, u16, u16) {
     let (ri, gi, bi) = (r as i16, g as i16, b as i16);
@@ -146,19 +137,6 @@ fn rgb_to_yuv16(r: u16, g: u16, b: u16) -> (u16, u16, u16) {
     let u = (((bi * 112 - ri * 38 - gi * 74 + 128) >> 8) + 128) as u16;
     let v = (((ri * 112 - gi * 94 - bi * 18 + 128) >> 8) + 128) as u16;
     (y, u, v)
-}
-
-/// Inverse of [`rgb_to_yuv`], clamped.
-pub fn yuv_to_rgb(y: u8, u: u8, v: u8) -> (u8, u8, u8) {
-    let c = i32::from(y) - 16;
-    let d = i32::from(u) - 128;
-    let e = i32::from(v) - 128;
-    let cl = |x: i32| x.clamp(0, 255) as u8;
-    (
-        cl((298 * c + 409 * e + 128) >> 8),
-        cl((298 * c - 100 * d - 208 * e + 128) >> 8),
-        cl((298 * c + 516 * d + 128) >> 8),
-    )
 }
 
 #[inline(always)]
@@ -288,7 +266,7 @@ impl GridDetector {
         for yq in 0..32u8 {
             for uq in 0..64u8 {
                 for vq in 0..64u8 {
-                    let (r, g, b) = yuv_to_rgb(yq * 8 + 4, uq * 4 + 2, vq * 4 + 2);
+                    let [r, g, b] = yuv_to_rgb(yq * 8 + 4, uq * 4 + 2, vq * 4 + 2);
                     lut[lut_index(yq << 3, uq << 2, vq << 2)] = classify_rgb(r, g, b);
                 }
             }
@@ -406,8 +384,7 @@ pub fn model_score(f: &[f32; NF]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tools::bench_detect::resize_rgb;
-    use crate::tools::eval_frames::{load_rgb, rgb_to_yuyv};
+    use crate::pixels::{load_rgb, resize_rgb, rgb_to_yuv, rgb_to_yuyv};
 
     fn fixture(name: &str) -> (Vec<u8>, usize, usize) {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/frames").join(name);
@@ -497,7 +474,7 @@ mod tests {
     fn yuv_round_trip_is_close() {
         for &(r, g, b) in &[(255u8, 128u8, 0u8), (10, 200, 30), (128, 128, 128), (250, 240, 230)] {
             let (y, u, v) = rgb_to_yuv(r, g, b);
-            let (r2, g2, b2) = yuv_to_rgb(y, u, v);
+            let [r2, g2, b2] = yuv_to_rgb(y, u, v);
             for (a, c) in [(r, r2), (g, g2), (b, b2)] {
                 assert!((i32::from(a) - i32::from(c)).abs() <= 3, "{r},{g},{b} -> {r2},{g2},{b2}");
             }

@@ -1,4 +1,4 @@
-//! `ember-edge loadtest vision`: EmberEye's `camera_stream_load_test.py` (same flags, same JSON) run against
+//! `ember-tools loadtest vision`: EmberEye's `camera_stream_load_test.py` (same flags, same JSON) run against
 //! ember-edge's detectors. One thread per stream, paced at `--fps`, each scoring synthetic uniform-random
 //! frames held in a pooled buffer (the appliance's own frame type), with latency measured around the detector
 //! call as EmberEye does; the report adds the process's CPU and peak RSS.
@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::config::DetectorKind;
-use crate::detect::Detector;
-use crate::frame::{FramePool, PixelFormat};
-use crate::telemetry::proc_stat;
+use ember_edge::config::DetectorKind;
+use ember_edge::detect::Detector;
+use ember_edge::frame::{FramePool, PixelFormat};
+use ember_edge::telemetry::proc_stat;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -83,8 +83,9 @@ fn stream(args: &Args, index: usize, stop_at: Option<Instant>) -> StreamResult {
     let pool = FramePool::new(1, len);
     let mut detector = Detector::new(args.detector.kind(), &[]);
     let period = Duration::from_secs_f64(1.0 / args.fps.max(0.001));
-    let mut rng =
-        crate::prng::XorShift64::new(args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(index as u64 + 1) | 1);
+    let mut rng = ember_edge::prng::XorShift64::new(
+        args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(index as u64 + 1) | 1,
+    );
     let cap = args.frames.unwrap_or((args.duration.unwrap_or(0.0) * args.fps) as u64 + 16);
     let mut r = StreamResult {
         frames: 0,

@@ -1,4 +1,4 @@
-//! `ember-edge bench detect`: nanoseconds per frame of one detector on real frames, single thread.
+//! `ember-tools bench detect`: nanoseconds per frame of one detector on real frames, single thread.
 //!
 //! Frames are the JPEGs of a folder (default: the repo's tests/fixtures/frames), decoded once, resized to the
 //! requested size by nearest neighbour and converted to YUYV when asked, so the timing covers detection only.
@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-use crate::camera::jpeg::JpegDecoder;
-use crate::detect::embereye::EmberEyeHsv;
-use crate::detect::grid::GridDetector;
-use crate::tools::eval_frames::{load_rgb, rgb_to_yuyv};
+use ember_edge::camera::jpeg::JpegDecoder;
+use ember_edge::detect::embereye::EmberEyeHsv;
+use ember_edge::detect::grid::GridDetector;
+use ember_edge::pixels::{load_rgb, resize_rgb, rgb_to_yuyv};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -72,19 +72,6 @@ fn thread_cpu_ns() -> u64 {
         return 0;
     }
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Nearest-neighbour resize of an RGB24 image.
-pub fn resize_rgb(src: &[u8], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec<u8> {
-    let mut out = vec![0u8; dw * dh * 3];
-    for y in 0..dh {
-        let sy = y * sh / dh;
-        for x in 0..dw {
-            let sx = x * sw / dw;
-            out[(y * dw + x) * 3..][..3].copy_from_slice(&src[(sy * sw + sx) * 3..][..3]);
-        }
-    }
-    out
 }
 
 pub fn measure(args: &Args) -> anyhow::Result<Report> {

@@ -1,4 +1,4 @@
-//! `ember-edge loadtest sensors`: EmberEye's `tcp_sensor_load_test.py` (same flags, same JSON report) done
+//! `ember-tools loadtest sensors`: EmberEye's `tcp_sensor_load_test.py` (same flags, same JSON report) done
 //! as a real measurement. Each client is one TCP connection that announces `#locid:<prefix>_<i>!`, then
 //! sends `#Sensor` packets (and, with `--include-frames`, a thermal frame every second packet). What the
 //! Python tool never measured is added: the appliance's own count of the packets it decoded (read from
@@ -106,14 +106,14 @@ pub struct Frames {
 impl Frames {
     pub fn new(args: &Args) -> anyhow::Result<Self> {
         let mut eeprom = String::from("#EEPROM:");
-        for w in crate::sensor::sim::DEVICE_EEPROM.iter() {
+        for w in ember_edge::sensor::sim::DEVICE_EEPROM.iter() {
             let _ = write!(eeprom, "{w:04X}");
         }
         eeprom.push_str("!\n");
         let mut hex = Vec::new();
         if args.frame_hex == 3336 {
             let mut synth =
-                crate::sensor::sim::FrameSynth::new().map_err(|e| anyhow::anyhow!("frame synthesis: {e}"))?;
+                ember_edge::sensor::sim::FrameSynth::new().map_err(|e| anyhow::anyhow!("frame synthesis: {e}"))?;
             for k in 0..16 {
                 let (hr, hc) = (4 + k % 16, 4 + (k * 5) % 24);
                 let words = synth.frame(|r, c| {
@@ -288,7 +288,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn own_usage() -> serde_json::Value {
-    use crate::telemetry::proc_stat;
+    use ember_edge::telemetry::proc_stat;
     serde_json::json!({
         "cpu_seconds": proc_stat::cpu_seconds(),
         "mem_rss_mb": proc_stat::rss_bytes().map(|b| (b as f64 / 1048576.0 * 10.0).round() / 10.0),

@@ -1,9 +1,9 @@
-//! `ember-edge thermal decode`: replays a recorded device session (JSONL of `{"t_ms","dir","data"}` records,
-//! as in the MLX90640 fixture) through the same decoder the server uses, chunk by chunk as recorded, and
-//! prints one JSON line per complete frame, then a summary line with the rejections by reason.
+//! Replays a recorded device session (JSONL of `{"t_ms","dir","data"}` records, as in the MLX90640 fixture)
+//! through the same decoder the server uses, chunk by chunk as recorded, handing over each complete frame's
+//! temperatures and counting rejections by reason. `ember-edge thermal decode` prints what this yields.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::path::Path;
 
 use crate::sensor::mlx90640::{self, Conditions, Params};
@@ -120,33 +120,4 @@ pub fn decode(
         }
     }
     Ok(summary)
-}
-
-/// The CLI entry: JSON lines on stdout.
-pub fn run(session: &Path, mode: Mode, emissivity: f32) -> anyhow::Result<()> {
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let round2 = |v: f32| (v as f64 * 100.0).round() / 100.0;
-    let summary = decode(session, mode, emissivity, |k, temps, ta| {
-        let (mut min, mut max, mut sum) = (f32::INFINITY, f32::NEG_INFINITY, 0f64);
-        for &t in temps.iter() {
-            min = min.min(t);
-            max = max.max(t);
-            sum += t as f64;
-        }
-        let pixels: Vec<f64> = temps.iter().map(|&t| round2(t)).collect();
-        let line = serde_json::json!({
-            "frame": k,
-            "min_c": round2(min),
-            "max_c": round2(max),
-            "mean_c": ((sum / PIXELS as f64) * 10_000.0).round() / 10_000.0,
-            "ta_c": ta.map(round2),
-            "pixels_c": pixels,
-        });
-        writeln!(out, "{line}")?;
-        Ok(())
-    })?;
-    writeln!(out, "{}", serde_json::to_string(&summary)?)?;
-    out.flush()?;
-    Ok(())
 }

@@ -1,4 +1,4 @@
-//! `ember-edge collect`: the control-room receiver as a process of its own. Listens for appliances, verifies
+//! `ember-tools collect`: the control-room receiver as a process of its own. Listens for appliances, verifies
 //! and de-duplicates their alerts, and writes one JSON line per alert and heartbeat to stdout or appends them
 //! to a file (whose alerts it reads back at start, so a restart never writes an alert twice).
 
@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-use crate::telemetry::{Health, Registry};
-use crate::uplink::collector::{Collector, load_keys};
+use ember_edge::telemetry::{Health, Registry};
+use ember_edge::uplink::collector::{Collector, load_keys};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -81,7 +81,7 @@ pub fn run(
             None => Box::new(std::io::stdout()),
         };
         let registry = Registry::new();
-        crate::telemetry::metrics::register_process(&registry);
+        ember_edge::telemetry::metrics::register_process(&registry);
         let collector = Collector::new(&registry, sink, keys);
         if let Some(p) = &args.out {
             let n = collector.recover_from(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
@@ -92,8 +92,8 @@ pub fn run(
         let stop = CancellationToken::new();
         if let Some(addr) = args.metrics_listen {
             let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("{addr}: {e}"))?;
-            let state = crate::web::HttpState::new(Arc::clone(&registry), Health::new());
-            tokio::spawn(crate::web::serve(l, state, stop.clone()));
+            let state = ember_edge::web::HttpState::new(Arc::clone(&registry), Health::new());
+            tokio::spawn(ember_edge::web::serve(l, state, stop.clone()));
         }
         let mut tasks = Vec::new();
         if let Some(addr) = args.listen {
@@ -104,7 +104,7 @@ pub fn run(
             tasks.push(tokio::spawn(Arc::clone(&collector).serve(listener, stop.clone())));
         }
         if let Some(broker) = args.mqtt.clone() {
-            crate::uplink::mqtt::split_host_port(&broker)?;
+            ember_edge::uplink::mqtt::split_host_port(&broker)?;
             let c = Arc::clone(&collector);
             tasks.push(tokio::spawn(c.consume_mqtt(
                 broker,

@@ -1,4 +1,4 @@
-//! `ember-edge loadtest alarm`: measures input → alarm output latency on a running appliance. It connects as
+//! `ember-tools loadtest alarm`: measures input → alarm output latency on a running appliance. It connects as
 //! a sensor device, sends a smoke packet stamped with its send time that pushes a zone into ALARM, waits for
 //! the zone to latch, resets the zone over the operator API, and repeats. The appliance records, for each
 //! packet that changed the alarm outputs, the time from the packet's `TS` to the outputs applied

@@ -1,13 +1,22 @@
-//! The command line: parses arguments, sets up logging and the runtime, and maps results to exit codes.
-//! The appliance's commands (run, demo, check-config...) and the developer tools share it for now.
+//! The `ember-edge` binary, the appliance: runs a site (or the demo) and holds what an installer uses on
+//! site (config checks, thermal session decoding, the model check, the simulated sensor). Development and
+//! control-room tools are in `ember-tools`. Parses arguments, sets up logging and the runtime, prints, and maps
+//! results to exit codes.
+
+// Without the `tflite` feature `model check` only refuses, which leaves its arguments and frame-scoring
+// helpers unread in that build.
+#[cfg_attr(not(feature = "tflite"), allow(dead_code))]
+mod model_check;
+mod thermal;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use crate::app::{App, Overrides};
-use crate::config;
+use ember_edge::app::{App, Overrides};
+use ember_edge::cmd::{wait_for_signal, wait_for_stop};
+use ember_edge::config;
+use ember_edge::sensor::session::Mode;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -15,13 +24,13 @@ use crate::config;
     version,
     about = "Fire-detection appliance: cameras, thermal/smoke sensors, fusion, local alarm, durable uplink"
 )]
-pub struct Cli {
+struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+enum Command {
     /// Run the appliance with a site config until SIGINT/SIGTERM.
     Run {
         /// Site config (TOML). See `ember-edge print-config` for every field.
@@ -55,23 +64,6 @@ pub enum Command {
         #[command(subcommand)]
         cmd: SimulateCmd,
     },
-    /// The control-room receiver: verifies, acknowledges and de-duplicates alerts, one JSON line each.
-    Collect(crate::tools::collect::Args),
-    /// Load tools that measure a running appliance.
-    Loadtest {
-        #[command(subcommand)]
-        cmd: LoadtestCmd,
-    },
-    /// Detector evaluation on labelled images.
-    Eval {
-        #[command(subcommand)]
-        cmd: EvalCmd,
-    },
-    /// Micro-benchmarks of the hot paths.
-    Bench {
-        #[command(subcommand)]
-        cmd: BenchCmd,
-    },
     /// The optional TFLite model (installers, board checks).
     #[command(hide = true)]
     Model {
@@ -81,33 +73,20 @@ pub enum Command {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum EvalCmd {
-    /// Runs a detector on every image of a labelled folder (labels.csv) and reports recall and false-positive
-    /// rates (single frames, no temporal confirmation).
-    Frames(crate::tools::eval_frames::Args),
-}
-
-#[derive(Subcommand, Debug)]
-pub enum BenchCmd {
-    /// Nanoseconds per frame of a detector (one thread), on real frames resized to the given size.
-    Detect(crate::tools::bench_detect::Args),
-}
-
-#[derive(Subcommand, Debug)]
-pub enum ModelCmd {
+enum ModelCmd {
     /// Load the TFLite library and a model; print the version, tensors and outputs.
-    Check(crate::tools::model_check::Args),
+    Check(model_check::Args),
 }
 
 #[derive(Subcommand, Debug)]
-pub enum ThermalCmd {
+enum ThermalCmd {
     /// Decode a recorded device session (JSONL) into temperatures: one JSON line per complete frame, then a
     /// summary line with the rejected packets by reason.
     Decode {
         #[arg(long, value_name = "FILE.jsonl")]
         session: PathBuf,
-        #[arg(long, value_enum, default_value_t = crate::tools::thermal_decode::Mode::Calibrated)]
-        mode: crate::tools::thermal_decode::Mode,
+        #[arg(long, value_enum, default_value_t = Mode::Calibrated)]
+        mode: Mode,
         /// Print JSON lines (the default output is a short table).
         #[arg(long)]
         json: bool,
@@ -118,7 +97,7 @@ pub enum ThermalCmd {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum SimulateCmd {
+enum SimulateCmd {
     /// An EmberEye field device (MLX90640 + smoke/flame ADCs) that connects to an appliance and behaves like
     /// the real firmware.
     Sensor {
@@ -143,41 +122,19 @@ pub enum SimulateCmd {
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum SimScenario {
+enum SimScenario {
     Idle,
     Fire,
     Smoke,
     Flaky,
 }
 
-#[derive(Subcommand, Debug)]
-pub enum LoadtestCmd {
-    /// Many device connections against the sensor port (EmberEye's tcp_sensor_load_test.py flags and JSON),
-    /// plus the appliance's own packet count, losses and latency percentiles.
-    Sensors(crate::tools::loadtest_sensors::Args),
-    /// Synthetic alerts through the real uplink and spool to a collector, resumable across kills; prints a
-    /// JSON report when every alert is acknowledged.
-    Uplink(crate::tools::loadtest_uplink::Args),
-    /// Input → alarm output latency: drives a zone into ALARM with stamped smoke packets and resets it, many
-    /// times; reports the appliance's own latency percentiles.
-    Alarm(crate::tools::loadtest_alarm::Args),
-    /// Detector throughput on synthetic frames, one thread per stream (EmberEye's camera_stream_load_test.py
-    /// flags and JSON), with per-stream fps and latency percentiles and the process's CPU and peak RSS.
-    Vision(crate::tools::loadtest_vision::Args),
-    /// Live-view viewers: K MJPEG streams per camera, frames/bytes/fps per connection, the appliance's CPU, RSS
-    /// and JPEG encodes; `--find-max` steps viewers up to the measured limit. Prints a JSON report.
-    Streams(crate::tools::loadtest_streams::Args),
-}
-
-pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+fn main() -> ExitCode {
+    let cli: Cli = match ember_edge::cmd::parse_args() {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
-        }
+        Err(code) => return code,
     };
-    init_logging();
+    ember_edge::cmd::init_logging();
     match cli.command {
         Command::PrintConfig => {
             print!("{}", config::DEFAULT_TOML);
@@ -193,9 +150,9 @@ pub fn main() -> ExitCode {
         },
         Command::Thermal { cmd: ThermalCmd::Decode { session, mode, json, emissivity } } => {
             let r = if json {
-                crate::tools::thermal_decode::run(&session, mode, emissivity)
+                thermal::json_lines(&session, mode, emissivity)
             } else {
-                thermal_table(&session, mode, emissivity)
+                thermal::table(&session, mode, emissivity)
             };
             finish(r)
         }
@@ -212,46 +169,7 @@ pub fn main() -> ExitCode {
                 config::Simulator { loc_id, serial, scenario, interval_secs: interval, fire_after_secs: fire_after };
             finish(simulate_sensor(sim, &connect, duration))
         }
-        Command::Loadtest { cmd: LoadtestCmd::Sensors(args) } => match crate::tools::loadtest_sensors::run(args) {
-            Ok(report) => {
-                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
-                ExitCode::SUCCESS
-            }
-            Err(e) => finish(Err(e)),
-        },
-        Command::Model { cmd: ModelCmd::Check(args) } => finish(crate::tools::model_check::run(args)),
-        Command::Collect(args) => finish(crate::tools::collect::run(args, wait_for_stop(None))),
-        Command::Loadtest { cmd: LoadtestCmd::Uplink(args) } => match crate::tools::loadtest_uplink::run(args) {
-            Ok(report) => {
-                println!("{report}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => finish(Err(e)),
-        },
-        Command::Loadtest { cmd: LoadtestCmd::Alarm(args) } => match crate::tools::loadtest_alarm::run(args) {
-            Ok(report) => {
-                println!("{report}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => finish(Err(e)),
-        },
-        Command::Loadtest { cmd: LoadtestCmd::Vision(args) } => match crate::tools::loadtest_vision::run(args) {
-            Ok(report) => {
-                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
-                ExitCode::SUCCESS
-            }
-            Err(e) => finish(Err(e)),
-        },
-        Command::Loadtest { cmd: LoadtestCmd::Streams(args) } => match crate::tools::loadtest_streams::run(args) {
-            Ok(report) => {
-                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
-                let failed = report["passed"] == false;
-                if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
-            }
-            Err(e) => finish(Err(e)),
-        },
-        Command::Eval { cmd: EvalCmd::Frames(args) } => finish(crate::tools::eval_frames::run(args)),
-        Command::Bench { cmd: BenchCmd::Detect(args) } => finish(crate::tools::bench_detect::run(args)),
+        Command::Model { cmd: ModelCmd::Check(args) } => finish(model_check::run(args)),
         Command::Demo { duration } => match config::load_default() {
             Ok(loaded) => run_app(loaded, duration, true),
             Err(problems) => {
@@ -272,27 +190,6 @@ fn finish(r: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-fn thermal_table(
-    session: &std::path::Path,
-    mode: crate::tools::thermal_decode::Mode,
-    emissivity: f32,
-) -> anyhow::Result<()> {
-    println!("{:>6} {:>8} {:>8} {:>8} {:>8}", "frame", "min_c", "max_c", "mean_c", "ta_c");
-    let summary = crate::tools::thermal_decode::decode(session, mode, emissivity, |k, t, ta| {
-        let min = t.iter().copied().fold(f32::INFINITY, f32::min);
-        let max = t.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mean = t.iter().map(|&v| v as f64).sum::<f64>() / t.len() as f64;
-        let ta = ta.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
-        println!("{k:>6} {min:>8.2} {max:>8.2} {mean:>8.2} {ta:>8}");
-        Ok(())
-    })?;
-    println!(
-        "{} frames, {} sensor packets, {} EEPROM replies, rejected {:?}",
-        summary.frames, summary.sensors, summary.eeproms, summary.rejected
-    );
-    Ok(())
-}
-
 fn simulate_sensor(sim: config::Simulator, connect: &str, duration: Option<f64>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
@@ -308,14 +205,8 @@ fn simulate_sensor(sim: config::Simulator, connect: &str, duration: Option<f64>)
             s2.cancel();
         });
         log::info!("simulated device {} connecting to {target} (scenario {:?})", sim.loc_id, sim.scenario);
-        crate::sensor::sim::run(sim, target, stop).await
+        ember_edge::sensor::sim::run(sim, target, stop).await
     })
-}
-
-fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
 }
 
 fn report(problems: &[config::ConfigProblem]) {
@@ -382,29 +273,4 @@ fn run_app(loaded: config::Loaded, duration: Option<f64>, demo: bool) -> ExitCod
         log::info!("stopped in {:.0} ms ({} tasks joined)", report.elapsed.as_secs_f64() * 1000.0, report.joined);
         ExitCode::SUCCESS
     })
-}
-
-async fn wait_for_stop(duration: Option<f64>) -> &'static str {
-    let timer = async {
-        match duration {
-            Some(s) if s.is_finite() && s >= 0.0 => tokio::time::sleep(Duration::from_secs_f64(s)).await,
-            _ => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        s = wait_for_signal() => s,
-        _ = timer => "duration elapsed",
-    }
-}
-
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        log::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
 }

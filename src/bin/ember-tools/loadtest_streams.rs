@@ -1,4 +1,4 @@
-//! `ember-edge loadtest streams`: many live-view viewers against a running appliance. Opens K MJPEG streams
+//! `ember-tools loadtest streams`: many live-view viewers against a running appliance. Opens K MJPEG streams
 //! per camera, parses each multipart stream (any boundary), counts frames, bytes and fps per connection,
 //! reconnects with backoff (counted), and reads the appliance's own CPU, RSS and JPEG encodes from /metrics
 //! while it runs. `--find-max` raises the number of viewers step by step until fps per viewer falls below a
@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::prom;
-use crate::camera::multipart::{MultipartParser, boundary_param};
+use ember_edge::camera::multipart::{MultipartParser, boundary_param};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -347,7 +347,7 @@ async fn viewer(
         second_frames: 0,
         min_second: f64::INFINITY,
     };
-    let mut backoff = crate::retry::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let mut backoff = ember_edge::retry::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     let mut delay = None;
     let mut buf = vec![0u8; 64 * 1024];
     while Instant::now() < end {

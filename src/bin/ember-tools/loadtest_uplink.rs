@@ -1,4 +1,4 @@
-//! `ember-edge loadtest uplink`: drives the appliance's real uplink task and spool with synthetic zone
+//! `ember-tools loadtest uplink`: drives the appliance's real uplink task and spool with synthetic zone
 //! transitions until the spool has handed out `--alerts` sequence numbers in total (so a run killed halfway
 //! and started again with the same spool continues where it stopped), then waits until the collector has
 //! acknowledged everything and prints a JSON report. Used for the delivery fault tests and for measuring
@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::event::{Transition, ZoneState, evidence};
-use crate::queue::{Overflow, Pushed, Queue};
-use crate::telemetry::Registry;
-use crate::uplink::spool::{Fsync, Spool};
-use crate::uplink::{UplinkCounters, UplinkTask};
+use ember_edge::event::{Transition, ZoneState, evidence};
+use ember_edge::queue::{Overflow, Pushed, Queue};
+use ember_edge::telemetry::Registry;
+use ember_edge::uplink::spool::{Fsync, Spool};
+use ember_edge::uplink::{UplinkCounters, UplinkTask};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -74,7 +74,7 @@ async fn run_async(args: Args) -> anyhow::Result<serde_json::Value> {
     let already = spool.next_seq().saturating_sub(1);
     let to_produce = args.alerts.saturating_sub(already);
     let key = match &args.key_file {
-        Some(k) => crate::uplink::collector::read_key(k)?,
+        Some(k) => ember_edge::uplink::collector::read_key(k)?,
         None => Vec::new(),
     };
     let reg = Registry::new();
@@ -98,8 +98,8 @@ async fn run_async(args: Args) -> anyhow::Result<serde_json::Value> {
     );
     let task = UplinkTask {
         transport: match args.transport {
-            TransportArg::Tcp => crate::uplink::Transport::Tcp,
-            TransportArg::Mqtt => crate::uplink::Transport::Mqtt { topic_prefix: args.topic_prefix.clone() },
+            TransportArg::Tcp => ember_edge::uplink::Transport::Tcp,
+            TransportArg::Mqtt => ember_edge::uplink::Transport::Mqtt { topic_prefix: args.topic_prefix.clone() },
         },
         server: args.server.clone(),
         device_id: args.device_id,
@@ -113,7 +113,7 @@ async fn run_async(args: Args) -> anyhow::Result<serde_json::Value> {
         counters,
     };
     let stop = CancellationToken::new();
-    let health = crate::telemetry::Health::new();
+    let health = ember_edge::telemetry::Health::new();
     let part = health.register("uplink", None);
     let uplink = tokio::spawn(task.run(part, stop.clone()));
     let started = Instant::now();
@@ -141,7 +141,7 @@ async fn run_async(args: Args) -> anyhow::Result<serde_json::Value> {
             smoke_pct: 5.0,
             operator: false,
             test: false,
-            reason: crate::event::reason::SINGLE_SOURCE,
+            reason: ember_edge::event::reason::SINGLE_SOURCE,
             vision_frame: None,
         };
         // The queue refuses when the uplink is busy; wait rather than lose a synthetic alert.

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::detect::model_input::Region;
+use ember_edge::detect::model_input::Region;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -44,7 +44,7 @@ pub fn run(_args: Args) -> anyhow::Result<()> {
 
 #[cfg(feature = "tflite")]
 pub fn run(args: Args) -> anyhow::Result<()> {
-    use crate::detect::tflite::Model;
+    use ember_edge::detect::tflite::Model;
     let mut m = Model::load(&args.library, &args.model, args.threads)?;
     println!("tflite_version: {}", m.version());
     println!("model: {}", args.model.display());
@@ -52,11 +52,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{name}: {:?} {:?} {} bytes, scale {} zero_point {}", t.elem, t.dims, t.bytes, t.scale, t.zero_point);
     }
     let (w, h) = m.input_size();
-    for (name, px) in synthetic_inputs(w, h) {
+    for (name, px) in ember_edge::detect::model_input::synthetic_inputs(w, h) {
         let (fire, smoke) = m.classify_input(&px)?;
         println!("{name}: fire {fire:.6} smoke {smoke:.6} raw {:?}", m.raw_output());
     }
-    let mut jpeg = crate::camera::jpeg::JpegDecoder::new();
+    let mut jpeg = ember_edge::camera::jpeg::JpegDecoder::new();
     let mut rgb = vec![0u8; 2048 * 2048 * 3];
     if let Some(img) = &args.image {
         let (iw, ih) = decode(&mut jpeg, img, &mut rgb)?;
@@ -90,24 +90,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The deterministic inputs of models/reference.json (same formulas as scripts/train-model.py).
-pub fn synthetic_inputs(w: usize, h: usize) -> Vec<(&'static str, Vec<u8>)> {
-    let mut grad = vec![0u8; w * h * 3];
-    let mut disc = vec![0u8; w * h * 3];
-    for y in 0..h {
-        for x in 0..w {
-            let i = (y * w + x) * 3;
-            grad[i..i + 3].copy_from_slice(&[(x * 4 % 256) as u8, (y * 4 % 256) as u8, ((x + y) * 2 % 256) as u8]);
-            let (dx, dy) = (x as i64 - 32, y as i64 - 40);
-            let p = if dx * dx + dy * dy < 196 { [255, 140, 20] } else { [20, 20, 30] };
-            disc[i..i + 3].copy_from_slice(&p);
-        }
-    }
-    vec![("gradient", grad), ("orange_disc", disc), ("gray128", vec![128; w * h * 3])]
-}
-
 #[cfg(feature = "tflite")]
-fn decode(jpeg: &mut crate::camera::jpeg::JpegDecoder, path: &Path, out: &mut [u8]) -> anyhow::Result<(usize, usize)> {
+fn decode(
+    jpeg: &mut ember_edge::camera::jpeg::JpegDecoder,
+    path: &Path,
+    out: &mut [u8],
+) -> anyhow::Result<(usize, usize)> {
     let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     jpeg.decode_rgb(&bytes, out, 2048, 2048).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
@@ -178,17 +166,5 @@ mod tests {
         ];
         let c = curve_point(&scored, 0.5);
         assert_eq!(c, [0.5, 1.0, 1.0, 1.0, 0.5]);
-    }
-
-    #[test]
-    fn synthetic_inputs_match_the_python_formulas() {
-        let v = synthetic_inputs(64, 64);
-        let (_, grad) = &v[0];
-        // (x=63, y=10): r = 252, g = 40, b = 146.
-        let i = (10 * 64 + 63) * 3;
-        assert_eq!(&grad[i..i + 3], &[252, 40, 146]);
-        let (_, disc) = &v[1];
-        assert_eq!(&disc[(40 * 64 + 32) * 3..][..3], &[255, 140, 20]);
-        assert_eq!(&disc[0..3], &[20, 20, 30]);
     }
 }

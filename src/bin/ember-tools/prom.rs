@@ -1,7 +1,7 @@
 //! Reading the appliance's own Prometheus text, for the load tools: one series, a sum over label sets, a
 //! histogram's cumulative buckets, and quantiles of the difference between two scrapes.
 
-use crate::telemetry::metrics::quantile_from_buckets;
+use ember_edge::telemetry::metrics::quantile_from_buckets;
 
 /// The value of the series named exactly `series` (labels included), e.g. `ember_zone_state{zone="a"}`.
 pub fn value(text: &str, series: &str) -> Option<f64> {

@@ -1,4 +1,4 @@
-//! `ember-edge eval frames`: runs a detector on every image of a labelled folder (labels.csv as in
+//! `ember-tools eval frames`: runs a detector on every image of a labelled folder (labels.csv as in
 //! shared/fixtures/frames) and reports recall and false-positive rates. Single frames: no temporal help.
 
 use std::io::Write;
@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::camera::jpeg::JpegDecoder;
-use crate::detect::embereye::EmberEyeHsv;
-use crate::detect::grid::{self, GridDetector};
+use ember_edge::camera::jpeg::JpegDecoder;
+use ember_edge::detect::embereye::EmberEyeHsv;
+use ember_edge::detect::grid::{self, GridDetector};
+use ember_edge::pixels::{load_rgb, rgb_to_yuyv};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Which {
@@ -120,9 +121,10 @@ pub fn evaluate(args: &Args) -> anyhow::Result<Outcome> {
                 .or_else(|| std::env::var_os("EMBER_TFLITE_LIB").map(PathBuf::from))
                 .context("--detector model needs --model-library or EMBER_TFLITE_LIB")?;
             // Loaded here so a failure is an error (a run that fell back to the grid would report the wrong detector).
-            let loaded = crate::detect::tflite::Model::load(&library, &args.model, 1)?;
-            let counters = crate::detect::cnn::ModelCounters::register(&crate::telemetry::Registry::new(), &[]);
-            Some((crate::detect::cnn::ModelDetector::with_model(loaded, &[], counters.clone()), counters))
+            let loaded = ember_edge::detect::tflite::Model::load(&library, &args.model, 1)?;
+            let counters =
+                ember_edge::detect::cnn::ModelCounters::register(&ember_edge::telemetry::Registry::new(), &[]);
+            Some((ember_edge::detect::cnn::ModelDetector::with_model(loaded, &[], counters.clone()), counters))
         }
         _ => None,
     };
@@ -134,7 +136,7 @@ pub fn evaluate(args: &Args) -> anyhow::Result<Outcome> {
     let threshold = args.threshold.unwrap_or(match args.detector {
         Which::Embereye => 0.4,
         Which::Model => 0.5,
-        _ => crate::detect::grid_weights::THRESHOLD,
+        _ => ember_edge::detect::grid_weights::THRESHOLD,
     });
     let mut dec = JpegDecoder::new();
     let ember = EmberEyeHsv::new();
@@ -164,7 +166,7 @@ pub fn evaluate(args: &Args) -> anyhow::Result<Outcome> {
             #[cfg(feature = "tflite")]
             Which::Model => match model.as_mut() {
                 Some((m, counters)) => {
-                    let r = m.score(&rgb, w, h, crate::frame::PixelFormat::Rgb24);
+                    let r = m.score(&rgb, w, h, ember_edge::frame::PixelFormat::Rgb24);
                     if counters.errors.get() > 0 {
                         bail!("the model could not score {}", l.file);
                     }
@@ -201,30 +203,6 @@ pub fn evaluate(args: &Args) -> anyhow::Result<Outcome> {
     }
     let report = summarise(&scores, threshold);
     Ok(Outcome { scores, report })
-}
-
-/// Decodes a JPEG into `rgb` (resized to fit), returning its size.
-pub fn load_rgb(dec: &mut JpegDecoder, jpeg: &[u8], rgb: &mut Vec<u8>) -> anyhow::Result<(usize, usize)> {
-    let (w, h) = dec.dimensions(jpeg)?;
-    rgb.resize(w * h * 3, 0);
-    let (w, h) = dec.decode_rgb(jpeg, rgb, w, h)?;
-    rgb.truncate(w * h * 3);
-    Ok((w, h))
-}
-
-/// RGB24 → YUYV (BT.601 limited range, chroma of the left pixel of each pair, as the grid detector samples
-/// it), for `out_w` ≤ `w` columns (even).
-pub fn rgb_to_yuyv(rgb: &[u8], out_w: usize, w: usize, h: usize, out: &mut Vec<u8>) {
-    out.clear();
-    out.reserve(out_w * h * 2);
-    for y in 0..h {
-        for x in (0..out_w).step_by(2) {
-            let p = &rgb[(y * w + x) * 3..];
-            let (y0, u, v) = grid::rgb_to_yuv(p[0], p[1], p[2]);
-            let (y1, _, _) = grid::rgb_to_yuv(p[3], p[4], p[5]);
-            out.extend_from_slice(&[y0, u, y1, v]);
-        }
-    }
 }
 
 pub fn summarise(scores: &[(Label, f32)], threshold: f32) -> Report {

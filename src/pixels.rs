@@ -1,0 +1,112 @@
+//! Pixel formats and pictures in one place: BT.601 limited-range RGB ↔ YUV per pixel, RGB24 → YUYV frames,
+//! nearest-neighbour resizing, and decoding a JPEG file's bytes to RGB24 with the appliance's own decoder.
+//! The detectors convert with these per pixel; the tools and tests build their frames with the rest, so what
+//! they feed a detector is encoded exactly as the detector decodes it.
+
+use crate::camera::jpeg::{JpegDecoder, JpegError};
+
+/// BT.601 limited range, as V4L2 YUYV delivers it (and as we encode RGB frames).
+#[inline(always)]
+pub fn rgb_to_yuv(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
+    let (r, g, b) = (i32::from(r), i32::from(g), i32::from(b));
+    let y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16;
+    let u = ((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128;
+    let v = ((112 * r - 94 * g - 18 * b + 128) >> 8) + 128;
+    (y as u8, u as u8, v as u8)
+}
+
+/// Inverse of [`rgb_to_yuv`] in integer arithmetic, clamped (what V4L2 webcams deliver as YUYV, back to RGB).
+#[inline]
+pub fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
+    let c = 298 * (i32::from(y) - 16);
+    let d = i32::from(u) - 128;
+    let e = i32::from(v) - 128;
+    let clip = |n: i32| ((n + 128) >> 8).clamp(0, 255) as u8;
+    [clip(c + 409 * e), clip(c - 100 * d - 208 * e), clip(c + 516 * d)]
+}
+
+/// RGB24 → YUYV (BT.601 limited range, chroma of the left pixel of each pair, as the grid detector samples
+/// it), for `out_w` ≤ `w` columns (even).
+pub fn rgb_to_yuyv(rgb: &[u8], out_w: usize, w: usize, h: usize, out: &mut Vec<u8>) {
+    out.clear();
+    out.reserve(out_w * h * 2);
+    for y in 0..h {
+        for x in (0..out_w).step_by(2) {
+            let p = &rgb[(y * w + x) * 3..];
+            let (y0, u, v) = rgb_to_yuv(p[0], p[1], p[2]);
+            let (y1, _, _) = rgb_to_yuv(p[3], p[4], p[5]);
+            out.extend_from_slice(&[y0, u, y1, v]);
+        }
+    }
+}
+
+/// Nearest-neighbour resize of an RGB24 image.
+pub fn resize_rgb(src: &[u8], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec<u8> {
+    let mut out = vec![0u8; dw * dh * 3];
+    for y in 0..dh {
+        let sy = y * sh / dh;
+        for x in 0..dw {
+            let sx = x * sw / dw;
+            out[(y * dw + x) * 3..][..3].copy_from_slice(&src[(sy * sw + sx) * 3..][..3]);
+        }
+    }
+    out
+}
+
+/// Decodes a JPEG into `rgb` at its full size with the decoder the cameras use, returning that size.
+pub fn load_rgb(dec: &mut JpegDecoder, jpeg: &[u8], rgb: &mut Vec<u8>) -> Result<(usize, usize), JpegError> {
+    let (w, h) = dec.dimensions(jpeg)?;
+    rgb.resize(w * h * 3, 0);
+    let (w, h) = dec.decode_rgb(jpeg, rgb, w, h)?;
+    rgb.truncate(w * h * 3);
+    Ok((w, h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The grid detector and the model's input each had their own `yuv_to_rgb` (one returned a tuple and rounded
+    /// per channel, the other an array); this is the grid's formula, kept here to show the two agree on every input.
+    fn grid_formula(y: u8, u: u8, v: u8) -> [u8; 3] {
+        let c = i32::from(y) - 16;
+        let d = i32::from(u) - 128;
+        let e = i32::from(v) - 128;
+        let cl = |x: i32| x.clamp(0, 255) as u8;
+        [
+            cl((298 * c + 409 * e + 128) >> 8),
+            cl((298 * c - 100 * d - 208 * e + 128) >> 8),
+            cl((298 * c + 516 * d + 128) >> 8),
+        ]
+    }
+
+    #[test]
+    fn both_former_yuv_to_rgb_agree_on_every_input() {
+        for y in 0..=255u8 {
+            for u in 0..=255u8 {
+                for v in 0..=255u8 {
+                    assert_eq!(yuv_to_rgb(y, u, v), grid_formula(y, u, v), "y {y} u {u} v {v}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn yuyv_pairs_share_the_left_pixels_chroma() {
+        let rgb = [255, 0, 0, 0, 0, 255, 10, 20, 30, 40, 50, 60];
+        let mut out = Vec::new();
+        rgb_to_yuyv(&rgb, 4, 4, 1, &mut out);
+        let (y0, u0, v0) = rgb_to_yuv(255, 0, 0);
+        let (y1, _, _) = rgb_to_yuv(0, 0, 255);
+        assert_eq!(&out[..4], &[y0, u0, y1, v0]);
+        assert_eq!(out.len(), 8);
+    }
+
+    #[test]
+    fn nearest_resize_picks_source_pixels() {
+        let src: Vec<u8> = (0..4 * 2 * 3).map(|i| i as u8).collect();
+        let half = resize_rgb(&src, 4, 2, 2, 1);
+        assert_eq!(half, vec![0, 1, 2, 6, 7, 8]);
+        assert_eq!(resize_rgb(&src, 4, 2, 4, 2), src);
+    }
+}
