@@ -5,8 +5,9 @@
 # assembles target/deb/ember-edge_<version>-1_<arch>.deb with dpkg-deb. Why dpkg-deb and not cargo-deb:
 # see board/README.md ("Packages").
 #
-# Contents: /usr/bin/ember-edge (the board features, see board/*.toml), /etc/ember-edge/ember-edge.toml
-# (conffile, from board/deb/ember-edge.toml), /lib/systemd/system/ember-edge.service,
+# Contents: /usr/bin/ember-edge (the board features, see board/*.toml; not ember-tools, the development
+# binary), /etc/ember-edge/ember-edge.toml (conffile, from board/deb/ember-edge.toml),
+# /lib/systemd/system/ember-edge.service,
 # /lib/udev/rules.d/60-ember-edge.rules, /usr/share/ember-edge/boards/*.toml, /usr/share/doc/ember-edge/,
 # and maintainer scripts that create the ember-edge user (groups video, gpio, dialout) and the spool.
 set -euo pipefail

@@ -15,8 +15,8 @@ set -euo pipefail
 
 BINFMT=/proc/sys/fs/binfmt_misc
 
-# Integration tests spawn the ember-edge binary (env!("CARGO_BIN_EXE_ember-edge")), which here is an ARM
-# executable. The runner only wraps the test binary itself; for its children the kernel must know how to
+# Integration tests spawn the ember-edge and ember-tools binaries (env!("CARGO_BIN_EXE_…")), which here are
+# ARM executables. The runner only wraps the test binary itself; for its children the kernel must know how to
 # exec ARM ELF files, i.e. binfmt_misc with qemu registered. Set it up idempotently (root only).
 # The interpreter is a tiny wrapper that adds the cross libc root (-L, via QEMU_LD_PREFIX), because the host
 # has no /lib/ld-linux-aarch64.so.1 and must not get one (no multiarch libc6:arm64: F4 in board/README.md).

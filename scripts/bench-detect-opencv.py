@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""OpenCV baseline for `ember-edge bench detect`: cvtColor → HSV, two inRange masks (EmberEye's), countNonZero,
+"""OpenCV baseline for `ember-tools bench detect`: cvtColor → HSV, two inRange masks (EmberEye's), countNonZero,
 on the same 640×480 frames (tests/fixtures/frames resized), one thread. Prints one JSON object per input format."""
 
 import glob

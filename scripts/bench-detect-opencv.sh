@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One run: ember-edge `bench detect` (default and embereye, RGB and YUYV) against OpenCV's
+# One run: `ember-tools bench detect` (default and embereye, RGB and YUYV) against OpenCV's
 # cvtColor + inRange + countNonZero from Python on the same 640×480 frames, all pinned to one core, one thread.
 # Usage: scripts/bench-detect-opencv.sh [FRAMES]   (run from the repo root; builds the release binary)
 set -euo pipefail
@@ -12,8 +12,8 @@ if ! "$VENV/bin/python" -c 'import cv2, numpy' 2>/dev/null; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q opencv-python-headless numpy
 fi
-cargo build --release --quiet
-BIN=target/release/ember-edge
+cargo build --release --bins --quiet
+BIN=target/release/ember-tools
 PIN="taskset -c 0"
 command -v taskset >/dev/null || PIN=""
 out=$(mktemp)

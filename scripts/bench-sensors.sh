@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=${1:-}
-cargo build --release --quiet
+cargo build --release --bins --quiet
 bin=target/release/ember-edge
+tools=target/release/ember-tools
 secs=20; [ "$quick" = quick ] && secs=5
 log=$(mktemp)
 "$bin" run --config configs/bench-sensors.toml 2>"$log" &
@@ -21,7 +22,7 @@ print(json.dumps({"run": sys.argv[1], "clients": r["test_config"]["clients"], "s
   "disconnects": a["disconnects"], "observations_dropped": s.get("observations_dropped"),
   "decode_p50_ms": (s.get("write_to_decode") or {}).get("p50_ms"), "decision_p99_ms": (s.get("write_to_decision") or {}).get("p99_ms"),
   "server_cpu_percent": s.get("cpu_percent"), "server_rss_mb": s.get("mem_rss_mb")}))'
-lt() { "$bin" loadtest sensors --server-device loadtest "$@" 2>/dev/null; }
+lt() { "$tools" loadtest sensors --server-device loadtest "$@" 2>/dev/null; }
 
 # 1. A simulated device plus 1,000 concurrent clients (frames and sensor packets): nothing lost, no disconnects.
 "$bin" simulate sensor --connect 127.0.0.1:4888 --loc-id 1234 --serial SIM0001 --scenario idle 2>/dev/null &

@@ -7,8 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=60; [ "${1:-}" = quick ] && secs=15
-cargo build --release --quiet
+cargo build --release --bins --quiet
 bin=target/release/ember-edge
+tools=target/release/ember-tools
 out=target/bench-streams; mkdir -p "$out"
 "$bin" run --config configs/bench-streams.toml 2>"$out/appliance.log" &
 app=$!
@@ -16,7 +17,7 @@ trap 'kill $app 2>/dev/null || true' EXIT
 url=http://127.0.0.1:9091
 for _ in $(seq 50); do curl -sf "$url/health" >/dev/null 2>&1 && break; sleep 0.2; done
 sleep 3
-"$bin" loadtest streams --url "$url" --cameras 4 --connections-per-camera 50 --duration "$secs" \
+"$tools" loadtest streams --url "$url" --cameras 4 --connections-per-camera 50 --duration "$secs" \
   --stats-file "$out/200-viewers.json" --csv-prefix "$out/200-viewers" >/dev/null || true
 set +e
 python3 - "$out/200-viewers.json" <<'PY'
@@ -35,7 +36,7 @@ PY
 status=$?
 set -e
 if [ "${1:-}" = find-max ] || [ "${2:-}" = find-max ]; then
-  "$bin" loadtest streams --url "$url" --cameras 4 --find-max --fps-floor 24 --step 40 --step-duration 20 \
+  "$tools" loadtest streams --url "$url" --cameras 4 --find-max --fps-floor 24 --step 40 --step-duration 20 \
     --stats-file "$out/find-max.json" >/dev/null || true
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({"max_viewers_held": r["max_viewers_held"],
     "steps": [(s["viewers"], s["aggregate"]["fps_min"], s["aggregate"]["errors"], s["appliance"]["cpu_percent"], s["appliance"]["rss_max_mb"]) for s in r["steps"]]}))' "$out/find-max.json"

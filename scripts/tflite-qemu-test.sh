@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The TFLite path for real: fetches the aarch64 TFLite C-API library from PyPI, cross-builds the `tflite`
-# integration test and the binary for aarch64 (board/lib/cross-env.sh: Debian rustc-web + cross gcc), and runs
+# integration test and the binaries for aarch64 (board/lib/cross-env.sh: Debian rustc-web + cross gcc), and runs
 # them under qemu-aarch64 with EMBER_TFLITE_LIB set:
 #   scripts/tflite-qemu-test.sh [--frames DIR]
 #   1. tests/tflite.rs: float and int8 outputs vs models/reference.json (TensorFlow's own interpreter), bad model
 #      files, missing library -> grid detector, the CNN on the grid's candidate regions;
 #   2. `ember-edge model check` on the reference inputs, and with --frames (default ../shared/fixtures/frames if
 #      present) every labelled frame scored on the emulated board, printing recall / hard FPR per threshold
-#      (whole frames), then `eval frames` for the grid detector and the `model` detector (CNN on its regions).
+#      (whole frames), then `ember-tools eval frames` for the grid detector and the `model` detector (CNN on its
+#      regions).
 # Exits non-zero on any failure. Needs root the first time (apt packages); no network after the first run.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=../board/lib/cross-env.sh
@@ -39,7 +40,9 @@ xb_log "cargo test --features $features --test tflite --target $XB_TRIPLE (rustc
 "$XB_CARGO" test --locked --target "$XB_TRIPLE" --features "$features" --test tflite -- --test-threads=1 --nocapture
 
 bin=$XB_TARGET_DIR/$XB_TRIPLE/debug/ember-edge
+tools=$XB_TARGET_DIR/$XB_TRIPLE/debug/ember-tools
 run() { "$XB_QEMU" -L "$XB_LDPREFIX" "$bin" "$@"; }
+run_tools() { "$XB_QEMU" -L "$XB_LDPREFIX" "$tools" "$@"; }
 for m in fire-f32 fire-int8; do
   xb_log "ember-edge model check --model models/$m.tflite"
   run model check --library "$lib" --model "models/$m.tflite"
@@ -52,9 +55,9 @@ if [ -n "$frames" ]; then
   # detector alone, on the same frames and the same emulated board: the numbers docs/DETECTOR.md reports.
   out=$XB_TARGET_DIR/tflite-eval-aarch64.txt
   : >"$out"
-  run eval frames "$frames" --json | sed 's/^/default              /' | tee -a "$out"
+  run_tools eval frames "$frames" --json | sed 's/^/default              /' | tee -a "$out"
   for t in 0.3 0.5 0.7; do
-    run eval frames "$frames" --detector model --model-library "$lib" --threshold "$t" --json |
+    run_tools eval frames "$frames" --detector model --model-library "$lib" --threshold "$t" --json |
       sed "s/^/model (regions) $t  /" | tee -a "$out"
   done
 fi
