@@ -1,4 +1,4 @@
-//! `ember-edge eval frames` end to end on the repo's 8 fixture frames. The acceptance numbers on the
+//! `ember-tools eval frames` end to end on the repo's 8 fixture frames. The acceptance numbers on the
 //! development split (the shared sets) are checked by tests/acceptance.rs.
 
 use std::path::Path;

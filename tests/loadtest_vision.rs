@@ -1,4 +1,4 @@
-//! `ember-edge loadtest vision` speaks EmberEye's camera_stream_load_test.py: same flags, same JSON keys, and on
+//! `ember-tools loadtest vision` speaks EmberEye's camera_stream_load_test.py: same flags, same JSON keys, and on
 //! uniform random frames the EmberEye detector scores what EmberEye's own run reported (avg_vision_score 0.600).
 
 use std::process::Command;

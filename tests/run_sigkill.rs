@@ -1,7 +1,7 @@
 //! The appliance itself (`ember-edge run`, not a load tool) killed with SIGKILL 50 times while its
 //! zone goes into alarm and is reset: every alert it spooled reaches the collector exactly once, with no gap
 //! in the sequence numbers across all the restarts. The device is this test, over TCP; the receiver is a
-//! separate `ember-edge collect` process.
+//! separate `ember-tools collect` process.
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! Delivery under faults, with real processes: every test checks, from the collector's own output, that each
-//! alert arrived exactly once — nothing lost, nothing duplicated. The producer is `ember-edge loadtest uplink`
-//! (the appliance's uplink task and spool driven by synthetic transitions), the receiver `ember-edge collect`.
+//! alert arrived exactly once — nothing lost, nothing duplicated. The producer is `ember-tools loadtest uplink`
+//! (the appliance's uplink task and spool driven by synthetic transitions), the receiver `ember-tools collect`.
 
 mod common;
 
