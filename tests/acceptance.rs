@@ -14,7 +14,7 @@ use common::fixtures;
 use ember_edge::camera::jpeg::JpegDecoder;
 
 /// The binary that runs `eval frames`.
-const EVAL_BIN: &str = env!("CARGO_BIN_EXE_ember-edge");
+const EVAL_BIN: &str = env!("CARGO_BIN_EXE_ember-tools");
 
 fn eval(dir: &Path, detector: &str) -> serde_json::Value {
     let out = Command::new(EVAL_BIN)
