@@ -48,7 +48,7 @@ fn request(addr: SocketAddr, method: &str, path: &str, headers: &str) -> (u16, S
 
 fn metric(addr: SocketAddr, series: &str, auth: &str) -> f64 {
     let (_, body) = request(addr, "GET", "/metrics", auth);
-    ember_edge::tools::prom::value(&body, series).unwrap_or(0.0)
+    common::prom::value(&body, series).unwrap_or(0.0)
 }
 
 const TOKEN: &str = "Authorization: Bearer s3cret-token\r\n";

@@ -1,4 +1,4 @@
-//! The TCP transport of the uplink, to `ember-edge collect`: one connection at a time, the spooled alert frames
+//! The TCP transport of the uplink, to `ember-tools collect`: one connection at a time, the spooled alert frames
 //! written as they are, heartbeats between them, and the collector's per-alert acknowledgements read back.
 //! All bookkeeping is the outbox's; this file only moves bytes.
 

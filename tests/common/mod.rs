@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 // The load tools' reader of the appliance's Prometheus text, compiled in here as well: tests read /metrics
 // the way `ember-tools` does, and the binary's modules are not a library the tests could import.
 #[path = "../../src/bin/ember-tools/prom.rs"]
-mod prom;
+pub mod prom;
 
 /// The demo site on ephemeral loopback ports, with a fast fire; `extra` is appended (may override tables).
 pub fn site_toml(extra: &str) -> String {
