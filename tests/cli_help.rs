@@ -341,3 +341,21 @@ fn the_extraction_finds_commands_in_blocks_and_spans() {
     assert!(check_command("ember-edge", &["eval".into(), "frames".into()]).is_err());
     assert!(check_command("ember-edge", &["run".into(), "--no-such-flag".into()]).is_err());
 }
+
+/// Absurd or zero durations on the command line are usage errors (exit 2), not panics (exit 101).
+#[test]
+fn absurd_durations_are_usage_errors_not_panics() {
+    let edge = exe("ember-edge");
+    for args in [
+        &["run", "--config", "configs/default.toml", "--duration", "1e300"][..],
+        &["run", "--config", "configs/default.toml", "--duration", "NaN"][..],
+        &["demo", "--duration=-1"][..],
+        &["simulate", "sensor", "--connect", "127.0.0.1:9", "--interval", "0"][..],
+        &["simulate", "sensor", "--connect", "127.0.0.1:9", "--duration", "inf"][..],
+    ] {
+        let out = std::process::Command::new(edge).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("seconds") && !err.contains("panicked"), "{args:?}: {err}");
+    }
+}

@@ -37,14 +37,14 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
         /// Stop by itself after this many seconds (for tests and soak runs).
-        #[arg(long, value_name = "SECS")]
+        #[arg(long, value_name = "SECS", value_parser = ember_edge::cmd::seconds)]
         duration: Option<f64>,
     },
     /// Run the built-in simulated site: replayed camera frames, a simulated sensor device, a log alarm and a
     /// local collector that prints every alert as a JSON line on stdout.
     Demo {
         /// Stop after this many seconds (default: run until Ctrl-C).
-        #[arg(long, value_name = "SECS")]
+        #[arg(long, value_name = "SECS", value_parser = ember_edge::cmd::seconds)]
         duration: Option<f64>,
     },
     /// Check config files; prints every problem as FILE:LINE:COL: message and exits non-zero if any.
@@ -108,15 +108,15 @@ enum SimulateCmd {
         #[arg(long, default_value = "SIM0001")]
         serial: String,
         /// Seconds between frames.
-        #[arg(long, default_value_t = 1.0)]
+        #[arg(long, default_value_t = 1.0, value_parser = ember_edge::cmd::interval)]
         interval: f64,
         #[arg(long, value_enum, default_value_t = SimScenario::Idle)]
         scenario: SimScenario,
         /// Seconds before the fire or smoke starts.
-        #[arg(long, default_value_t = 3.0)]
+        #[arg(long, default_value_t = 3.0, value_parser = ember_edge::cmd::seconds_or_zero)]
         fire_after: f64,
         /// Stop after this many seconds (default: until Ctrl-C).
-        #[arg(long)]
+        #[arg(long, value_parser = ember_edge::cmd::seconds)]
         duration: Option<f64>,
     },
 }

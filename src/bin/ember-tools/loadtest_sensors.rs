@@ -27,7 +27,7 @@ pub struct Args {
     #[arg(long, group = "target")]
     pub packets: Option<u64>,
     /// Seconds to run.
-    #[arg(long, group = "target")]
+    #[arg(long, group = "target", value_parser = ember_edge::cmd::seconds)]
     pub duration: Option<f64>,
     /// Packets per second per client; 0 sends as fast as the link takes them.
     #[arg(long, default_value_t = 10.0)]
@@ -41,7 +41,7 @@ pub struct Args {
     #[arg(long, default_value = "room")]
     pub locid_prefix: String,
     /// Seconds between progress reports.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = ember_edge::cmd::seconds)]
     pub report_interval: f64,
     /// Also write the JSON report here.
     #[arg(long)]

@@ -26,10 +26,10 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub connections_per_camera: usize,
     /// Seconds to run (each step, with --find-max: see --step-duration).
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = ember_edge::cmd::seconds)]
     pub duration: f64,
     /// Seconds at the start of a run not counted in fps (connecting, first frames).
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = ember_edge::cmd::seconds_or_zero)]
     pub warmup: f64,
     /// Bearer token for an appliance that requires one.
     #[arg(long)]
@@ -53,7 +53,7 @@ pub struct Args {
     #[arg(long, default_value_t = 40)]
     pub step: usize,
     /// Seconds per step.
-    #[arg(long, default_value_t = 15.0)]
+    #[arg(long, default_value_t = 15.0, value_parser = ember_edge::cmd::seconds)]
     pub step_duration: f64,
     /// Highest total viewers tried.
     #[arg(long, default_value_t = 2000)]

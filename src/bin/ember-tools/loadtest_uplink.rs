@@ -41,10 +41,10 @@ pub struct Args {
     /// Alerts per second; 0 = as fast as the spool takes them.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = ember_edge::cmd::seconds)]
     pub heartbeat_secs: f64,
     /// Give up waiting for acknowledgements after this many seconds (exit code 1).
-    #[arg(long, default_value_t = 120.0)]
+    #[arg(long, default_value_t = 120.0, value_parser = ember_edge::cmd::seconds_or_zero)]
     pub wait_secs: f64,
 }
 

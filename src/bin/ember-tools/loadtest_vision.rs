@@ -21,7 +21,7 @@ pub struct Args {
     #[arg(long, conflicts_with = "duration", required_unless_present = "duration")]
     pub frames: Option<u64>,
     /// Seconds to run (or use --frames).
-    #[arg(long)]
+    #[arg(long, value_parser = ember_edge::cmd::seconds)]
     pub duration: Option<f64>,
     #[arg(long, default_value_t = 30.0)]
     pub fps: f64,
@@ -30,7 +30,7 @@ pub struct Args {
     #[arg(long, default_value_t = 480)]
     pub height: usize,
     /// Seconds between progress lines on stderr (0: none).
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = ember_edge::cmd::seconds)]
     pub report_interval: f64,
     /// Also write the JSON report to this file.
     #[arg(long)]
@@ -48,14 +48,16 @@ pub struct Args {
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
 pub enum DetectorArg {
     Embereye,
-    Default,
+    /// The grid detector; `default` is its old name.
+    #[value(alias = "default")]
+    Grid,
 }
 
 impl DetectorArg {
     fn kind(self) -> DetectorKind {
         match self {
             DetectorArg::Embereye => DetectorKind::Embereye,
-            DetectorArg::Default => DetectorKind::Grid,
+            DetectorArg::Grid => DetectorKind::Grid,
         }
     }
 }
