@@ -38,7 +38,7 @@ fn f(v: &serde_json::Value, k: &str) -> f64 {
 fn dev_split_acceptance() {
     let dir = fixtures::shared("fixtures/frames");
     assert!(dir.join("labels.csv").is_file(), "{} has no labels.csv", dir.display());
-    let d = eval(&dir, "default");
+    let d = eval(&dir, "grid");
     assert_eq!(d["images"], 136, "{d}");
     assert!(f(&d, "recall") >= 0.85, "default recall: {d}");
     assert!(f(&d, "hard_fpr") <= 0.25, "default hard_fpr: {d}");

@@ -24,7 +24,7 @@ fn f(v: &serde_json::Value, k: &str) -> f64 {
 #[test]
 fn repo_fixture_frames_report_every_field() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/frames");
-    for det in ["default", "embereye"] {
+    for det in ["grid", "default", "embereye"] {
         let r = eval(&dir, det);
         assert_eq!(r["images"], 8, "{r}");
         assert_eq!(r["positives"], 5, "{r}");

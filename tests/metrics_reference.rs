@@ -55,7 +55,7 @@ name = "replay"
 source = "replay"
 path = "builtin:demo"
 fps = 4.0
-detector = "default"
+detector = "grid"
 [[cameras]]
 name = "ipcam"
 source = "mjpeg"

@@ -22,7 +22,9 @@ pub enum Format {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Which {
     Embereye,
-    Default,
+    /// The grid detector; `default` is its old name.
+    #[value(alias = "default")]
+    Grid,
 }
 
 #[derive(clap::Args, Debug)]
@@ -33,7 +35,7 @@ pub struct Args {
     pub height: usize,
     #[arg(long, value_enum, default_value_t = Format::Rgb)]
     pub format: Format,
-    #[arg(long, value_enum, default_value_t = Which::Default)]
+    #[arg(long, value_enum, default_value_t = Which::Grid)]
     pub detector: Which,
     /// Frames to time (after 50 warm-up frames).
     #[arg(long, default_value_t = 2000)]
@@ -112,8 +114,8 @@ pub fn measure(args: &Args) -> anyhow::Result<Report> {
     let mut run_one = |f: &[u8]| -> f32 {
         match (args.detector, args.format) {
             (Which::Embereye, _) => ember.score_rgb(f, w, h).score,
-            (Which::Default, Format::Rgb) => grid.score_rgb(f, w, h).score,
-            (Which::Default, Format::Yuyv) => grid.score_yuyv(f, w, h).score,
+            (Which::Grid, Format::Rgb) => grid.score_rgb(f, w, h).score,
+            (Which::Grid, Format::Yuyv) => grid.score_yuyv(f, w, h).score,
         }
     };
     let mut sink = 0f32;

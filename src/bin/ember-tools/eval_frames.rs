@@ -15,8 +15,9 @@ use ember_edge::pixels::{load_rgb, rgb_to_yuyv};
 pub enum Which {
     /// EmberEye's HSV heuristic (bit-exact).
     Embereye,
-    /// The grid detector (colour regions + learned scorer).
-    Default,
+    /// The grid detector (colour regions + learned scorer); `default` is its old name.
+    #[value(alias = "default")]
+    Grid,
     /// The TFLite model (needs a build with the `tflite` feature).
     Model,
 }
@@ -28,7 +29,7 @@ pub struct Args {
     /// Labels CSV (file,fire,smoke,hard_negative,...). Default DIR/labels.csv.
     #[arg(long)]
     pub labels: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = Which::Default)]
+    #[arg(long, value_enum, default_value_t = Which::Grid)]
     pub detector: Which,
     /// Score at or above this is a detection. Default: EmberEye's anomaly threshold (0.4) for `embereye`, the
     /// trained operating point for `default`.
