@@ -10,43 +10,23 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::fixtures;
+use common::{eval_frames, fixtures, num};
 use ember_edge::camera::jpeg::JpegDecoder;
-
-/// The binary that runs `eval frames`.
-const EVAL_BIN: &str = env!("CARGO_BIN_EXE_ember-tools");
-
-fn eval(dir: &Path, detector: &str) -> serde_json::Value {
-    let out = Command::new(EVAL_BIN)
-        .args(["eval", "frames"])
-        .arg(dir)
-        .args(["--detector", detector, "--json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "eval failed: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(text.lines().count(), 1, "exactly one JSON object: {text}");
-    serde_json::from_str(&text).unwrap()
-}
-
-fn f(v: &serde_json::Value, k: &str) -> f64 {
-    v[k].as_f64().unwrap_or_else(|| panic!("missing {k} in {v}"))
-}
 
 /// The detectors on the development split.
 #[test]
 fn dev_split_acceptance() {
     let dir = fixtures::shared("fixtures/frames");
     assert!(dir.join("labels.csv").is_file(), "{} has no labels.csv", dir.display());
-    let d = eval(&dir, "grid");
+    let d = eval_frames(&dir, "grid");
     assert_eq!(d["images"], 136, "{d}");
-    assert!(f(&d, "recall") >= 0.85, "default recall: {d}");
-    assert!(f(&d, "hard_fpr") <= 0.25, "default hard_fpr: {d}");
-    assert!(f(&d, "fpr") <= 0.20, "default fpr: {d}");
+    assert!(num(&d, "recall") >= 0.85, "default recall: {d}");
+    assert!(num(&d, "hard_fpr") <= 0.25, "default hard_fpr: {d}");
+    assert!(num(&d, "fpr") <= 0.20, "default fpr: {d}");
     // EmberEye at its anomaly threshold 0.4: the 71 % recall at 84 % FPR.
-    let e = eval(&dir, "embereye");
-    assert!((f(&e, "recall") - 0.7067).abs() < 0.005, "embereye: {e}");
-    assert!((f(&e, "fpr") - 0.8361).abs() < 0.005, "embereye: {e}");
+    let e = eval_frames(&dir, "embereye");
+    assert!((num(&e, "recall") - 0.7067).abs() < 0.005, "embereye: {e}");
+    assert!((num(&e, "fpr") - 0.8361).abs() < 0.005, "embereye: {e}");
 }
 
 /// Every frame of the development split, with and without its DHT, decodes to the same pixels (the unit tests

@@ -1,35 +1,22 @@
 //! `ember-tools eval frames` end to end on the repo's 8 fixture frames. The acceptance numbers on the
 //! development split (the shared sets) are checked by tests/acceptance.rs.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
-fn eval(dir: &Path, detector: &str) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_ember-tools"))
-        .args(["eval", "frames"])
-        .arg(dir)
-        .args(["--detector", detector, "--json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "eval failed: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(text.lines().count(), 1, "exactly one JSON object: {text}");
-    serde_json::from_str(&text).unwrap()
-}
-
-fn f(v: &serde_json::Value, k: &str) -> f64 {
-    v[k].as_f64().unwrap_or_else(|| panic!("missing {k} in {v}"))
-}
+use common::{eval_frames, num};
 
 #[test]
 fn repo_fixture_frames_report_every_field() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/frames");
     for det in ["grid", "default", "embereye"] {
-        let r = eval(&dir, det);
+        let r = eval_frames(&dir, det);
         assert_eq!(r["images"], 8, "{r}");
         assert_eq!(r["positives"], 5, "{r}");
         for k in ["recall", "fire_recall", "smoke_recall", "fpr", "hard_fpr", "threshold"] {
-            let v = f(&r, k);
+            let v = num(&r, k);
             assert!((0.0..=1.0).contains(&v), "{k} = {v}");
         }
     }

@@ -163,3 +163,22 @@ pub fn strip_dht(j: &[u8]) -> Vec<u8> {
         pos += len;
     }
 }
+
+/// `ember-tools eval frames DIR --detector D --json`: its one JSON report.
+pub fn eval_frames(dir: &std::path::Path, detector: &str) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ember-tools"))
+        .args(["eval", "frames"])
+        .arg(dir)
+        .args(["--detector", detector, "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "eval failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "exactly one JSON object: {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A number field of a JSON report.
+pub fn num(v: &serde_json::Value, k: &str) -> f64 {
+    v[k].as_f64().unwrap_or_else(|| panic!("missing {k} in {v}"))
+}
