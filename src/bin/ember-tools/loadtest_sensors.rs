@@ -41,7 +41,7 @@ pub struct Args {
     #[arg(long, default_value = "room")]
     pub locid_prefix: String,
     /// Seconds between progress reports.
-    #[arg(long, default_value_t = 2.0, value_parser = ember_edge::cmd::seconds)]
+    #[arg(long, default_value_t = 2.0, value_parser = ember_edge::cmd::seconds_or_zero)]
     pub report_interval: f64,
     /// Also write the JSON report here.
     #[arg(long)]

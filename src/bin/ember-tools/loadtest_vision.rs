@@ -30,7 +30,7 @@ pub struct Args {
     #[arg(long, default_value_t = 480)]
     pub height: usize,
     /// Seconds between progress lines on stderr (0: none).
-    #[arg(long, default_value_t = 2.0, value_parser = ember_edge::cmd::seconds)]
+    #[arg(long, default_value_t = 2.0, value_parser = ember_edge::cmd::seconds_or_zero)]
     pub report_interval: f64,
     /// Also write the JSON report to this file.
     #[arg(long)]
