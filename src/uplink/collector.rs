@@ -536,6 +536,8 @@ const WARN_EVERY: Duration = Duration::from_secs(5);
 
 /// Connections the file-descriptor limit allows, after raising the soft limit to the hard one (the usual 1024
 /// soft limit is a default, not a budget) and keeping headroom.
+// rlim_t is u64 here and u32 on 32-bit ARM: the conversion is needed there and a no-op here.
+#[allow(clippy::useless_conversion)]
 fn fd_budget() -> usize {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: `lim` is a valid, writable rlimit; the calls touch only this process's limits.
@@ -550,7 +552,7 @@ fn fd_budget() -> usize {
             }
         }
     }
-    usize::try_from(lim.rlim_cur.saturating_sub(FD_HEADROOM)).unwrap_or(usize::MAX)
+    usize::try_from(u64::from(lim.rlim_cur).saturating_sub(FD_HEADROOM)).unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]

@@ -437,6 +437,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
     }
 
+    // rlim_t is u64 here and u32 on 32-bit ARM: the cast is needed there and a no-op here.
+    #[allow(clippy::unnecessary_cast)]
     fn full_disk_child(d: &Path) {
         // SAFETY: plain libc calls on this process's own signal disposition and limits; no memory is shared.
         unsafe {
@@ -453,7 +455,7 @@ mod tests {
         assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim) }, 0);
         let saved = lim.rlim_cur;
         // Room for 7 of the next record's 17 bytes: a short write, then EFBIG.
-        lim.rlim_cur = seg_len + 7;
+        lim.rlim_cur = (seg_len + 7) as libc::rlim_t;
         // SAFETY: as above; lowering the soft limit only.
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &lim) }, 0);
         let failed = s.append(|_, buf| {
