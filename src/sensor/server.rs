@@ -486,6 +486,10 @@ impl SensorServer {
 
     fn packet(&self, p: Packet<'_>, conn: &mut Conn) {
         let now = Instant::now();
+        let sent_ns = match &p {
+            Packet::Sensor { fields, .. } => fields.get("TS").map(|v| v.as_f64() as u64).unwrap_or(0),
+            _ => 0,
+        };
         let device = match &p {
             Packet::SerialNo(s) => {
                 self.counters.packet("serialno");
@@ -510,9 +514,8 @@ impl SensorServer {
                 self.counters.packet("raw_counts");
                 self.device(*loc, conn)
             }
-            Packet::Sensor { loc, fields } => {
+            Packet::Sensor { loc, .. } => {
                 self.counters.packet("sensor");
-                let sent_ns = fields.get("TS").map(|v| v.as_f64() as u64).unwrap_or(0);
                 if sent_ns > 0 {
                     self.counters.latency.observe(unix_nanos().saturating_sub(sent_ns) as f64 / 1e9);
                 }
@@ -531,10 +534,7 @@ impl SensorServer {
         }
         match p {
             Packet::Frame { words, .. } => self.devices.frame(d, words, now),
-            Packet::Sensor { fields, .. } => {
-                let sent_ns = fields.get("TS").map(|v| v.as_f64() as u64).unwrap_or(0);
-                self.devices.sensor(d, &fields, sent_ns, now)
-            }
+            Packet::Sensor { fields, .. } => self.devices.sensor(d, &fields, sent_ns, now),
             Packet::Eeprom { words, .. } => self.devices.eeprom(d, words, now),
             Packet::SerialNo(_) | Packet::LocId(_) | Packet::RawCounts { .. } => {}
         }
