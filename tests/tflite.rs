@@ -1,8 +1,9 @@
-//! The TFLite binding against the real C-API library (`EMBER_TFLITE_LIB`): outputs of the committed models
+//! The TFLite binding against the real runtime library (`EMBER_TFLITE_LIB`): outputs of the committed models
 //! match TensorFlow's own interpreter (models/reference.json), bad model files are errors, a missing library
-//! leaves the heuristic running. There is no C-API library for x86_64, so on x86_64 these tests skip (with a
-//! message) when the variable is unset; scripts/tflite-qemu-test.sh runs them for aarch64 under qemu-user,
-//! where the variable must be set.
+//! leaves the grid detector running. The library comes from the `ai-edge-litert` wheel: on x86_64 these tests
+//! skip (with a message) when the variable is unset, and tests/litert_native.rs (scripts/litert-native-test.sh)
+//! runs them natively with the library required; scripts/tflite-qemu-test.sh runs them for aarch64 under
+//! qemu-user, where the variable must be set.
 #![cfg(feature = "tflite")]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -55,8 +56,8 @@ fn library() -> Option<PathBuf> {
         Some(p) => Some(PathBuf::from(p)),
         None if cfg!(target_arch = "x86_64") => {
             eprintln!(
-                "SKIPPED: EMBER_TFLITE_LIB is unset. No TFLite C-API library exists for x86_64; \
-                 scripts/tflite-qemu-test.sh runs these tests for aarch64 under qemu-user."
+                "SKIPPED: EMBER_TFLITE_LIB is unset. scripts/litert-native-test.sh runs these tests natively \
+                 with the x86-64 LiteRT library, scripts/tflite-qemu-test.sh for aarch64 under qemu-user."
             );
             None
         }

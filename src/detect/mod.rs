@@ -7,10 +7,14 @@ pub mod cnn;
 pub mod embereye;
 pub mod grid;
 pub mod grid_weights;
+#[cfg(feature = "tflite")]
+mod litert;
 pub mod model_input;
 pub mod temporal;
 #[cfg(feature = "tflite")]
 pub mod tflite;
+#[cfg(feature = "tflite")]
+mod tflite_verify;
 
 use std::path::Path;
 use std::sync::Arc;

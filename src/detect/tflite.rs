@@ -1,8 +1,10 @@
-//! The optional CNN detector: our own small binding to the classic TensorFlow Lite C API, loaded at run time
-//! with `dlopen` (libloading), so the binary has no build-time TFLite dependency and runs without the library.
-//! On aarch64 boards the library is `libLiteRtRuntimeCApi.so` from the `ai-edge-litert` wheel (see README).
+//! The optional CNN detector: our own small binding to the TensorFlow Lite runtime, loaded at run time with
+//! `dlopen` (libloading), so the binary has no build-time TFLite dependency and runs without the library.
+//! The library is `libLiteRtRuntimeCApi.so` from the `ai-edge-litert` wheel (see models/README.md). Two C APIs:
+//! the classic `TfLite*` interpreter API (the aarch64 wheel exports it; used when present, the path the boards
+//! were validated on) and the LiteRT CompiledModel API (`litert.rs`; the only one the x86-64 wheel exports).
 //!
-//! A `Model` owns the library handle, the TFLite model and interpreter, and fixed input/output buffers sized
+//! A `Model` owns the library handle, the runtime's model objects, and fixed input/output buffers sized
 //! from the model once at load. Classifying a frame crops and box-reduces it into the input buffer
 //! (`model_input`), copies it in, invokes and dequantises the two outputs (fire, smoke). Nothing is allocated
 //! per frame. Everything read from the model file is validated (tensor count, type, shape, byte size), so a
@@ -22,7 +24,7 @@ pub const MAX_MODEL_BYTES: u64 = 64 << 20;
 pub enum ModelError {
     #[error("cannot load TFLite library {path}: {msg}")]
     Library { path: PathBuf, msg: String },
-    #[error("TFLite library {path} lacks symbol {symbol}: {msg}")]
+    #[error("TFLite/LiteRT library {path} lacks symbol {symbol}: {msg}")]
     Symbol { path: PathBuf, symbol: &'static str, msg: String },
     #[error("model {path}: {msg}")]
     ModelFile { path: PathBuf, msg: String },
@@ -129,7 +131,7 @@ pub enum ElemType {
 }
 
 impl ElemType {
-    fn from_c(t: c_int) -> Option<ElemType> {
+    pub(super) fn from_c(t: c_int) -> Option<ElemType> {
         match t {
             TFLITE_FLOAT32 => Some(ElemType::F32),
             TFLITE_UINT8 => Some(ElemType::U8),
@@ -138,7 +140,7 @@ impl ElemType {
         }
     }
 
-    fn size(self) -> usize {
+    pub(super) fn size(self) -> usize {
         match self {
             ElemType::F32 => 4,
             ElemType::U8 | ElemType::I8 => 1,
@@ -156,13 +158,23 @@ pub struct TensorInfo {
     pub zero_point: i32,
 }
 
-/// A loaded model and interpreter with fixed buffers. Owns the library: dropping it frees the interpreter,
-/// then the model, then unloads the library.
-pub struct Model {
+/// The classic interpreter's handles; released in Drop, interpreter first.
+struct Classic {
     api: Api,
     model: Ptr,
     options: Ptr,
     interp: Ptr,
+}
+
+enum Backend {
+    Classic(Classic),
+    LiteRt(super::litert::Session),
+}
+
+/// A loaded model and runtime with fixed buffers. Owns the library: dropping it frees the runtime's objects
+/// (the backend, declared first), then unloads the library.
+pub struct Model {
+    backend: Backend,
     input: TensorInfo,
     output: TensorInfo,
     in_w: usize,
@@ -175,12 +187,12 @@ pub struct Model {
     /// RGB value -> quantised input byte, from the input tensor's quantisation (u8/i8 inputs).
     quant_lut: [u8; 256],
     version: String,
-    // Declared last so it is dropped after the pointers above are released in Drop.
+    // Declared last so it is unloaded after the backend (declared first) released the runtime objects.
     _lib: libloading::Library,
 }
 
-// SAFETY: a TFLite interpreter may be used from any thread as long as calls are not concurrent; `Model` is
-// not Sync and every call takes `&mut self`, so one thread at a time owns it.
+// SAFETY: a TFLite interpreter (or LiteRT compiled model) may be used from any thread as long as calls are not
+// concurrent; `Model` is not Sync and every call takes `&mut self`, so one thread at a time owns it.
 unsafe impl Send for Model {}
 
 impl Model {
@@ -198,27 +210,23 @@ impl Model {
         // SAFETY: loading runs the library's initialisers; the library is the TFLite C API the operator named.
         let lib = unsafe { libloading::Library::new(library) }
             .map_err(|e| ModelError::Library { path: library.to_path_buf(), msg: e.to_string() })?;
-        let api = Api::resolve(&lib, library)?;
-        // SAFETY: TfLiteVersion returns a static NUL-terminated string (or null, handled).
-        let version = unsafe {
-            let v = (api.version)();
-            if v.is_null() { String::from("?") } else { CStr::from_ptr(v).to_string_lossy().into_owned() }
+        let (backend, input, output, version) = match Api::resolve(&lib, library) {
+            Ok(api) => {
+                let c = Classic::load(api, model, threads)?;
+                let (i, o) = c.io(model)?;
+                let v = c.version();
+                (Backend::Classic(c), i, o, v)
+            }
+            Err(e) if !super::litert::available(&lib) => return Err(e),
+            Err(_) => {
+                let (s, i, o) = super::litert::Session::load(&lib, library, model, threads)?;
+                (Backend::LiteRt(s), i, o, String::from("LiteRT CompiledModel API"))
+            }
         };
-        let cpath = CString::new(model.as_os_str().as_encoded_bytes())
-            .map_err(|_| ModelError::ModelFile { path: model.to_path_buf(), msg: "path contains NUL".into() })?;
-        // SAFETY: valid C string; returns null on failure (TFLite verifies the flatbuffer).
-        let m = unsafe { (api.model_create_from_file)(cpath.as_ptr()) };
-        if m.is_null() {
-            return Err(ModelError::ModelFile { path: model.to_path_buf(), msg: "TFLite rejected the file".into() });
-        }
-        // From here on a partially built Model frees whatever is non-null on error.
         let mut me = Model {
-            api,
-            model: m,
-            options: std::ptr::null_mut(),
-            interp: std::ptr::null_mut(),
-            input: TensorInfo { elem: ElemType::U8, dims: vec![], bytes: 0, scale: 0.0, zero_point: 0 },
-            output: TensorInfo { elem: ElemType::U8, dims: vec![], bytes: 0, scale: 0.0, zero_point: 0 },
+            backend,
+            input: output.clone(),
+            output,
             in_w: 0,
             in_h: 0,
             rgb: Vec::new(),
@@ -228,63 +236,13 @@ impl Model {
             version,
             _lib: lib,
         };
-        // SAFETY: plain C API calls on handles created above; null results are checked.
-        unsafe {
-            me.options = (api.options_create)();
-            if me.options.is_null() {
-                return Err(ModelError::Call("TfLiteInterpreterOptionsCreate"));
-            }
-            (api.options_set_num_threads)(me.options, threads.clamp(1, 64) as i32);
-            me.interp = (api.interpreter_create)(me.model, me.options);
-            if me.interp.is_null() {
-                return Err(ModelError::ModelFile {
-                    path: model.to_path_buf(),
-                    msg: "TFLite cannot build an interpreter for it (unsupported ops?)".into(),
-                });
-            }
-            if (api.allocate_tensors)(me.interp) != TFLITE_OK {
-                return Err(ModelError::Call("TfLiteInterpreterAllocateTensors"));
-            }
-        }
-        me.validate(model)?;
+        me.validate(model, input)?;
         Ok(me)
     }
 
-    fn tensor_info(&self, t: Ptr) -> Option<TensorInfo> {
-        if t.is_null() {
-            return None;
-        }
-        // SAFETY: t is a tensor of our live interpreter.
-        unsafe {
-            let n = (self.api.tensor_num_dims)(t);
-            if !(0..=8).contains(&n) {
-                return None;
-            }
-            let dims: Vec<usize> = (0..n).map(|i| usize::try_from((self.api.tensor_dim)(t, i)).unwrap_or(0)).collect();
-            let q = (self.api.tensor_quant)(t);
-            Some(TensorInfo {
-                elem: ElemType::from_c((self.api.tensor_type)(t))?,
-                dims,
-                bytes: (self.api.tensor_byte_size)(t),
-                scale: q.scale,
-                zero_point: q.zero_point,
-            })
-        }
-    }
-
-    fn validate(&mut self, path: &Path) -> Result<(), ModelError> {
+    fn validate(&mut self, path: &Path, input: TensorInfo) -> Result<(), ModelError> {
         let bad = |msg: String| ModelError::Tensors { path: path.to_path_buf(), msg };
-        // SAFETY: counts and tensor getters of our live interpreter.
-        let (ni, no) = unsafe { ((self.api.input_count)(self.interp), (self.api.output_count)(self.interp)) };
-        if ni != 1 || no != 1 {
-            return Err(bad(format!("expected 1 input and 1 output, found {ni} and {no}")));
-        }
-        // SAFETY: index 0 exists (counts checked above).
-        let (ti, to) = unsafe { ((self.api.input_tensor)(self.interp, 0), (self.api.output_tensor)(self.interp, 0)) };
-        let input =
-            self.tensor_info(ti).ok_or_else(|| bad("input tensor type is not float32, uint8 or int8".into()))?;
-        let output =
-            self.tensor_info(to).ok_or_else(|| bad("output tensor type is not float32, uint8 or int8".into()))?;
+        let output = self.output.clone();
         let [1, h, w, 3] = input.dims[..] else {
             return Err(bad(format!("input shape {:?}, expected [1, H, W, 3]", input.dims)));
         };
@@ -313,7 +271,6 @@ impl Model {
         self.rgb = vec![0; w * h * 3];
         self.in_bytes = vec![0; input.bytes];
         self.input = input;
-        self.output = output;
         Ok(())
     }
 
@@ -385,20 +342,10 @@ impl Model {
                 }
             }
         }
-        let n_out = self.output.bytes;
-        // SAFETY: tensors of our live interpreter; buffer sizes equal the tensors' byte sizes (validated).
-        unsafe {
-            let ti = (self.api.input_tensor)(self.interp, 0);
-            if (self.api.copy_from_buffer)(ti, self.in_bytes.as_ptr().cast(), self.in_bytes.len()) != TFLITE_OK {
-                return Err(ModelError::Call("TfLiteTensorCopyFromBuffer"));
-            }
-            if (self.api.invoke)(self.interp) != TFLITE_OK {
-                return Err(ModelError::Call("TfLiteInterpreterInvoke"));
-            }
-            let to = (self.api.output_tensor)(self.interp, 0);
-            if (self.api.copy_to_buffer)(to, self.out_bytes.as_mut_ptr().cast(), n_out) != TFLITE_OK {
-                return Err(ModelError::Call("TfLiteTensorCopyToBuffer"));
-            }
+        let n_out = self.output.bytes.min(self.out_bytes.len());
+        match &mut self.backend {
+            Backend::Classic(c) => c.invoke(&self.in_bytes, &mut self.out_bytes[..n_out])?,
+            Backend::LiteRt(l) => l.run(&self.in_bytes, &mut self.out_bytes[..n_out])?,
         }
         let o = &self.output;
         let value = |i: usize| -> f32 {
@@ -418,7 +365,106 @@ impl Model {
     }
 }
 
-impl Drop for Model {
+impl Classic {
+    /// Builds the interpreter for `model` and allocates its tensors.
+    fn load(api: Api, model: &Path, threads: u32) -> Result<Classic, ModelError> {
+        let cpath = CString::new(model.as_os_str().as_encoded_bytes())
+            .map_err(|_| ModelError::ModelFile { path: model.to_path_buf(), msg: "path contains NUL".into() })?;
+        // SAFETY: valid C string; returns null on failure (TFLite verifies the flatbuffer).
+        let m = unsafe { (api.model_create_from_file)(cpath.as_ptr()) };
+        if m.is_null() {
+            return Err(ModelError::ModelFile { path: model.to_path_buf(), msg: "TFLite rejected the file".into() });
+        }
+        // From here on a partially built Classic frees whatever is non-null on error.
+        let mut me = Classic { api, model: m, options: std::ptr::null_mut(), interp: std::ptr::null_mut() };
+        // SAFETY: plain C API calls on handles created above; null results are checked.
+        unsafe {
+            me.options = (api.options_create)();
+            if me.options.is_null() {
+                return Err(ModelError::Call("TfLiteInterpreterOptionsCreate"));
+            }
+            (api.options_set_num_threads)(me.options, threads.clamp(1, 64) as i32);
+            me.interp = (api.interpreter_create)(me.model, me.options);
+            if me.interp.is_null() {
+                return Err(ModelError::ModelFile {
+                    path: model.to_path_buf(),
+                    msg: "TFLite cannot build an interpreter for it (unsupported ops?)".into(),
+                });
+            }
+            if (api.allocate_tensors)(me.interp) != TFLITE_OK {
+                return Err(ModelError::Call("TfLiteInterpreterAllocateTensors"));
+            }
+        }
+        Ok(me)
+    }
+
+    fn version(&self) -> String {
+        // SAFETY: TfLiteVersion returns a static NUL-terminated string (or null, handled).
+        unsafe {
+            let v = (self.api.version)();
+            if v.is_null() { String::from("?") } else { CStr::from_ptr(v).to_string_lossy().into_owned() }
+        }
+    }
+
+    fn tensor_info(&self, t: Ptr) -> Option<TensorInfo> {
+        if t.is_null() {
+            return None;
+        }
+        // SAFETY: t is a tensor of our live interpreter.
+        unsafe {
+            let n = (self.api.tensor_num_dims)(t);
+            if !(0..=8).contains(&n) {
+                return None;
+            }
+            let dims: Vec<usize> = (0..n).map(|i| usize::try_from((self.api.tensor_dim)(t, i)).unwrap_or(0)).collect();
+            let q = (self.api.tensor_quant)(t);
+            Some(TensorInfo {
+                elem: ElemType::from_c((self.api.tensor_type)(t))?,
+                dims,
+                bytes: (self.api.tensor_byte_size)(t),
+                scale: q.scale,
+                zero_point: q.zero_point,
+            })
+        }
+    }
+
+    /// The single input and output tensors.
+    fn io(&self, path: &Path) -> Result<(TensorInfo, TensorInfo), ModelError> {
+        let bad = |msg: String| ModelError::Tensors { path: path.to_path_buf(), msg };
+        // SAFETY: counts and tensor getters of our live interpreter.
+        let (ni, no) = unsafe { ((self.api.input_count)(self.interp), (self.api.output_count)(self.interp)) };
+        if ni != 1 || no != 1 {
+            return Err(bad(format!("expected 1 input and 1 output, found {ni} and {no}")));
+        }
+        // SAFETY: index 0 exists (counts checked above).
+        let (ti, to) = unsafe { ((self.api.input_tensor)(self.interp, 0), (self.api.output_tensor)(self.interp, 0)) };
+        let input =
+            self.tensor_info(ti).ok_or_else(|| bad("input tensor type is not float32, uint8 or int8".into()))?;
+        let output =
+            self.tensor_info(to).ok_or_else(|| bad("output tensor type is not float32, uint8 or int8".into()))?;
+        Ok((input, output))
+    }
+
+    fn invoke(&mut self, input: &[u8], output: &mut [u8]) -> Result<(), ModelError> {
+        // SAFETY: tensors of our live interpreter; buffer sizes equal the tensors' byte sizes (validated).
+        unsafe {
+            let ti = (self.api.input_tensor)(self.interp, 0);
+            if (self.api.copy_from_buffer)(ti, input.as_ptr().cast(), input.len()) != TFLITE_OK {
+                return Err(ModelError::Call("TfLiteTensorCopyFromBuffer"));
+            }
+            if (self.api.invoke)(self.interp) != TFLITE_OK {
+                return Err(ModelError::Call("TfLiteInterpreterInvoke"));
+            }
+            let to = (self.api.output_tensor)(self.interp, 0);
+            if (self.api.copy_to_buffer)(to, output.as_mut_ptr().cast(), output.len()) != TFLITE_OK {
+                return Err(ModelError::Call("TfLiteTensorCopyToBuffer"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Classic {
     fn drop(&mut self) {
         // SAFETY: each handle was created by this library and is released exactly once, interpreter first.
         unsafe {

@@ -11,6 +11,8 @@ use anyhow::{Context, bail};
 use ember_edge::camera::jpeg::JpegDecoder;
 use ember_edge::detect::embereye::EmberEyeHsv;
 use ember_edge::detect::grid::GridDetector;
+#[cfg(feature = "tflite")]
+use ember_edge::frame::PixelFormat;
 use ember_edge::pixels::{load_rgb, resize_rgb, rgb_to_yuyv};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -25,6 +27,9 @@ pub enum Which {
     /// The grid detector; `default` is its old name.
     #[value(alias = "default")]
     Grid,
+    /// The CNN on the grid detector's candidate regions (`detector = "model"`; needs the `tflite` feature and
+    /// the runtime library).
+    Model,
 }
 
 #[derive(clap::Args, Debug)]
@@ -46,6 +51,12 @@ pub struct Args {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// `model`: the TFLite/LiteRT runtime library (libLiteRtRuntimeCApi.so). Default: $EMBER_TFLITE_LIB.
+    #[arg(long, value_name = "LIB.so")]
+    pub model_library: Option<PathBuf>,
+    /// `model`: the .tflite file.
+    #[arg(long, value_name = "FILE.tflite", default_value = "models/fire-int8.tflite")]
+    pub model: PathBuf,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -63,6 +74,48 @@ pub struct Report {
     /// This thread's CPU time per frame (not inflated by other processes preempting it on a busy machine).
     pub cpu_mean_ns: u64,
     pub cpu_p50_ns: u64,
+    /// `model`: CNN runs per frame (candidate crops scored), and the mean time of one inference alone (a
+    /// prepared 64x64 input: quantisation and the runtime call, no crop).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inferences_per_frame: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inference_ns: Option<u64>,
+}
+
+#[cfg(feature = "tflite")]
+type Cnn = (ember_edge::detect::cnn::ModelDetector, ember_edge::detect::cnn::ModelCounters, u64);
+
+/// The `model` detector and the measured time of one inference, or None for the other detectors.
+#[cfg(feature = "tflite")]
+fn load_cnn(args: &Args) -> anyhow::Result<Option<Cnn>> {
+    use ember_edge::detect::tflite::Model;
+    if args.detector != Which::Model {
+        return Ok(None);
+    }
+    let library = args
+        .model_library
+        .clone()
+        .or_else(|| std::env::var_os("EMBER_TFLITE_LIB").map(PathBuf::from))
+        .context("--detector model needs --model-library or EMBER_TFLITE_LIB")?;
+    let mut alone = Model::load(&library, &args.model, 1)?;
+    let (iw, ih) = alone.input_size();
+    let input: Vec<u8> = (0..iw * ih * 3).map(|i| (i * 7 % 256) as u8).collect();
+    for _ in 0..50 {
+        alone.classify_input(&input)?;
+    }
+    let runs = 2000u32;
+    let t = Instant::now();
+    for _ in 0..runs {
+        std::hint::black_box(alone.classify_input(std::hint::black_box(&input))?);
+    }
+    let inference_ns = (t.elapsed().as_nanos() / u128::from(runs)) as u64;
+    let counters = ember_edge::detect::cnn::ModelCounters::register(&ember_edge::telemetry::Registry::new(), &[]);
+    let loaded = Model::load(&library, &args.model, 1)?;
+    Ok(Some((
+        ember_edge::detect::cnn::ModelDetector::with_model(loaded, &[], counters.clone()),
+        counters,
+        inference_ns,
+    )))
 }
 
 /// CPU time of the calling thread, in ns.
@@ -111,11 +164,29 @@ pub fn measure(args: &Args) -> anyhow::Result<Report> {
     let ember = EmberEyeHsv::new();
     let mut grid = GridDetector::new(&[]);
     let (w, h) = (args.width, args.height);
+    #[cfg(not(feature = "tflite"))]
+    if args.detector == Which::Model {
+        bail!("the `model` detector needs the TFLite stage; this binary was built without the `tflite` feature");
+    }
+    #[cfg(feature = "tflite")]
+    let mut cnn = load_cnn(args)?;
+    #[cfg(feature = "tflite")]
+    let counted = cnn.as_ref().map(|c| (c.1.inferences.clone(), c.2));
     let mut run_one = |f: &[u8]| -> f32 {
         match (args.detector, args.format) {
             (Which::Embereye, _) => ember.score_rgb(f, w, h).score,
             (Which::Grid, Format::Rgb) => grid.score_rgb(f, w, h).score,
             (Which::Grid, Format::Yuyv) => grid.score_yuyv(f, w, h).score,
+            #[cfg(feature = "tflite")]
+            (Which::Model, fmt) => match cnn.as_mut() {
+                Some((d, _, _)) => {
+                    let pf = if fmt == Format::Rgb { PixelFormat::Rgb24 } else { PixelFormat::Yuyv };
+                    d.score(f, w, h, pf).score
+                }
+                None => 0.0,
+            },
+            #[cfg(not(feature = "tflite"))]
+            (Which::Model, _) => 0.0,
         }
     };
     let mut sink = 0f32;
@@ -123,6 +194,8 @@ pub fn measure(args: &Args) -> anyhow::Result<Report> {
         sink += run_one(std::hint::black_box(&frames[i % frames.len()]));
     }
     let n = args.frames.max(1);
+    #[cfg(feature = "tflite")]
+    let runs_before = counted.as_ref().map_or(0, |c| c.0.get());
     let mut ns = Vec::with_capacity(n);
     let mut cpu = Vec::with_capacity(n);
     for i in 0..n {
@@ -139,6 +212,13 @@ pub fn measure(args: &Args) -> anyhow::Result<Report> {
     let mean = ns.iter().sum::<u64>() / n as u64;
     ns.sort_unstable();
     let pct = |p: f64| ns[((n as f64 * p) as usize).min(n - 1)];
+    #[cfg(feature = "tflite")]
+    let (inferences_per_frame, inference_ns) = match &counted {
+        Some((c, t)) => (Some((c.get() - runs_before) as f64 / n as f64), Some(*t)),
+        None => (None, None),
+    };
+    #[cfg(not(feature = "tflite"))]
+    let (inferences_per_frame, inference_ns) = (None, None);
     Ok(Report {
         detector: format!("{:?}", args.detector).to_lowercase(),
         format: format!("{:?}", args.format).to_lowercase(),
@@ -152,6 +232,8 @@ pub fn measure(args: &Args) -> anyhow::Result<Report> {
         p99_ns: pct(0.99),
         cpu_mean_ns: cpu_mean,
         cpu_p50_ns: cpu[n / 2],
+        inferences_per_frame,
+        inference_ns,
     })
 }
 
@@ -173,6 +255,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             r.p99_ns as f64 / 1e3,
             r.cpu_mean_ns as f64 / 1e3
         );
+        if let (Some(per), Some(ns)) = (r.inferences_per_frame, r.inference_ns) {
+            println!("  CNN: {per:.2} inferences per frame (candidate crops), {:.1} µs per inference", ns as f64 / 1e3);
+        }
     }
     Ok(())
 }
