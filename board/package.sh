@@ -9,7 +9,9 @@
 # binary), /etc/ember-edge/ember-edge.toml (conffile, from board/deb/ember-edge.toml),
 # /lib/systemd/system/ember-edge.service,
 # /lib/udev/rules.d/60-ember-edge.rules, /usr/share/ember-edge/boards/*.toml, /usr/share/doc/ember-edge/,
-# and maintainer scripts that create the ember-edge user (groups video, gpio, dialout) and the spool.
+# on arm64 the CNN's runtime /usr/lib/ember-edge/libLiteRtRuntimeCApi.so (ai-edge-litert wheel, Apache-2.0) and
+# model /usr/share/ember-edge/fire-int8.tflite (the paths [model] defaults to, so `detector = "model"` works
+# after `apt install`; there is no 32-bit ARM wheel, so armhf has neither), and maintainer scripts that create the ember-edge user (groups video, gpio, dialout) and the spool.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/cross-env.sh
 . "$(dirname "$0")/lib/cross-env.sh"
@@ -67,6 +69,18 @@ for debarch in "${debarches[@]}"; do
   install -m 0644 board/*.toml "$root/usr/share/ember-edge/boards/"
   install -m 0644 README.md "$root/usr/share/doc/ember-edge/README.md"
   printf 'ember-edge %s\nLicense: MIT OR Apache-2.0\n' "$version" >"$root/usr/share/doc/ember-edge/copyright"
+  depends="libc6 (>= $glibc), libgcc-s1, passwd"
+  if [ "$arch" = aarch64 ]; then
+    xb_litert
+    install -d "$root/usr/lib/ember-edge"
+    install -m 0644 "$XB_LITERT_LIB" "$root/usr/lib/ember-edge/libLiteRtRuntimeCApi.so"
+    install -m 0644 models/fire-int8.tflite "$root/usr/share/ember-edge/fire-int8.tflite"
+    # The model's README carries the CC BY 4.0 attribution of its training images, which must travel with it.
+    install -m 0644 models/README.md "$root/usr/share/doc/ember-edge/MODEL.md"
+    cat "$DEB/copyright-litert" >>"$root/usr/share/doc/ember-edge/copyright"
+    sed -i "s/@LITERT_VERSION@/$XB_LITERT_VERSION/" "$root/usr/share/doc/ember-edge/copyright"
+    depends="$depends, libstdc++6"
+  fi
   install -m 0755 "$DEB/postinst" "$DEB/prerm" "$DEB/postrm" "$root/DEBIAN/"
   echo /etc/ember-edge/ember-edge.toml >"$root/DEBIAN/conffiles"
   (cd "$root" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum) >"$root/DEBIAN/md5sums"
@@ -77,7 +91,7 @@ Version: $debversion
 Architecture: $debarch
 Maintainer: ember-edge maintainers <ember-edge@localhost>
 Installed-Size: $size_kb
-Depends: libc6 (>= $glibc), libgcc-s1, passwd
+Depends: $depends
 Recommends: systemd, udev
 Section: misc
 Priority: optional

@@ -87,7 +87,8 @@ check "group gpio exists (created by postinst)" in_root getent group gpio
 check "/usr/bin/ember-edge is an executable aarch64 ELF" \
   sh -c "[ -x '$root/usr/bin/ember-edge' ] && file -b '$root/usr/bin/ember-edge' | grep -q 'ARM aarch64'"
 for f in /etc/ember-edge/ember-edge.toml /lib/systemd/system/ember-edge.service /lib/udev/rules.d/60-ember-edge.rules \
-  /usr/share/ember-edge/boards/rpi4.toml /usr/share/doc/ember-edge/README.md; do
+  /usr/share/ember-edge/boards/rpi4.toml /usr/share/doc/ember-edge/README.md \
+  /usr/lib/ember-edge/libLiteRtRuntimeCApi.so /usr/share/ember-edge/fire-int8.tflite /usr/share/doc/ember-edge/MODEL.md; do
   check "$f installed" test -f "$root$f"
 done
 check "conffile registered" sh -c "chroot '$root' dpkg-query -W -f '\${Conffiles}' ember-edge | grep -q /etc/ember-edge/ember-edge.toml"
@@ -101,6 +102,10 @@ check "binary runs in the arm64 root" test -n "$version"
 check "installed config passes check-config (v4l2 feature present)" \
   in_root /usr/bin/ember-edge check-config /etc/ember-edge/ember-edge.toml
 in_root /usr/bin/ember-edge check-config /etc/ember-edge/ember-edge.toml || true
+# `detector = "model"` works after install: the shipped runtime loads the shipped model at [model]'s default paths.
+check "the shipped CNN runtime loads the shipped model (model check)" \
+  in_root /usr/bin/ember-edge model check --library /usr/lib/ember-edge/libLiteRtRuntimeCApi.so \
+  --model /usr/share/ember-edge/fire-int8.tflite
 # The service user can run the installed config: spool writable, ports bindable, missing camera survived.
 run_log=$WORK/run.log
 rc=0

@@ -2,7 +2,7 @@
 # Trains the optional fire/smoke CNN and writes models/*.tflite, models/reference.json and the metrics:
 #   scripts/train-model.sh [extra args for scripts/train-model.py]
 # Makes a Python venv under target/train-venv (once) with a pinned TensorFlow, then runs the training.
-# Deterministic: fixed seeds, single-threaded TF ops. Frames: ../shared/fixtures/frames (dev split only).
+# Deterministic: fixed seeds. Trains on ../shared/fixtures/train only; ../shared/fixtures/frames is scored (dev split).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=$root/target/train-venv
