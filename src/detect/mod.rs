@@ -13,7 +13,8 @@ pub mod model_input;
 pub mod temporal;
 #[cfg(feature = "tflite")]
 pub mod tflite;
-#[cfg(feature = "tflite")]
+// Pure Rust, so its tests run in every build; only the LiteRT path (feature `tflite`) calls it.
+#[cfg_attr(not(feature = "tflite"), allow(dead_code))]
 mod tflite_verify;
 
 use std::path::Path;
