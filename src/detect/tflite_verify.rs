@@ -49,7 +49,7 @@ impl Buf<'_> {
         let vt = usize::try_from(vt).map_err(|_| "vtable outside the file")?;
         let vsize = self.u16(vt).ok_or("vtable outside the file")? as usize;
         let tsize = self.u16(vt + 2).ok_or("vtable outside the file")? as usize;
-        if vsize < 4 || vsize % 2 != 0 || vt + vsize > self.b.len() || tsize < 4 || t + tsize > self.b.len() {
+        if vsize < 4 || !vsize.is_multiple_of(2) || vt + vsize > self.b.len() || tsize < 4 || t + tsize > self.b.len() {
             return Err("bad vtable".into());
         }
         let mut fields = [0u16; 16];
@@ -89,10 +89,10 @@ impl Buf<'_> {
     }
 
     fn string(&self, tb: &Table, i: usize) -> Result<(), Refusal> {
-        if let Some((p, n)) = self.vector(tb, i, 1)? {
-            if self.b.get(p + n) != Some(&0) {
-                return Err("string not terminated".into());
-            }
+        if let Some((p, n)) = self.vector(tb, i, 1)?
+            && self.b.get(p + n) != Some(&0)
+        {
+            return Err("string not terminated".into());
         }
         Ok(())
     }
