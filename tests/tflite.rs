@@ -50,7 +50,8 @@ fn allocs() -> usize {
     ALLOCS.with(|c| c.get())
 }
 
-/// The library, or None (with a message) on x86_64 where none exists; elsewhere it is required.
+/// The library, or None (with a message) on x86_64 when EMBER_TFLITE_LIB is unset (tests/litert_native.rs
+/// requires it there); elsewhere it is required.
 fn library() -> Option<PathBuf> {
     match std::env::var_os("EMBER_TFLITE_LIB") {
         Some(p) => Some(PathBuf::from(p)),
