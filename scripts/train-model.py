@@ -34,7 +34,7 @@ os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
 os.environ.setdefault("PYTHONHASHSEED", "0")
 
 import numpy as np  # noqa: E402
-from PIL import Image, ImageEnhance, ImageFilter  # noqa: E402
+from PIL import Image, ImageEnhance  # noqa: E402
 
 SIZE = 64
 SEED = 20261207
