@@ -2,15 +2,37 @@
 //! counters and gauges, the send cursor, acknowledgements and heartbeats. Both transports (TCP to the collector,
 //! MQTT to a broker) drive it and send exactly the bytes it spooled, so an alert is encoded once. It does no
 //! network IO and reads no clock: callers pass `now`.
+//!
+//! The disk never decides whether an alert goes out. When the spool cannot be opened (at start, or again after
+//! its folder vanished) or cannot take a record (a full or read-only disk), alerts are held in a bounded memory
+//! queue, sent from there when the link is up, and moved into the spool, in order, once it takes them again
+//! (retried with `crate::retry`'s backoff). Meanwhile the uplink part is in TROUBLE and heartbeats say so.
+//!
+//! Sequence numbers: acknowledgements carry only `seq`, so an alert held in memory takes its number from the
+//! same counter as the spool (or, with no spool, continues where the spool on disk ends). But that number is
+//! not on disk, and a restart could hand it out again; so such an alert carries the process's own *memory
+//! epoch* (random, high bit set; spool epochs are Unix seconds and have it clear), and the collector, which
+//! de-duplicates per (device, epoch), can never take a later alert for it. Moved into the spool, it keeps its
+//! bytes, epoch and number.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-use super::spool::{Spool, SpoolError};
-use super::wire::{self, Down, FrameSplitter, MAX_FRAME, MAX_MESSAGE, Split, Up};
+use super::spool::{Place, Spool, SpoolError};
+use super::wire::{self, Down, FrameSplitter, MAX_FRAME, MAX_MESSAGE, Received, Split, Up};
 use super::{UplinkCounters, alert, wall_ms};
 use crate::event::Transition;
+use crate::retry::Backoff;
+use crate::telemetry::{PartHandle, PartState};
+
+/// Alerts held in memory while the spool cannot take them; beyond this the oldest is lost (counted).
+pub const MEMORY_ALERTS: usize = 1024;
+/// How often a healthy spool is checked for a folder deleted under it.
+const CHECK_EVERY: Duration = Duration::from_secs(5);
+const RETRY_MIN: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// An alert frame as it was written to the spool, to be sent as is.
 pub struct Frame {
@@ -38,7 +60,26 @@ struct Link {
 }
 
 pub struct Outbox {
-    spool: Spool,
+    /// None while it cannot be opened.
+    spool: Option<Spool>,
+    place: Place,
+    /// Alerts the spool could not take, oldest first, in sequence order and all newer than the spool's records.
+    memory: VecDeque<Frame>,
+    memory_epoch: u32,
+    /// The next sequence number while there is no spool.
+    memory_next: u32,
+    /// Alerts lost other than by the spool's own drop-oldest (which `spool.dropped` counts).
+    lost: u64,
+    /// Drop-oldest losses of spools this outbox has given up (a vanished folder).
+    dropped_before: u64,
+    /// Why the spool is in trouble; None when it is well.
+    trouble: Option<String>,
+    backoff: Backoff,
+    /// While in trouble: the next attempt to mend it (None: at once).
+    retry_at: Option<Instant>,
+    /// Next check of a healthy spool's folder (None: at once).
+    check_at: Option<Instant>,
+    part: Option<PartHandle>,
     device_id: u32,
     /// HMAC key shared with the collector; empty when none is configured.
     key: Vec<u8>,
@@ -50,26 +91,82 @@ pub struct Outbox {
 }
 
 impl Outbox {
+    /// `spool` is None when it could not be opened (`why`); alerts are held in memory until it can be.
     pub fn new(
-        spool: Spool,
+        spool: Result<Spool, String>,
+        place: Place,
         device_id: u32,
         key: Vec<u8>,
         zone_names: Arc<Vec<String>>,
         heartbeat_every: Duration,
         counters: UplinkCounters,
     ) -> Self {
-        let o = Outbox { spool, device_id, key, zone_names, heartbeat_every, counters, link: None };
+        let mut rng = crate::prng::XorShift64::from_clock(u64::from(device_id));
+        let memory_epoch = (rng.next() as u32) | 0x8000_0000;
+        let (spool, trouble) = match spool {
+            Ok(s) => (Some(s), None),
+            Err(why) => (None, Some(why)),
+        };
+        // With no spool, number on from where the one on disk ends, if it can be read: a spool opened later
+        // then needs no renumbering.
+        let memory_next = if spool.is_none() { super::spool::peek_next_seq(&place.dir).unwrap_or(1) } else { 1 };
+        let mut o = Outbox {
+            spool,
+            place,
+            memory: VecDeque::new(),
+            memory_epoch,
+            memory_next,
+            lost: 0,
+            dropped_before: 0,
+            trouble: None,
+            backoff: Backoff::new(RETRY_MIN, RETRY_MAX),
+            retry_at: None,
+            check_at: None,
+            part: None,
+            device_id,
+            key,
+            zone_names,
+            heartbeat_every,
+            counters,
+            link: None,
+        };
+        if let Some(why) = trouble {
+            o.set_trouble(why);
+        }
         o.update_gauges();
         o
     }
 
-    /// Alerts in the spool not yet acknowledged.
+    /// The health part that reports the spool's trouble.
+    pub fn set_part(&mut self, part: PartHandle) {
+        if let Some(why) = &self.trouble {
+            part.set(PartState::Trouble(format!("alert spool: {why}")));
+        }
+        self.part = Some(part);
+    }
+
+    /// Alerts not yet acknowledged, in the spool and in memory.
     pub fn pending(&self) -> usize {
-        self.spool.pending()
+        self.spool.as_ref().map_or(0, Spool::pending) + self.memory.len()
+    }
+
+    /// Alerts held in memory because the spool could not take them.
+    pub fn in_memory(&self) -> usize {
+        self.memory.len()
+    }
+
+    /// Why the spool is in trouble, if it is.
+    pub fn trouble(&self) -> Option<&str> {
+        self.trouble.as_deref()
     }
 
     pub fn counters(&self) -> &UplinkCounters {
         &self.counters
+    }
+
+    /// Every alert lost since start: the spool's drop-oldest and the memory queue's.
+    pub fn lost(&self) -> u64 {
+        self.lost + self.dropped_before + self.spool.as_ref().map_or(0, |s| s.dropped)
     }
 
     /// A connection is up: everything unacknowledged is to be (re)sent, oldest first, and a heartbeat is due now.
@@ -89,33 +186,79 @@ impl Outbox {
         self.link = None;
     }
 
-    /// Spools the alert for `t`. Returns its frame when it should go out now: connected and nothing older is
-    /// still to be handed over (otherwise `unsent` brings it in order). A returned frame counts as sent; if the
-    /// transport cannot send it after all, it calls `resend_from(frame.seq)`.
+    /// Spools the alert for `t` (or holds it in memory when the spool cannot take it). Returns its frame when it
+    /// should go out now: connected and nothing older is still to be handed over (otherwise `unsent` brings it
+    /// in order). A returned frame counts as sent; if the transport cannot send it after all, it calls
+    /// `resend_from(frame.seq)`.
     pub fn on_transition(&mut self, t: &Transition) -> Option<Frame> {
-        let zone = self.zone_names.get(t.zone).map(String::as_str).unwrap_or("?");
-        let (device, epoch, key) = (self.device_id, self.spool.epoch(), &self.key);
+        self.check_intact(t.at);
+        let names = Arc::clone(&self.zone_names);
+        let zone = names.get(t.zone).map(String::as_str).unwrap_or("?");
+        let device = self.device_id;
         let mut frame = Frame { seq: 0, len: 0, bytes: [0u8; MAX_FRAME] };
-        let r = self.spool.append(|seq, buf| {
-            let n = wire::encode(&Up::Alert(alert(device, epoch, seq, zone, t)), key, &mut frame.bytes).ok()?;
-            buf.get_mut(..n)?.copy_from_slice(&frame.bytes[..n]);
-            frame.len = n;
-            Some(n)
-        });
-        self.update_gauges();
-        match r {
-            Ok(seq) => {
-                frame.seq = seq;
-                let link = self.link.as_mut().filter(|l| l.caught_up)?;
-                link.sent_upto = seq;
-                self.counters.sent.inc();
-                Some(frame)
-            }
-            Err(e) => {
-                log::error!("alert for zone {zone} could not be spooled: {e}");
-                None
+        let mut spooled = None;
+        // Behind alerts held in memory, a new one waits its turn there, so the spool stays in order.
+        if let Some(spool) = self.spool.as_mut().filter(|_| self.memory.is_empty()) {
+            let (epoch, key) = (spool.epoch(), &self.key);
+            let r = spool.append(|seq, buf| {
+                let n = wire::encode(&Up::Alert(alert(device, epoch, seq, zone, t)), key, &mut frame.bytes).ok()?;
+                buf.get_mut(..n)?.copy_from_slice(&frame.bytes[..n]);
+                frame.len = n;
+                Some(n)
+            });
+            match r {
+                Ok(seq) => spooled = Some(seq),
+                Err(SpoolError::TooLarge(n)) => {
+                    log::error!("alert for zone {zone} cannot be encoded ({n} bytes); lost");
+                    self.count_lost(1);
+                    return None;
+                }
+                Err(e) => self.failed(t.at, format!("cannot write: {e}")),
             }
         }
+        let seq = match spooled {
+            Some(seq) => seq,
+            None => {
+                let seq = match self.spool.as_mut() {
+                    Some(s) => s.reserve_seq(),
+                    None => {
+                        let s = self.memory_next;
+                        self.memory_next = s.wrapping_add(1).max(1);
+                        s
+                    }
+                };
+                let a = alert(device, self.memory_epoch, seq, zone, t);
+                let Ok(n) = wire::encode(&Up::Alert(a), &self.key, &mut frame.bytes) else {
+                    log::error!("alert for zone {zone} cannot be encoded; lost");
+                    self.count_lost(1);
+                    return None;
+                };
+                frame.len = n;
+                frame.seq = seq;
+                self.hold(Frame { seq, len: n, bytes: frame.bytes });
+                seq
+            }
+        };
+        self.update_gauges();
+        frame.seq = seq;
+        let link = self.link.as_mut().filter(|l| l.caught_up)?;
+        link.sent_upto = seq;
+        self.counters.sent.inc();
+        Some(frame)
+    }
+
+    fn hold(&mut self, f: Frame) {
+        self.memory.push_back(f);
+        if self.memory.len() > MEMORY_ALERTS {
+            self.memory.pop_front();
+            self.count_lost(1);
+            log::error!("uplink: {MEMORY_ALERTS} alerts held in memory and the spool takes none: the oldest is lost");
+        }
+    }
+
+    fn count_lost(&mut self, n: u64) {
+        self.lost += n;
+        self.counters.lost.add(n);
     }
 
     /// Hands spooled alerts not yet given to this connection to `send`, oldest first, at most `room` of them.
@@ -125,7 +268,7 @@ impl Outbox {
         let Some(link) = self.link.as_mut().filter(|l| !l.caught_up) else { return Ok(0) };
         let (from, mut handed, mut stopped) = (link.sent_upto, 0usize, false);
         let mut last = from;
-        self.spool.for_each_pending(|seq, frame| {
+        let mut each = |seq: u32, frame: &[u8]| {
             if seq <= from {
                 return true;
             }
@@ -136,7 +279,15 @@ impl Outbox {
             handed += 1;
             last = seq;
             true
-        })?;
+        };
+        if let Some(spool) = &self.spool {
+            spool.for_each_pending(&mut each)?;
+        }
+        for f in &self.memory {
+            if !each(f.seq, f.bytes()) {
+                break;
+            }
+        }
         link.sent_upto = last;
         link.caught_up = !stopped;
         self.counters.sent.add(handed as u64);
@@ -151,17 +302,37 @@ impl Outbox {
         }
     }
 
-    /// The collector or broker acknowledged `seq`: it leaves the spool.
+    /// The collector or broker acknowledged `seq`: it leaves the spool (or memory).
     pub fn on_ack(&mut self, seq: u32) {
         self.record_ack(seq);
         self.update_gauges();
     }
 
     fn record_ack(&mut self, seq: u32) {
-        match self.spool.ack(seq) {
-            Ok(true) => self.counters.acked.inc(),
-            Ok(false) => {}
-            Err(e) => log::error!("uplink spool cannot record acknowledgement {seq}: {e}"),
+        let mut counted = false;
+        if let Ok(i) = self.memory.binary_search_by_key(&seq, |f| f.seq) {
+            self.memory.remove(i);
+            counted = true;
+        }
+        // Also for a held alert: its number came from the spool's counter, and the hole it leaves must close.
+        let Some(spool) = self.spool.as_mut() else {
+            if counted {
+                self.counters.acked.inc();
+            }
+            return;
+        };
+        match spool.ack(seq) {
+            Ok(new) => counted |= new,
+            Err(e) => {
+                // Kept in memory and written once the disk takes it (`maintain`).
+                counted = true;
+                if self.trouble.is_none() {
+                    self.set_trouble(format!("cannot record acknowledgements: {e}"));
+                }
+            }
+        }
+        if counted {
+            self.counters.acked.inc();
         }
     }
 
@@ -192,6 +363,156 @@ impl Outbox {
         self.update_gauges();
     }
 
+    /// When `maintain` is next due.
+    pub fn maintain_due(&self, now: Instant) -> Instant {
+        if self.trouble.is_some() { self.retry_at.unwrap_or(now) } else { self.check_at.unwrap_or(now) }
+    }
+
+    /// Checks the spool and, when in trouble and the retry is due, tries to mend it: open it, write pending
+    /// acknowledgements, move the alerts held in memory into it in order.
+    pub fn maintain(&mut self, now: Instant) {
+        self.check_at = Some(now + CHECK_EVERY);
+        self.check_intact(now);
+        if self.trouble.is_some() && self.retry_at.is_none_or(|r| now >= r) {
+            self.mend(now);
+        }
+        self.update_gauges();
+    }
+
+    /// The spool's folder or active segment is gone (deleted under us): what it holds would not survive a
+    /// restart. Its pending records are still readable through the open files: they move to memory, and a new
+    /// spool is made in their place.
+    fn check_intact(&mut self, now: Instant) {
+        if self.spool.as_ref().is_none_or(Spool::intact) {
+            return;
+        }
+        let Some(old) = self.spool.take() else { return };
+        let mut rescued: Vec<Frame> = Vec::new();
+        let read = old.for_each_pending(|seq, f| {
+            let mut bytes = [0u8; MAX_FRAME];
+            if let Some(b) = bytes.get_mut(..f.len()) {
+                b.copy_from_slice(f);
+                rescued.push(Frame { seq, len: f.len(), bytes });
+            }
+            true
+        });
+        if let Err(e) = read {
+            let unread = old.pending().saturating_sub(rescued.len()) as u64;
+            log::error!("uplink spool vanished and {unread} of its alerts cannot be read: {e}");
+            self.count_lost(unread);
+        }
+        self.dropped_before += old.dropped;
+        self.memory_next = old.next_seq();
+        let n = rescued.len();
+        for f in rescued.into_iter().rev() {
+            self.memory.push_front(f);
+        }
+        while self.memory.len() > MEMORY_ALERTS {
+            self.memory.pop_front();
+            self.count_lost(1);
+        }
+        self.retry_at = None;
+        self.failed(
+            now,
+            format!("the spool folder {} vanished ({n} alerts moved to memory)", self.place.dir.display()),
+        );
+        self.retry_at = Some(now);
+    }
+
+    fn mend(&mut self, now: Instant) {
+        if self.spool.is_none() {
+            match Spool::open(&self.place.dir, self.place.max_bytes, self.place.fsync) {
+                Ok((mut s, rec)) => {
+                    log::info!(
+                        "alert spool {} opened ({} records recovered, {} torn bytes discarded)",
+                        self.place.dir.display(),
+                        rec.records,
+                        rec.torn_bytes
+                    );
+                    s.advance_to(self.memory.front().map_or(self.memory_next, |f| f.seq));
+                    self.spool = Some(s);
+                }
+                Err(e) => return self.failed(now, format!("cannot open: {e}")),
+            }
+        }
+        let Some(spool) = self.spool.as_mut() else { return };
+        if let Err(e) = spool.flush_state() {
+            return self.failed(now, format!("cannot record acknowledgements: {e}"));
+        }
+        let mut moved = 0usize;
+        while let Some(f) = self.memory.front() {
+            let r = if f.seq > spool.floor_seq() {
+                spool.append_frame(f.seq, f.bytes())
+            } else {
+                // The folder came back holding newer records than this alert's number (it could not be read
+                // when numbering began): it needs a new number, so it may reach the collector twice.
+                match renumber(f, spool.reserve_seq(), &self.key) {
+                    Some(r) => {
+                        log::warn!("uplink: alert {} renumbered {} to enter the spool in order", f.seq, r.seq);
+                        let r2 = spool.append_frame(r.seq, r.bytes());
+                        if r2.is_ok() {
+                            self.memory.pop_front();
+                            moved += 1;
+                            continue;
+                        }
+                        r2
+                    }
+                    None => Err(SpoolError::TooLarge(f.len)),
+                }
+            };
+            match r {
+                Ok(()) => {
+                    self.memory.pop_front();
+                    moved += 1;
+                }
+                Err(e) => return self.failed(now, format!("cannot write: {e}")),
+            }
+        }
+        spool.advance_to(self.memory_next);
+        if let Some(why) = self.trouble.take() {
+            log::warn!("uplink spool writable again after '{why}': {moved} alerts moved from memory into it");
+        }
+        self.retry_at = None;
+        self.backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
+        if let Some(p) = &self.part {
+            p.set(PartState::Running);
+        }
+    }
+
+    fn failed(&mut self, now: Instant, why: String) {
+        let r = self.backoff.failed(None);
+        self.retry_at = Some(now + r.delay);
+        log::log!(
+            r.level(log::Level::Error),
+            "uplink spool {}: {why}; {} alerts held in memory (sent from there), retrying in {:.1} s",
+            self.place.dir.display(),
+            self.memory.len(),
+            r.delay.as_secs_f64()
+        );
+        self.set_trouble(why);
+    }
+
+    fn set_trouble(&mut self, why: String) {
+        if let Some(p) = &self.part {
+            p.set(PartState::Trouble(format!("alert spool: {why}")));
+        }
+        self.trouble = Some(why);
+    }
+
+    /// At shutdown: a last attempt to spool what memory holds; what remains is lost, and said so.
+    pub fn shutdown(&mut self, now: Instant) {
+        if self.memory.is_empty() {
+            return;
+        }
+        self.mend(now);
+        if !self.memory.is_empty() {
+            log::error!(
+                "uplink: {} alerts held in memory are lost at shutdown (the spool cannot take them)",
+                self.memory.len()
+            );
+        }
+    }
+
     /// When the next heartbeat is due; None when not connected.
     pub fn heartbeat_due(&self) -> Option<Instant> {
         self.link.as_ref().map(|l| l.heartbeat_due)
@@ -208,20 +529,35 @@ impl Outbox {
         link.heartbeat_due = if next > now { next } else { now + self.heartbeat_every };
         let msg = Up::Heartbeat {
             device_id: self.device_id,
-            epoch: self.spool.epoch(),
+            epoch: self.spool.as_ref().map_or(self.memory_epoch, Spool::epoch),
             ts_ms: wall_ms(now),
-            health: 0,
-            spool_pending: self.spool.pending() as u32,
-            spool_dropped: self.spool.dropped.min(u32::MAX as u64) as u32,
+            health: if self.trouble.is_some() { wire::health::SPOOL } else { 0 },
+            spool_pending: self.pending().min(u32::MAX as usize) as u32,
+            spool_dropped: self.lost().min(u32::MAX as u64) as u32,
         };
         wire::encode(&msg, &self.key, out).ok()
     }
 
     fn update_gauges(&self) {
-        self.counters.pending.set(self.spool.pending() as f64);
-        self.counters.dropped.set(self.spool.dropped as f64);
-        self.counters.spool_bytes.set(self.spool.bytes() as f64);
+        self.counters.pending.set(self.pending() as f64);
+        self.counters.dropped.set((self.dropped_before + self.spool.as_ref().map_or(0, |s| s.dropped)) as f64);
+        self.counters.spool_bytes.set(self.spool.as_ref().map_or(0, Spool::bytes) as f64);
+        self.counters.in_memory.set(self.memory.len() as f64);
+        self.counters.spool_trouble.set(if self.trouble.is_some() { 1.0 } else { 0.0 });
     }
+}
+
+/// `f` re-encoded under sequence number `seq` (same epoch and content).
+fn renumber(f: &Frame, seq: u32, key: &[u8]) -> Option<Frame> {
+    let mut scratch = [0u8; MAX_MESSAGE];
+    let Ok(Received::V2(Up::Alert(mut a))) = wire::decode_up(f.bytes(), &mut scratch, |_| Some(key.to_vec()), true)
+    else {
+        return None;
+    };
+    a.seq = seq;
+    let mut out = Frame { seq, len: 0, bytes: [0u8; MAX_FRAME] };
+    out.len = wire::encode(&Up::Alert(a), key, &mut out.bytes).ok()?;
+    Some(out)
 }
 
 #[cfg(test)]
@@ -230,7 +566,7 @@ mod tests {
     use crate::event::{ZoneState, evidence, reason};
     use crate::telemetry::{Counter, Gauge};
     use crate::uplink::spool::Fsync;
-    use crate::uplink::wire::{Received, decode_up};
+    use crate::uplink::wire::decode_up;
 
     const KEY: &[u8] = b"outbox-test-key";
 
@@ -244,6 +580,9 @@ mod tests {
             connected: Gauge::default(),
             spool_bytes: Gauge::default(),
             rejected_acks: Counter::default(),
+            in_memory: Gauge::default(),
+            spool_trouble: Gauge::default(),
+            lost: Counter::default(),
         }
     }
 
@@ -251,8 +590,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ember-outbox-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let (spool, _) = Spool::open(&dir, 1 << 20, Fsync::Never).unwrap();
+        (with_spool(Ok(spool), &dir, 1 << 20), dir)
+    }
+
+    fn with_spool(spool: Result<Spool, String>, dir: &std::path::Path, max_bytes: u64) -> Outbox {
         let names = Arc::new(vec!["hall".to_owned()]);
-        (Outbox::new(spool, 7, KEY.to_vec(), names, Duration::from_secs(30), counters()), dir)
+        let place = Place { dir: dir.to_path_buf(), max_bytes, fsync: Fsync::Never };
+        Outbox::new(spool, place, 7, KEY.to_vec(), names, Duration::from_secs(30), counters())
     }
 
     fn transition(to: ZoneState) -> Transition {
@@ -313,6 +657,8 @@ mod tests {
         assert_eq!((f.seq, seq_of(f.bytes())), (3, 3));
         let mut spooled = Vec::new();
         o.spool
+            .as_ref()
+            .unwrap()
             .for_each_pending(|seq, b| {
                 spooled.push((seq, b.to_vec()));
                 true
@@ -398,6 +744,152 @@ mod tests {
         assert!(o.heartbeat(t0 + s(125), &mut out).is_some());
         assert!(o.heartbeat(t0 + s(126), &mut out).is_none());
         assert_eq!(o.heartbeat_due(), Some(t0 + s(155)));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn epoch_and_seq(frame: &[u8]) -> (u32, u32) {
+        let mut scratch = [0u8; MAX_MESSAGE];
+        match decode_up(frame, &mut scratch, |_| Some(KEY.to_vec()), true).unwrap() {
+            Received::V2(Up::Alert(a)) => (a.epoch, a.seq),
+            other => panic!("not an alert: {other:?}"),
+        }
+    }
+
+    fn heartbeat_of(o: &mut Outbox, now: Instant) -> (u32, u32, u32) {
+        let mut out = [0u8; MAX_FRAME];
+        o.link.as_mut().unwrap().heartbeat_due = now;
+        let n = o.heartbeat(now, &mut out).unwrap();
+        let mut scratch = [0u8; MAX_MESSAGE];
+        match decode_up(&out[..n], &mut scratch, |_| Some(KEY.to_vec()), true).unwrap() {
+            Received::V2(Up::Heartbeat { health, spool_pending, spool_dropped, .. }) => {
+                (health, spool_pending, spool_dropped)
+            }
+            other => panic!("not a heartbeat: {other:?}"),
+        }
+    }
+
+    fn on_disk(dir: &std::path::Path) -> Vec<(u32, (u32, u32))> {
+        let (s, _) = Spool::open(dir, 1 << 20, Fsync::Never).unwrap();
+        let mut v = Vec::new();
+        s.for_each_pending(|seq, f| {
+            v.push((seq, epoch_and_seq(f)));
+            true
+        })
+        .unwrap();
+        v
+    }
+
+    /// Issue 18 defect 1: a spool that cannot be opened (here a file where its folder should be, which stops
+    /// root too) used to stop the start. Alerts are held in memory, sent from there, and moved into the spool
+    /// in order once it opens.
+    #[test]
+    fn without_a_spool_alerts_are_held_in_memory_sent_and_moved_into_it_once_it_opens() {
+        let dir = std::env::temp_dir().join(format!("ember-outbox-nospool-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::write(&dir, b"in the way").unwrap();
+        let spool = Spool::open(&dir, 1 << 20, Fsync::Never).map(|s| s.0).map_err(|e| e.to_string());
+        assert!(spool.is_err());
+        let mut o = with_spool(spool, &dir, 1 << 20);
+        assert!(o.trouble().is_some());
+        assert_eq!(o.counters().spool_trouble.get(), 1.0);
+        let t0 = Instant::now();
+        assert!(o.on_transition(&transition(ZoneState::PreAlarm)).is_none(), "not connected");
+        o.on_transition(&transition(ZoneState::Alarm));
+        assert_eq!((o.in_memory(), o.pending(), o.counters().in_memory.get()), (2, 2, 2.0));
+        o.on_connected(t0);
+        let sent = all_unsent(&mut o, 64);
+        let ids: Vec<(u32, u32)> = sent.iter().map(|(_, f)| epoch_and_seq(f)).collect();
+        let memory_epoch = ids[0].0;
+        assert!(memory_epoch >= 0x8000_0000, "a memory epoch is apart from every spool epoch");
+        assert_eq!(ids, [(memory_epoch, 1), (memory_epoch, 2)]);
+        assert_eq!(heartbeat_of(&mut o, t0), (wire::health::SPOOL, 2, 0));
+        o.on_ack(1);
+        let f = o.on_transition(&transition(ZoneState::Normal)).expect("sent at once from memory");
+        assert_eq!(epoch_and_seq(f.bytes()), (memory_epoch, 3));
+        // Still in the way: the retry fails and backs off.
+        o.maintain(t0 + Duration::from_secs(60));
+        assert!(o.trouble().is_some());
+        std::fs::remove_file(&dir).unwrap();
+        o.maintain(t0 + Duration::from_secs(120));
+        assert_eq!((o.trouble(), o.in_memory(), o.pending()), (None, 0, 2));
+        assert_eq!(o.counters().spool_trouble.get(), 0.0);
+        // Moved in order, with the bytes that were sent: a resend after a restart is a duplicate the collector
+        // recognises, never a new alert.
+        assert_eq!(on_disk(&dir), [(2, (memory_epoch, 2)), (3, (memory_epoch, 3))]);
+        let f = o.on_transition(&transition(ZoneState::Alarm)).expect("caught up");
+        let (epoch, seq) = epoch_and_seq(f.bytes());
+        assert!(epoch < 0x8000_0000 && seq == 4, "spooled again: ({epoch}, {seq})");
+        assert_eq!(heartbeat_of(&mut o, t0).0, 0);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Issue 18 defect 2: when the spool stops taking records (here a folder where its next segment must go,
+    /// as on a full or read-only disk), alerts are still sent, and the memory queue's overflow is counted and
+    /// reported in heartbeats.
+    #[test]
+    fn alerts_the_spool_cannot_take_are_still_sent_and_overflow_is_counted() {
+        let (mut o, dir) = outbox("stuck");
+        for _ in 0..10 {
+            o.on_transition(&transition(ZoneState::Alarm));
+        }
+        drop(o);
+        // Reopened, the spool starts a new segment at its next append: that is where it gets stuck.
+        let (spool, _) = Spool::open(&dir, 1 << 20, Fsync::Never).unwrap();
+        let spool_epoch = spool.epoch();
+        let mut o = with_spool(Ok(spool), &dir, 1 << 20);
+        std::fs::create_dir_all(dir.join(format!("{:016}.seg", 2))).unwrap();
+        let t0 = Instant::now();
+        o.on_connected(t0);
+        assert_eq!(all_unsent(&mut o, 64).len(), 10);
+        let mut sent = Vec::new();
+        for _ in 0..100 {
+            let f = o.on_transition(&transition(ZoneState::Alarm)).expect("every alert goes out");
+            sent.push(epoch_and_seq(f.bytes()));
+        }
+        assert_eq!(sent.iter().map(|s| s.1).collect::<Vec<_>>(), (11..=110).collect::<Vec<_>>());
+        assert!(sent.iter().all(|s| s.0 != spool_epoch && s.0 >= 0x8000_0000), "held alerts: the memory epoch");
+        assert_eq!(o.in_memory(), 100);
+        assert!(o.trouble().is_some());
+        for seq in 1..=110 {
+            o.on_ack(seq);
+        }
+        assert_eq!((o.pending(), o.counters().acked.get()), (0, 110));
+        o.on_disconnected();
+        let n = MEMORY_ALERTS + 76;
+        for _ in 0..n {
+            o.on_transition(&transition(ZoneState::PreAlarm));
+        }
+        assert_eq!((o.in_memory(), o.lost(), o.counters().lost.get()), (MEMORY_ALERTS, 76, 76));
+        o.on_connected(t0);
+        assert_eq!(heartbeat_of(&mut o, t0), (wire::health::SPOOL, MEMORY_ALERTS as u32, 76));
+        o.on_disconnected();
+        std::fs::remove_dir(dir.join(format!("{:016}.seg", 2))).unwrap();
+        o.maintain(t0 + Duration::from_secs(60));
+        assert_eq!((o.trouble(), o.in_memory(), o.pending()), (None, 0, MEMORY_ALERTS));
+        let disk = on_disk(&dir);
+        assert_eq!(disk.len(), MEMORY_ALERTS);
+        assert_eq!(disk[0].0, 110 + 76 + 1, "the oldest were the ones lost");
+        assert!(disk.windows(2).all(|w| w[1].0 == w[0].0 + 1 && w[0].0 == w[0].1.1));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Issue 18 defect 2: a spool folder deleted under the running appliance used to take its pending alerts
+    /// with it at the next restart. They are still readable through the open segments: they go to memory and
+    /// into a new folder, under their own epoch and numbers.
+    #[test]
+    fn a_deleted_spool_folder_is_noticed_and_its_alerts_rewritten() {
+        let (mut o, dir) = outbox("deleted");
+        let epoch = o.spool.as_ref().unwrap().epoch();
+        for _ in 0..3 {
+            o.on_transition(&transition(ZoneState::Alarm));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        o.maintain(Instant::now());
+        assert_eq!((o.trouble(), o.in_memory(), o.pending(), o.lost()), (None, 0, 3, 0));
+        assert_eq!(on_disk(&dir), [(1, (epoch, 1)), (2, (epoch, 2)), (3, (epoch, 3))]);
+        o.on_connected(Instant::now());
+        assert_eq!(all_unsent(&mut o, 64).len(), 3);
+        assert_eq!(o.on_transition(&transition(ZoneState::Normal)).map(|f| f.seq), Some(4));
         let _ = std::fs::remove_dir_all(dir);
     }
 }
