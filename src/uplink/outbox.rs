@@ -280,12 +280,19 @@ impl Outbox {
             last = seq;
             true
         };
+        let mut more = true;
         if let Some(spool) = &self.spool {
-            spool.for_each_pending(&mut each)?;
+            spool.for_each_pending(|seq, f| {
+                more = each(seq, f);
+                more
+            })?;
         }
-        for f in &self.memory {
-            if !each(f.seq, f.bytes()) {
-                break;
+        // Only past every spooled one: a refused alert must stay the first one handed over next time.
+        if more {
+            for f in &self.memory {
+                if !each(f.seq, f.bytes()) {
+                    break;
+                }
             }
         }
         link.sent_upto = last;
@@ -327,7 +334,7 @@ impl Outbox {
                 // Kept in memory and written once the disk takes it (`maintain`).
                 counted = true;
                 if self.trouble.is_none() {
-                    self.set_trouble(format!("cannot record acknowledgements: {e}"));
+                    self.set_trouble(format!("cannot record acknowledgements or free their segments: {e}"));
                 }
             }
         }
@@ -437,7 +444,7 @@ impl Outbox {
         }
         let Some(spool) = self.spool.as_mut() else { return };
         if let Err(e) = spool.flush_state() {
-            return self.failed(now, format!("cannot record acknowledgements: {e}"));
+            return self.failed(now, format!("cannot record acknowledgements or free their segments: {e}"));
         }
         let mut moved = 0usize;
         while let Some(f) = self.memory.front() {
@@ -890,6 +897,31 @@ mod tests {
         o.on_connected(Instant::now());
         assert_eq!(all_unsent(&mut o, 64).len(), 3);
         assert_eq!(o.on_transition(&transition(ZoneState::Normal)).map(|f| f.seq), Some(4));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_refused_spooled_alert_stays_first_in_line_before_those_held_in_memory() {
+        let (mut o, dir) = outbox("refused");
+        o.on_transition(&transition(ZoneState::Alarm));
+        o.on_transition(&transition(ZoneState::Normal));
+        drop(o);
+        let (spool, _) = Spool::open(&dir, 1 << 20, Fsync::Never).unwrap();
+        let mut o = with_spool(Ok(spool), &dir, 1 << 20);
+        std::fs::create_dir_all(dir.join(format!("{:016}.seg", 2))).unwrap();
+        o.on_transition(&transition(ZoneState::Alarm));
+        o.on_transition(&transition(ZoneState::Normal));
+        assert_eq!((o.pending(), o.in_memory()), (4, 2));
+        o.on_connected(Instant::now());
+        let mut calls = 0;
+        let n = o
+            .unsent(64, |_, _| {
+                calls += 1;
+                calls > 1
+            })
+            .unwrap();
+        assert_eq!((n, calls), (0, 1), "nothing is handed over past a refusal");
+        assert_eq!(all_unsent(&mut o, 64).iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4]);
         let _ = std::fs::remove_dir_all(dir);
     }
 }
