@@ -74,6 +74,11 @@ pub struct Outbox {
     dropped_before: u64,
     /// Why the spool is in trouble; None when it is well.
     trouble: Option<String>,
+    /// `lost()` when last looked at, and whether a loss since is not yet resolved (see `refresh_part`).
+    lost_seen: u64,
+    loss_open: bool,
+    /// The trouble the health part shows (None: running).
+    shown: Option<String>,
     backoff: Backoff,
     /// While in trouble: the next attempt to mend it (None: at once).
     retry_at: Option<Instant>,
@@ -119,6 +124,9 @@ impl Outbox {
             lost: 0,
             dropped_before: 0,
             trouble: None,
+            lost_seen: 0,
+            loss_open: false,
+            shown: None,
             backoff: Backoff::new(RETRY_MIN, RETRY_MAX),
             retry_at: None,
             check_at: None,
@@ -137,12 +145,40 @@ impl Outbox {
         o
     }
 
-    /// The health part that reports the spool's trouble.
+    /// The health part that reports the spool's trouble and unresolved losses.
     pub fn set_part(&mut self, part: PartHandle) {
-        if let Some(why) = &self.trouble {
-            part.set(PartState::Trouble(format!("alert spool: {why}")));
-        }
         self.part = Some(part);
+        self.shown = None;
+        self.refresh_part();
+    }
+
+    /// TROUBLE while the spool cannot be opened or written, and after a loss until every alert still pending
+    /// is acknowledged (the backlog that overflowed is delivered): a loss is seen on `/health`, not only in a
+    /// counter, and clears itself once the situation that caused it has.
+    fn refresh_part(&mut self) {
+        let lost = self.lost();
+        if lost > self.lost_seen {
+            self.lost_seen = lost;
+            self.loss_open = true;
+        }
+        if self.loss_open && self.trouble.is_none() && self.pending() == 0 {
+            self.loss_open = false;
+            log::warn!("uplink: every pending alert acknowledged; {lost} lost since start (counted and reported)");
+        }
+        let want = match (&self.trouble, self.loss_open) {
+            (Some(why), _) => Some(format!("alert spool: {why}")),
+            (None, true) => {
+                Some(format!("{lost} alerts lost since start; clears once every pending alert is acknowledged"))
+            }
+            (None, false) => None,
+        };
+        if want == self.shown {
+            return;
+        }
+        if let Some(p) = &self.part {
+            p.set(want.clone().map_or(PartState::Running, PartState::Trouble));
+        }
+        self.shown = want;
     }
 
     /// Alerts not yet acknowledged, in the spool and in memory.
@@ -481,9 +517,6 @@ impl Outbox {
         }
         self.retry_at = None;
         self.backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
-        if let Some(p) = &self.part {
-            p.set(PartState::Running);
-        }
     }
 
     fn failed(&mut self, now: Instant, why: String) {
@@ -500,10 +533,8 @@ impl Outbox {
     }
 
     fn set_trouble(&mut self, why: String) {
-        if let Some(p) = &self.part {
-            p.set(PartState::Trouble(format!("alert spool: {why}")));
-        }
         self.trouble = Some(why);
+        self.refresh_part();
     }
 
     /// At shutdown: a last attempt to spool what memory holds; what remains is lost, and said so.
@@ -538,14 +569,16 @@ impl Outbox {
             device_id: self.device_id,
             epoch: self.spool.as_ref().map_or(self.memory_epoch, Spool::epoch),
             ts_ms: wall_ms(now),
-            health: if self.trouble.is_some() { wire::health::SPOOL } else { 0 },
+            health: if self.trouble.is_some() { wire::health::SPOOL } else { 0 }
+                | if self.loss_open { wire::health::LOSS } else { 0 },
             spool_pending: self.pending().min(u32::MAX as usize) as u32,
             spool_dropped: self.lost().min(u32::MAX as u64) as u32,
         };
         wire::encode(&msg, &self.key, out).ok()
     }
 
-    fn update_gauges(&self) {
+    fn update_gauges(&mut self) {
+        self.refresh_part();
         self.counters.pending.set(self.pending() as f64);
         self.counters.dropped.set((self.dropped_before + self.spool.as_ref().map_or(0, |s| s.dropped)) as f64);
         self.counters.spool_bytes.set(self.spool.as_ref().map_or(0, Spool::bytes) as f64);
@@ -868,8 +901,16 @@ mod tests {
         }
         assert_eq!((o.in_memory(), o.lost(), o.counters().lost.get()), (MEMORY_ALERTS, 76, 76));
         o.on_connected(t0);
-        assert_eq!(heartbeat_of(&mut o, t0), (wire::health::SPOOL, MEMORY_ALERTS as u32, 76));
+        let both = wire::health::SPOOL | wire::health::LOSS;
+        assert_eq!(heartbeat_of(&mut o, t0), (both, MEMORY_ALERTS as u32, 76));
         o.on_disconnected();
+        let health = crate::telemetry::Health::new();
+        o.set_part(health.register("uplink", None));
+        assert!(
+            health.failing(t0)[0].starts_with("uplink (trouble: alert spool: cannot write"),
+            "{:?}",
+            health.failing(t0)
+        );
         std::fs::remove_dir(dir.join(format!("{:016}.seg", 2))).unwrap();
         o.maintain(t0 + Duration::from_secs(60));
         assert_eq!((o.trouble(), o.in_memory(), o.pending()), (None, 0, MEMORY_ALERTS));
@@ -877,6 +918,18 @@ mod tests {
         assert_eq!(disk.len(), MEMORY_ALERTS);
         assert_eq!(disk[0].0, 110 + 76 + 1, "the oldest were the ones lost");
         assert!(disk.windows(2).all(|w| w[1].0 == w[0].0 + 1 && w[0].0 == w[0].1.1));
+        // The spool is well again, but the loss stays in TROUBLE until the backlog is delivered.
+        assert_eq!(
+            health.failing(t0),
+            ["uplink (trouble: 76 alerts lost since start; clears once every pending alert is acknowledged)"]
+        );
+        o.on_connected(t0);
+        assert_eq!(heartbeat_of(&mut o, t0).0, wire::health::LOSS);
+        for (seq, _) in all_unsent(&mut o, usize::MAX) {
+            o.on_ack(seq);
+        }
+        assert!(health.failing(t0).is_empty(), "{:?} pending {}", health.failing(t0), o.pending());
+        assert_eq!(heartbeat_of(&mut o, t0), (0, 0, 76), "the count stays, the trouble clears");
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -89,6 +89,14 @@ pub struct Spool {
     state_dirty: bool,
 }
 
+/// Deletes a segment file; one already gone (deleted with its folder, or by another opener) is fine.
+fn remove(path: &Path) -> Result<(), SpoolError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path)(e)),
+        _ => Ok(()),
+    }
+}
+
 /// The whole records at the start of `data`, as (seq, offset, length), and where they end.
 fn parse(data: &[u8]) -> (Vec<(u32, u64, u32)>, usize) {
     let mut records = Vec::new();
@@ -374,7 +382,7 @@ impl Spool {
                 log::warn!("uplink spool full: dropped {lost} unacknowledged alerts (oldest first)");
             }
             self.state_dirty = true;
-            std::fs::remove_file(&seg.path).map_err(io(&seg.path))?;
+            remove(&seg.path)?;
             self.flush_state()?;
         }
         Ok(())
@@ -442,7 +450,7 @@ impl Spool {
                 break;
             }
             if let Some(seg) = self.segments.front() {
-                std::fs::remove_file(&seg.path).map_err(io(&seg.path))?;
+                remove(&seg.path)?;
             }
             if let Some(seg) = self.segments.pop_front() {
                 self.total_bytes -= seg.bytes;

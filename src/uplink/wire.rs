@@ -64,6 +64,8 @@ pub mod flags {
 pub mod health {
     /// The alert spool cannot be opened or written: alerts are held in memory (and lost beyond its bound).
     pub const SPOOL: u32 = 1;
+    /// Alerts were lost (`spool_dropped` grew) and not every alert pending since is acknowledged yet.
+    pub const LOSS: u32 = 2;
 }
 
 /// Appliance → collector (version 2).
