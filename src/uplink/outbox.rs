@@ -25,6 +25,7 @@ use super::wire::{self, Down, FrameSplitter, MAX_FRAME, MAX_MESSAGE, Received, S
 use super::{UplinkCounters, alert, wall_ms};
 use crate::event::Transition;
 use crate::retry::Backoff;
+use crate::telemetry::log_limit::{LogLimit, held_back};
 use crate::telemetry::{PartHandle, PartState};
 
 /// Alerts held in memory while the spool cannot take them; beyond this the oldest is lost (counted).
@@ -68,6 +69,8 @@ pub struct Outbox {
     memory_epoch: u32,
     /// The next sequence number while there is no spool.
     memory_next: u32,
+    /// The highest sequence number used under the memory epoch.
+    memory_high: u32,
     /// Alerts lost other than by the spool's own drop-oldest (which `spool.dropped` counts).
     lost: u64,
     /// Drop-oldest losses of spools this outbox has given up (a vanished folder).
@@ -79,6 +82,7 @@ pub struct Outbox {
     loss_open: bool,
     /// The trouble the health part shows (None: running).
     shown: Option<String>,
+    warn_lost: LogLimit,
     backoff: Backoff,
     /// While in trouble: the next attempt to mend it (None: at once).
     retry_at: Option<Instant>,
@@ -121,12 +125,14 @@ impl Outbox {
             memory: VecDeque::new(),
             memory_epoch,
             memory_next,
+            memory_high: 0,
             lost: 0,
             dropped_before: 0,
             trouble: None,
             lost_seen: 0,
             loss_open: false,
             shown: None,
+            warn_lost: LogLimit::new(Duration::from_secs(10)),
             backoff: Backoff::new(RETRY_MIN, RETRY_MAX),
             retry_at: None,
             check_at: None,
@@ -271,7 +277,7 @@ impl Outbox {
                 };
                 frame.len = n;
                 frame.seq = seq;
-                self.hold(Frame { seq, len: n, bytes: frame.bytes });
+                self.hold(Frame { seq, len: n, bytes: frame.bytes }, t.at);
                 seq
             }
         };
@@ -283,12 +289,18 @@ impl Outbox {
         Some(frame)
     }
 
-    fn hold(&mut self, f: Frame) {
+    fn hold(&mut self, f: Frame, now: Instant) {
+        self.memory_high = self.memory_high.max(f.seq);
         self.memory.push_back(f);
         if self.memory.len() > MEMORY_ALERTS {
             self.memory.pop_front();
             self.count_lost(1);
-            log::error!("uplink: {MEMORY_ALERTS} alerts held in memory and the spool takes none: the oldest is lost");
+            if let Some(held) = self.warn_lost.allow(now.into_std()) {
+                log::error!(
+                    "uplink: {MEMORY_ALERTS} alerts held in memory and the spool takes none: the oldest is lost{}",
+                    held_back(held)
+                );
+            }
         }
     }
 
@@ -450,9 +462,14 @@ impl Outbox {
         for f in rescued.into_iter().rev() {
             self.memory.push_front(f);
         }
+        let mut over = 0;
         while self.memory.len() > MEMORY_ALERTS {
             self.memory.pop_front();
-            self.count_lost(1);
+            over += 1;
+        }
+        if over > 0 {
+            log::error!("uplink: {over} alerts of the vanished spool do not fit in memory: lost");
+            self.count_lost(over);
         }
         self.retry_at = None;
         self.failed(
@@ -488,8 +505,12 @@ impl Outbox {
                 spool.append_frame(f.seq, f.bytes())
             } else {
                 // The folder came back holding newer records than this alert's number (it could not be read
-                // when numbering began): it needs a new number, so it may reach the collector twice.
-                match renumber(f, spool.reserve_seq(), &self.key) {
+                // when numbering began): it needs a new number, so it may reach the collector twice. Under the
+                // memory epoch, above every number that epoch has used, the new one cannot clash.
+                spool.advance_to(self.memory_high.wrapping_add(1).max(1));
+                let seq = spool.reserve_seq();
+                self.memory_high = self.memory_high.max(seq);
+                match renumber(f, seq, self.memory_epoch, &self.key) {
                     Some(r) => {
                         log::warn!("uplink: alert {} renumbered {} to enter the spool in order", f.seq, r.seq);
                         let r2 = spool.append_frame(r.seq, r.bytes());
@@ -587,14 +608,14 @@ impl Outbox {
     }
 }
 
-/// `f` re-encoded under sequence number `seq` (same epoch and content).
-fn renumber(f: &Frame, seq: u32, key: &[u8]) -> Option<Frame> {
+/// `f` re-encoded under `epoch` and `seq` (same content).
+fn renumber(f: &Frame, seq: u32, epoch: u32, key: &[u8]) -> Option<Frame> {
     let mut scratch = [0u8; MAX_MESSAGE];
     let Ok(Received::V2(Up::Alert(mut a))) = wire::decode_up(f.bytes(), &mut scratch, |_| Some(key.to_vec()), true)
     else {
         return None;
     };
-    a.seq = seq;
+    (a.epoch, a.seq) = (epoch, seq);
     let mut out = Frame { seq, len: 0, bytes: [0u8; MAX_FRAME] };
     out.len = wire::encode(&Up::Alert(a), key, &mut out.bytes).ok()?;
     Some(out)
@@ -976,5 +997,45 @@ mod tests {
         assert_eq!((n, calls), (0, 1), "nothing is handed over past a refusal");
         assert_eq!(all_unsent(&mut o, 64).iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4]);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A spool that could not be read at start comes back holding records numbered past the alerts held in
+    /// memory: they are renumbered under the memory epoch, above the spool's numbers, and nothing clashes.
+    #[test]
+    fn held_alerts_are_renumbered_when_the_spool_comes_back_with_newer_records() {
+        let base = std::env::temp_dir().join(format!("ember-outbox-renumber-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let (dir, elsewhere) = (base.join("spool"), base.join("elsewhere"));
+        std::fs::write(&dir, b"in the way").unwrap();
+        let mut o = with_spool(Err("in the way".into()), &dir, 1 << 20);
+        o.on_transition(&transition(ZoneState::Alarm));
+        o.on_transition(&transition(ZoneState::Normal));
+        let (mut other, _) = Spool::open(&elsewhere, 1 << 20, Fsync::Never).unwrap();
+        for _ in 0..5 {
+            other
+                .append(|_, buf| {
+                    buf[..4].copy_from_slice(b"prev");
+                    Some(4)
+                })
+                .unwrap();
+        }
+        let old_epoch = other.epoch();
+        drop(other);
+        std::fs::remove_file(&dir).unwrap();
+        std::fs::rename(&elsewhere, &dir).unwrap();
+        o.maintain(Instant::now() + Duration::from_secs(60));
+        assert_eq!((o.trouble(), o.in_memory(), o.pending()), (None, 0, 7));
+        let (s, _) = Spool::open(&dir, 1 << 20, Fsync::Never).unwrap();
+        let mut got = Vec::new();
+        s.for_each_pending(|seq, f| {
+            got.push((seq, if f == b"prev" { (old_epoch, seq) } else { epoch_and_seq(f) }));
+            true
+        })
+        .unwrap();
+        let m = o.memory_epoch;
+        assert_eq!(got[..5].iter().map(|g| g.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        assert_eq!(got[5..], [(6, (m, 6)), (7, (m, 7))]);
+        let _ = std::fs::remove_dir_all(base);
     }
 }
