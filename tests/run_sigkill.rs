@@ -1,13 +1,13 @@
 //! The appliance itself (`ember-edge run`, not a load tool) killed with SIGKILL 50 times while its
-//! zone goes into alarm and is reset: every alert it spooled reaches the collector exactly once, with no gap
-//! in the sequence numbers across all the restarts. The device is this test, over TCP; the receiver is a
-//! separate `ember-tools collect` process.
+//! zone goes into alarm and is reset, and 60 times at random moments of a continuous flow of alarms: every
+//! alert it spooled reaches the collector exactly once, with no gap in the sequence numbers across all the
+//! restarts. The device is this test, over TCP; the receiver is a separate `ember-tools collect` process.
 
 mod common;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -83,9 +83,10 @@ fn sigkill(c: &mut Child) {
     let _ = c.wait();
 }
 
-#[test]
-fn appliance_killed_during_alarms_loses_and_duplicates_no_spooled_alert() {
-    let dir = std::env::temp_dir().join(format!("ember-run-kill-{}", std::process::id()));
+/// A site in a fresh folder: the appliance's config (device 7, one smoke device, spool "spool" with fsync on
+/// every record) and the ports of its telemetry, sensor listener and collector.
+fn site(name: &str) -> (PathBuf, PathBuf, SocketAddr, u16, u16) {
+    let dir = std::env::temp_dir().join(format!("ember-run-kill-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let (cport, sport, tport) = (free_port(), free_port(), free_port());
@@ -120,18 +121,51 @@ fsync = "always"
         ),
     )
     .unwrap();
+    (dir, config, telemetry, sport, cport)
+}
+
+fn collector(cport: u16, out: &Path) -> Proc {
+    Proc(
+        Command::new(TOOLS)
+            .args(["collect", "--listen", &format!("127.0.0.1:{cport}"), "--out"])
+            .arg(out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// `POST /api/zones/room/reset` that fails quietly (the appliance may be killed at any moment).
+fn try_reset(telemetry: SocketAddr) -> std::io::Result<()> {
+    use std::io::Read;
+    let mut s = TcpStream::connect_timeout(&telemetry, Duration::from_millis(200))?;
+    s.set_read_timeout(Some(Duration::from_millis(500)))?;
+    write!(
+        s,
+        "POST /api/zones/room/reset HTTP/1.1\r\nHost: {telemetry}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut sink = Vec::new();
+    s.read_to_end(&mut sink).map(|_| ())
+}
+
+/// Runs the appliance undisturbed until its spool is empty and every alert acknowledged.
+fn drain(config: &Path, telemetry: SocketAddr) {
+    let mut run = start_run(config, telemetry);
+    let deadline = Instant::now() + common::scaled(Duration::from_secs(30));
+    while metric(telemetry, "ember_uplink_pending") > 0.0 || metric(telemetry, "ember_uplink_connected") < 1.0 {
+        assert!(Instant::now() < deadline, "spool never drained");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    sigkill(&mut run.0);
+}
+
+#[test]
+fn appliance_killed_during_alarms_loses_and_duplicates_no_spooled_alert() {
+    let (dir, config, telemetry, sport, cport) = site("alarms");
     let out = dir.join("alerts.jsonl");
-    let collect = || {
-        Proc(
-            Command::new(TOOLS)
-                .args(["collect", "--listen", &format!("127.0.0.1:{cport}"), "--out"])
-                .arg(&out)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    };
+    let collect = || collector(cport, &out);
     let mut collector = collect();
 
     let mut rng = ember_edge::prng::XorShift64::new(0x2545_F491_4F6C_DD1D);
@@ -162,20 +196,90 @@ fsync = "always"
         }
     }
     // A last, undisturbed run delivers whatever the killed ones left in the spool.
-    let mut run = start_run(&config, telemetry);
-    let deadline = Instant::now() + common::scaled(Duration::from_secs(30));
-    while metric(telemetry, "ember_uplink_pending") > 0.0 || metric(telemetry, "ember_uplink_connected") < 1.0 {
-        assert!(Instant::now() < deadline, "spool never drained");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    sigkill(&mut run.0);
+    drain(&config, telemetry);
     sigkill(&mut collector.0);
     let seen = written(&out);
     let last = seen.keys().next_back().copied().unwrap_or(0);
     // Each confirmed cycle spooled at least its ALARM; the range must be complete with nothing twice.
     assert!(last >= confirmed_cycles, "only {last} alerts for {confirmed_cycles} confirmed alarms");
     eprintln!("{last} alerts delivered exactly once for {confirmed_cycles} confirmed alarm cycles");
+    exactly_once(&seen, 1..=last);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Kills that land anywhere, not only after an alarm packet: a simulated device raises and clears alarms and
+/// an operator resets them continuously, on their own threads, while the appliance is killed 60 times at
+/// random moments (mid-append, mid-acknowledgement, mid-compaction, while starting) and restarted on the same
+/// spool, the collector now and then too. Every alert the runs spooled reaches the collector exactly once.
+#[test]
+fn appliance_killed_at_random_moments_of_a_continuous_alarm_flow_loses_and_duplicates_nothing() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let (dir, config, telemetry, sport, cport) = site("flow");
+    let out = dir.join("alerts.jsonl");
+    let mut collect = collector(cport, &out);
+    let stop = Arc::new(AtomicBool::new(false));
+    let packets = Arc::new(AtomicU64::new(0));
+    // The device: fire and clear readings in turn, reconnecting whenever the appliance is down.
+    let device = {
+        let (stop, packets) = (Arc::clone(&stop), Arc::clone(&packets));
+        std::thread::spawn(move || {
+            let mut rng = ember_edge::prng::XorShift64::new(0x9E37_79B9_7F4A_7C15);
+            let mut dev: Option<TcpStream> = None;
+            let mut fire = true;
+            while !stop.load(Ordering::Relaxed) {
+                let line: &[u8] =
+                    if fire { b"#Sensor:ADC1=3500,ADC2=1300!\n" } else { b"#Sensor:ADC1=280,ADC2=1300!\n" };
+                let conn = match dev.take() {
+                    Some(c) => Some(c),
+                    None => TcpStream::connect(("127.0.0.1", sport)).ok(),
+                };
+                if let Some(mut c) = conn
+                    && c.write_all(line).is_ok()
+                {
+                    dev = Some(c);
+                    fire = !fire;
+                    packets.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(5 + rng.next() % 20));
+            }
+        })
+    };
+    // The operator: resets the zone at random moments (an alarm latches until reset).
+    let operator = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut rng = ember_edge::prng::XorShift64::new(0xD1B5_4A32_D192_ED03);
+            while !stop.load(Ordering::Relaxed) {
+                // The appliance may be down or die mid-request: any answer, or none, will do.
+                let _ = try_reset(telemetry);
+                std::thread::sleep(Duration::from_millis(10 + rng.next() % 30));
+            }
+        })
+    };
+    let mut rng = ember_edge::prng::XorShift64::new(0x2545_F491_4F6C_DD1D);
+    for round in 0..60 {
+        let mut run = start_run(&config, telemetry);
+        std::thread::sleep(Duration::from_millis(rng.next() % 250));
+        sigkill(&mut run.0);
+        if round % 15 == 7 {
+            sigkill(&mut collect.0);
+            collect = collector(cport, &out);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    device.join().unwrap();
+    operator.join().unwrap();
+    drain(&config, telemetry);
+    sigkill(&mut collect.0);
+    let seen = written(&out);
+    let last = seen.keys().next_back().copied().unwrap_or(0);
+    eprintln!(
+        "{last} alerts delivered exactly once across 60 kills ({} device packets)",
+        packets.load(Ordering::Relaxed)
+    );
+    assert!(last >= 60, "only {last} alerts: the flow did not reach the uplink");
     exactly_once(&seen, 1..=last);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,5 +1,8 @@
 //! Liveness of every supervised part. A part is unhealthy when its task ended before shutdown was asked for,
 //! or when it promised to beat and has not beaten recently. `/health` and the systemd watchdog read this.
+//! A part in trouble (running, but something it depends on failed: the uplink's spool disk) is reported by
+//! `/health` and the status page like a failing one, but does not starve the watchdog: a restart would not
+//! mend a disk and would lose what the part holds in memory.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,6 +13,8 @@ pub enum PartState {
     Running,
     Stopped,
     Failed(String),
+    /// Running, degraded: the operator must act (why).
+    Trouble(String),
 }
 
 struct Part {
@@ -64,12 +69,23 @@ impl Health {
         PartHandle { health: Arc::clone(self), index: parts.len() - 1 }
     }
 
-    /// Names of failing parts with why, or an empty list when all is well.
+    /// Names of failing parts and parts in trouble with why, or an empty list when all is well.
     pub fn failing(&self, now: Instant) -> Vec<String> {
+        self.report(now, true)
+    }
+
+    /// As `failing`, without parts that are only in trouble: what a restart could mend (the watchdog).
+    pub fn dead(&self, now: Instant) -> Vec<String> {
+        self.report(now, false)
+    }
+
+    fn report(&self, now: Instant, with_trouble: bool) -> Vec<String> {
         self.lock()
             .iter()
             .filter_map(|p| match &p.state {
                 PartState::Failed(why) => Some(format!("{} ({why})", p.name)),
+                PartState::Trouble(why) if with_trouble => Some(format!("{} (trouble: {why})", p.name)),
+                PartState::Trouble(_) => None,
                 PartState::Running => match p.stale_after {
                     Some(limit) if now.saturating_duration_since(p.last_beat) > limit => {
                         Some(format!("{} (no progress for {:.1} s)", p.name, (now - p.last_beat).as_secs_f64()))
@@ -131,5 +147,9 @@ mod tests {
         assert_eq!(f[1], "fusion (exited)");
         a.beat();
         assert_eq!(h.failing(Instant::now()).len(), 1);
+        // Trouble is reported, but a restart would not mend it: the watchdog keeps being fed.
+        b.set(PartState::Trouble("spool disk full".into()));
+        assert_eq!(h.failing(Instant::now()), ["fusion (trouble: spool disk full)"]);
+        assert!(h.dead(Instant::now()).is_empty());
     }
 }

@@ -54,7 +54,7 @@ pub async fn feed_watchdog(health: Arc<Health>, period: Duration, stop: Cancella
             _ = tick.tick() => {}
         }
         // Starving the watchdog is how systemd learns that a part of us is dead.
-        let failing = health.failing(tokio::time::Instant::now());
+        let failing = health.dead(tokio::time::Instant::now());
         if failing.is_empty() {
             notify("WATCHDOG=1");
         } else {

@@ -1,4 +1,5 @@
-//! Builds the uplink task from `[uplink]`: opens (and recovers) the alert spool, reads the device key, picks the
+//! Builds the uplink task from `[uplink]`: opens (and recovers) the alert spool (a spool that cannot be opened
+//! does not stop the start: the outbox holds alerts in memory until it can), reads the device key, picks the
 //! transport and registers the uplink's metrics. The one place the wiring asks for an uplink.
 
 use std::net::SocketAddr;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::spool::{Fsync, Spool};
+use super::spool::{Fsync, Place, Spool};
 use super::{Transport, UplinkCounters, UplinkTask};
 use crate::config::{FsyncPolicy, Loaded};
 use crate::event::Transition;
@@ -59,17 +60,27 @@ pub fn from_config(
     if !durable {
         log::warn!("[uplink] spool_dir is not set: alerts survive a lost link but not a restart");
     }
-    let (spool, recovery) = Spool::open(&spool_dir, c.uplink.spool_max_bytes, c.uplink.fsync.into())
-        .map_err(|e| anyhow::anyhow!("cannot open the alert spool: {e}"))?;
-    if recovery.records > 0 || recovery.torn_bytes > 0 {
-        log::info!(
-            "alert spool {}: {} records recovered ({} pending), {} torn bytes discarded",
-            spool_dir.display(),
-            recovery.records,
-            spool.pending(),
-            recovery.torn_bytes
-        );
-    }
+    let place = Place { dir: spool_dir.clone(), max_bytes: c.uplink.spool_max_bytes, fsync: c.uplink.fsync.into() };
+    // The alarm path never waits for the disk: without a spool the appliance starts, holds alerts in memory
+    // and sends them from there (TROUBLE until the spool opens).
+    let spool = match Spool::open(&spool_dir, place.max_bytes, place.fsync) {
+        Ok((spool, recovery)) => {
+            if recovery.records > 0 || recovery.torn_bytes > 0 {
+                log::info!(
+                    "alert spool {}: {} records recovered ({} pending), {} torn bytes discarded",
+                    spool_dir.display(),
+                    recovery.records,
+                    spool.pending(),
+                    recovery.torn_bytes
+                );
+            }
+            Ok(spool)
+        }
+        Err(e) => {
+            log::error!("cannot open the alert spool: {e}; alerts are held in memory until it opens");
+            Err(format!("cannot open: {e}"))
+        }
+    };
     let key = match &c.uplink.key_file {
         Some(k) => super::collector::read_key(&loaded.resolve(k))
             .map_err(|e| anyhow::anyhow!("cannot read the uplink key {k}: {e}"))?,
@@ -83,6 +94,7 @@ pub fn from_config(
         zone_names,
         input,
         spool,
+        place,
         reconnect_min: Duration::from_millis(c.uplink.reconnect_min_ms),
         reconnect_max: Duration::from_millis(c.uplink.reconnect_max_ms),
         heartbeat: Duration::from_secs(c.uplink.heartbeat_secs.max(1)),

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::wire::{self, Down, FrameSplitter, MAX_FRAME, MAX_MESSAGE, Received, Split, Up, WireError};
 use crate::event::{ZoneState, evidence};
 use crate::telemetry::log_limit::{LogLimit, held_back};
-use crate::telemetry::{Counter, Registry};
+use crate::telemetry::{Counter, Gauge, Registry};
 
 /// Reads a key file: hex text (as `openssl rand -hex 32` writes) or raw bytes.
 pub fn read_key(path: &Path) -> std::io::Result<Vec<u8>> {
@@ -122,6 +122,11 @@ pub struct Collector {
     pub alerts: Counter,
     pub heartbeats: Counter,
     pub duplicates: Counter,
+    /// Alerts devices reported lost in their heartbeats.
+    pub lost: Counter,
+    spool_trouble: Gauge,
+    /// Per device: the loss count and spool trouble its last heartbeat reported.
+    reported: Mutex<HashMap<u32, (u32, bool)>>,
     limits: Limits,
     slots: Mutex<Vec<Slot>>,
     next_slot: AtomicU64,
@@ -212,6 +217,17 @@ impl Collector {
                 "Alerts already seen (retransmitted or replayed): acknowledged, not written again.",
                 &[],
             ),
+            lost: reg.counter(
+                "ember_collector_device_lost_alerts_total",
+                "Alerts the devices report lost in their heartbeats (full spool or memory queue, vanished spool).",
+                &[],
+            ),
+            spool_trouble: reg.gauge(
+                "ember_collector_devices_spool_trouble",
+                "Devices whose last heartbeat reports that their alert spool cannot be written.",
+                &[],
+            ),
+            reported: Mutex::new(HashMap::new()),
         })
     }
 
@@ -299,9 +315,11 @@ impl Collector {
             Received::V1(wire::UpV1::Alert(a)) => (a.device_id, 0, a.seq, alert_json(1, 0, &a)),
             Received::V2(Up::Heartbeat { device_id, epoch, ts_ms, health, spool_pending, spool_dropped }) => {
                 self.heartbeats.inc();
+                let trouble = health & wire::health::SPOOL != 0;
+                self.note_losses(device_id, spool_dropped, trouble);
                 self.emit(serde_json::json!({
                     "type": "heartbeat", "device_id": device_id, "epoch": epoch, "ts_ms": ts_ms, "health": health,
-                    "spool_pending": spool_pending, "spool_dropped": spool_dropped,
+                    "spool_pending": spool_pending, "spool_dropped": spool_dropped, "spool_trouble": trouble,
                 }));
                 return None;
             }
@@ -321,6 +339,27 @@ impl Collector {
             self.reject("replayed");
         }
         Some((device, Down::Ack { seq }))
+    }
+
+    /// Counts and logs what a heartbeat says was lost since the last one. A device counts from its start, so
+    /// a count lower than the last one means it restarted and all of it is new.
+    fn note_losses(&self, device: u32, lost: u32, trouble: bool) {
+        let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+        let (before, was_trouble) = reported.insert(device, (lost, trouble)).unwrap_or((0, false));
+        let new = if lost >= before { lost - before } else { lost };
+        if new > 0 {
+            self.lost.add(u64::from(new));
+            log::error!("device {device} reports {new} alerts lost ({lost} since it started)");
+        }
+        if trouble != was_trouble {
+            if trouble {
+                log::error!("device {device} reports that its alert spool cannot be written (alerts held in memory)");
+            } else {
+                log::warn!("device {device} reports its alert spool writable again");
+            }
+            let n = reported.values().filter(|r| r.1).count();
+            self.spool_trouble.set(n as f64);
+        }
     }
 
     /// Decodes, verifies and handles one frame (a COBS frame, with or without its terminator); returns the
@@ -569,6 +608,49 @@ mod seen_tests {
         // A permanent hole (dropped by a full spool) is given up on once far enough behind.
         assert!(s.insert(10 + WINDOW + 1));
         assert!(s.floor >= 11 && s.above.len() <= 2);
+    }
+
+    /// Issue 18 defect 2: the losses and spool trouble a device reports in its heartbeats are counted and
+    /// written out. A device counts from its start, so a lower count is a restart and all new.
+    #[test]
+    fn reported_losses_and_spool_trouble_are_counted_and_written() {
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let reg = Registry::new();
+        let sink = Sink::default();
+        let c = Collector::new(&reg, Box::new(sink.clone()), None);
+        let mut out = [0u8; MAX_FRAME];
+        for (device, health, dropped) in
+            [(7, 0, 3), (7, wire::health::SPOOL, 5), (8, wire::health::SPOOL, 1), (7, 0, 2)]
+        {
+            let hb = Up::Heartbeat {
+                device_id: device,
+                epoch: 1,
+                ts_ms: 1,
+                health,
+                spool_pending: 0,
+                spool_dropped: dropped,
+            };
+            let n = wire::encode(&hb, &[], &mut out).unwrap();
+            assert!(c.receive(&out[..n]).is_none());
+        }
+        assert_eq!(c.lost.get(), 3 + 2 + 1 + 2);
+        assert_eq!(c.spool_trouble.get(), 1.0, "device 8 is still in trouble, 7 no longer");
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let troubles: Vec<bool> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["spool_trouble"].as_bool().unwrap())
+            .collect();
+        assert_eq!(troubles, [false, true, true, false]);
     }
 }
 

@@ -3,7 +3,8 @@
 //! After a reconnect (`crate::retry`'s backoff) everything unacknowledged is resent in order, so
 //! delivery is at-least-once and, with the collector's de-duplication, exactly-once in effect. The spool
 //! survives crashes and restarts, keeps counting sequence numbers, and is bounded (drop-oldest, counted, and
-//! reported upstream in heartbeats).
+//! reported upstream in heartbeats). A spool that cannot be opened or written never holds an alert back: the
+//! outbox keeps it in memory and sends it from there (see `outbox`).
 
 pub mod build;
 pub mod collector;
@@ -22,7 +23,7 @@ use crate::queue::Queue;
 use crate::retry::Backoff;
 use crate::telemetry::{Counter, Gauge, PartHandle, Registry};
 use outbox::Outbox;
-use spool::Spool;
+use spool::{Place, Spool};
 use wire::Alert;
 
 /// Wall-clock milliseconds of a monotonic instant.
@@ -76,6 +77,9 @@ pub struct UplinkCounters {
     pub connected: Gauge,
     pub spool_bytes: Gauge,
     pub rejected_acks: Counter,
+    pub in_memory: Gauge,
+    pub spool_trouble: Gauge,
+    pub lost: Counter,
 }
 
 impl UplinkCounters {
@@ -90,12 +94,27 @@ impl UplinkCounters {
                 "Uplink connection attempts after the first.",
                 &[],
             ),
-            pending: reg.gauge("ember_uplink_pending", "Alerts in the spool not yet acknowledged.", &[]),
+            pending: reg.gauge("ember_uplink_pending", "Alerts not yet acknowledged, in the spool or held in memory.", &[]),
             connected: reg.gauge("ember_uplink_connected", "1 while connected to the collector.", &[]),
             spool_bytes: reg.gauge("ember_uplink_spool_bytes", "Bytes in the alert spool.", &[]),
             rejected_acks: reg.counter(
                 "ember_uplink_rejected_acks_total",
                 "Acknowledgements with a bad tag or framing, ignored.",
+                &[],
+            ),
+            in_memory: reg.gauge(
+                "ember_uplink_memory_alerts",
+                "Alerts held in memory (and sent from there) because the spool cannot take them.",
+                &[],
+            ),
+            spool_trouble: reg.gauge(
+                "ember_uplink_spool_trouble",
+                "1 while the alert spool cannot be opened or written (alerts are held in memory).",
+                &[],
+            ),
+            lost: reg.counter(
+                "ember_uplink_lost_total",
+                "Alerts lost outside the spool's drop-oldest: pushed out of the full memory queue, or unreadable in a vanished spool.",
                 &[],
             ),
         }
@@ -129,7 +148,9 @@ pub struct UplinkTask {
     pub key: Vec<u8>,
     pub zone_names: Arc<Vec<String>>,
     pub input: Queue<Transition>,
-    pub spool: Spool,
+    /// The opened spool, or why it could not be opened (alerts are then held in memory until it can).
+    pub spool: Result<Spool, String>,
+    pub place: Place,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
     pub heartbeat: Duration,
@@ -147,9 +168,10 @@ impl UplinkTask {
     /// Connects, sends, and reconnects until `stop`. Transitions keep being spooled while the link is down, so
     /// nothing backs up into fusion.
     pub async fn run(self, part: PartHandle, stop: CancellationToken) -> anyhow::Result<()> {
-        let UplinkTask { transport, server, device_id, key, zone_names, input, spool, .. } = self;
+        let UplinkTask { transport, server, device_id, key, zone_names, input, spool, place, .. } = self;
         let reconnects = self.counters.reconnects.clone();
-        let mut outbox = Outbox::new(spool, device_id, key, zone_names, self.heartbeat, self.counters);
+        let mut outbox = Outbox::new(spool, place, device_id, key, zone_names, self.heartbeat, self.counters);
+        outbox.set_part(part.clone());
         let broker = match &transport {
             Transport::Tcp => None,
             Transport::Mqtt { topic_prefix } => Some(mqtt::Broker::new(&server, topic_prefix, device_id)?),
@@ -163,6 +185,7 @@ impl UplinkTask {
             };
             outbox.on_disconnected();
             if stop.is_cancelled() {
+                outbox.shutdown(tokio::time::Instant::now());
                 return Ok(());
             }
             let retry = backoff.failed(attempt.up_for);
@@ -177,11 +200,15 @@ impl UplinkTask {
             reconnects.inc();
             let spool_meanwhile = async {
                 loop {
-                    let t = input.pop().await;
-                    outbox.on_transition(&t);
+                    let due = outbox.maintain_due(tokio::time::Instant::now());
+                    tokio::select! {
+                        t = input.pop() => { outbox.on_transition(&t); }
+                        _ = tokio::time::sleep_until(due) => outbox.maintain(tokio::time::Instant::now()),
+                    }
                 }
             };
             if !crate::retry::wait_doing(retry.delay, &stop, Some(&part), spool_meanwhile).await {
+                outbox.shutdown(tokio::time::Instant::now());
                 return Ok(());
             }
         }

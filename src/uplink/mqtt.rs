@@ -71,7 +71,9 @@ impl Broker {
             }
             let due = outbox.heartbeat_due();
             let far = Instant::now() + Duration::from_secs(3600);
+            let maintain = outbox.maintain_due(Instant::now());
             tokio::select! {
+                _ = tokio::time::sleep_until(maintain) => outbox.maintain(Instant::now()),
                 _ = stop.cancelled() => {
                     let _ = client.try_publish(format!("{base}/status"), QoS::AtLeastOnce, true, "offline");
                     let _ = client.try_disconnect();

@@ -9,6 +9,11 @@
 //! counted (reported upstream in heartbeats). fsync policy, for SD cards: `Always` syncs every record (alerts
 //! are rare — state changes, not samples — so this costs little wear and is the default); `Never` leaves it to
 //! the kernel (safe against a process crash or SIGKILL, not against power loss).
+//!
+//! Every segment stays open, so pending records can still be read when the folder is deleted under a running
+//! appliance (`intact` tells; the outbox then carries them in memory into a new folder). An acknowledgement
+//! that cannot be persisted (a read-only or full disk) stays in memory, and the segments it frees are only
+//! deleted once it is persisted (`flush_state`): deleting them first could let sequence numbers be reused.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -31,6 +36,8 @@ pub enum SpoolError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("record of {0} bytes exceeds the {MAX_RECORD}-byte limit")]
     TooLarge(usize),
+    #[error("record {0} is not above the spool's last sequence number {1}")]
+    OutOfOrder(u32, u32),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
@@ -40,9 +47,19 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
 struct Segment {
     id: u64,
     path: PathBuf,
+    /// Read (and, for the active segment, append) handle, kept so a deleted folder's records stay readable.
+    file: File,
     /// (seq, offset, total record length) of each record, in file order.
     records: Vec<(u32, u64, u32)>,
     bytes: u64,
+}
+
+/// Where a spool lives and how it is bounded: what the outbox needs to open it again after a failure.
+#[derive(Debug, Clone)]
+pub struct Place {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+    pub fsync: Fsync,
 }
 
 /// What `open` found.
@@ -56,7 +73,8 @@ pub struct Recovery {
 pub struct Spool {
     dir: PathBuf,
     segments: VecDeque<Segment>,
-    active: Option<File>,
+    /// The newest segment takes appends (false after `open` and after a failed rollback: a new one is made).
+    active: bool,
     max_bytes: u64,
     segment_bytes: u64,
     fsync: Fsync,
@@ -67,6 +85,56 @@ pub struct Spool {
     next_seq: u32,
     total_bytes: u64,
     pub dropped: u64,
+    /// The acknowledged mark moved but could not be written yet.
+    state_dirty: bool,
+}
+
+/// Deletes a segment file; one already gone (deleted with its folder, or by another opener) is fine.
+fn remove(path: &Path) -> Result<(), SpoolError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// The whole records at the start of `data`, as (seq, offset, length), and where they end.
+fn parse(data: &[u8]) -> (Vec<(u32, u64, u32)>, usize) {
+    let mut records = Vec::new();
+    let mut pos = 0usize;
+    while pos + HEADER <= data.len() {
+        let len = u16::from_le_bytes([data[pos], data[pos + 1]]) as usize;
+        let sum = u32::from_le_bytes([data[pos + 2], data[pos + 3], data[pos + 4], data[pos + 5]]);
+        let seq = u32::from_le_bytes([data[pos + 6], data[pos + 7], data[pos + 8], data[pos + 9]]);
+        let end = pos + HEADER + len;
+        if len == 0 || len > MAX_RECORD || end > data.len() || crc(seq, &data[pos + HEADER..end]) != sum {
+            break;
+        }
+        records.push((seq, pos as u64, (HEADER + len) as u32));
+        pos = end;
+    }
+    (records, pos)
+}
+
+/// The sequence number a spool in `dir` would give its next record, read without writing anything (a spool
+/// that cannot be opened for writing may still be readable); None when it cannot be read.
+pub fn peek_next_seq(dir: &Path) -> Option<u32> {
+    let b = std::fs::read(dir.join("state")).ok()?;
+    let acked = match b.get(..12) {
+        Some(b) if b.len() == 12 && crc32fast::hash(&b[..8]).to_le_bytes() == b[8..12] => {
+            u32::from_le_bytes([b[4], b[5], b[6], b[7]])
+        }
+        _ => 0,
+    };
+    let mut next = acked.wrapping_add(1).max(1);
+    for e in std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok()) {
+        if e.file_name().to_str().is_some_and(|n| n.ends_with(".seg")) {
+            let data = std::fs::read(e.path()).ok()?;
+            if let Some(&(last, _, _)) = parse(&data).0.last() {
+                next = next.max(last.wrapping_add(1).max(1));
+            }
+        }
+    }
+    Some(next)
 }
 
 fn crc(seq: u32, frame: &[u8]) -> u32 {
@@ -105,7 +173,7 @@ impl Spool {
         let mut spool = Spool {
             dir: dir.to_path_buf(),
             segments: VecDeque::new(),
-            active: None,
+            active: false,
             max_bytes: max_bytes.max(4096),
             segment_bytes: (max_bytes / 8).clamp(4096, 1 << 20),
             fsync,
@@ -115,6 +183,7 @@ impl Spool {
             next_seq: acked_upto.wrapping_add(1).max(1),
             total_bytes: 0,
             dropped: 0,
+            state_dirty: false,
         };
         let mut rec = Recovery::default();
         for id in ids {
@@ -138,25 +207,13 @@ impl Spool {
         let mut f = OpenOptions::new().read(true).write(true).open(path).map_err(io(path))?;
         let mut data = Vec::new();
         f.read_to_end(&mut data).map_err(io(path))?;
-        let mut records = Vec::new();
-        let mut pos = 0usize;
-        while pos + HEADER <= data.len() {
-            let len = u16::from_le_bytes([data[pos], data[pos + 1]]) as usize;
-            let sum = u32::from_le_bytes([data[pos + 2], data[pos + 3], data[pos + 4], data[pos + 5]]);
-            let seq = u32::from_le_bytes([data[pos + 6], data[pos + 7], data[pos + 8], data[pos + 9]]);
-            let end = pos + HEADER + len;
-            if len == 0 || len > MAX_RECORD || end > data.len() || crc(seq, &data[pos + HEADER..end]) != sum {
-                break;
-            }
-            records.push((seq, pos as u64, (HEADER + len) as u32));
-            pos = end;
-        }
+        let (records, pos) = parse(&data);
         let torn = (data.len() - pos) as u64;
         if torn > 0 {
             f.set_len(pos as u64).map_err(io(path))?;
             f.sync_all().map_err(io(path))?;
         }
-        Ok((Segment { id, path: path.to_path_buf(), records, bytes: pos as u64 }, torn))
+        Ok((Segment { id, path: path.to_path_buf(), file: f, records, bytes: pos as u64 }, torn))
     }
 
     fn write_state(&self) -> Result<(), SpoolError> {
@@ -216,45 +273,86 @@ impl Spool {
     ) -> Result<u32, SpoolError> {
         let seq = self.next_seq;
         let mut buf = [0u8; HEADER + MAX_RECORD];
-        let (head, body) = buf.split_at_mut(HEADER);
+        let (_, body) = buf.split_at_mut(HEADER);
         let body: &mut [u8; MAX_RECORD] = body.try_into().map_err(|_| SpoolError::TooLarge(0))?;
         let len = make(seq, body).ok_or(SpoolError::TooLarge(MAX_RECORD + 1))?;
+        self.write_record(seq, &mut buf, len)?;
+        Ok(seq)
+    }
+
+    /// Appends `frame`, already built for `seq` (an alert held in memory while the spool could not take it).
+    /// `seq` must be above `floor_seq`, so records stay in order and none is born acknowledged.
+    pub fn append_frame(&mut self, seq: u32, frame: &[u8]) -> Result<(), SpoolError> {
+        let mut buf = [0u8; HEADER + MAX_RECORD];
+        let body = buf.get_mut(HEADER..HEADER + frame.len()).ok_or(SpoolError::TooLarge(frame.len()))?;
+        body.copy_from_slice(frame);
+        let floor = self.floor_seq();
+        if seq <= floor {
+            return Err(SpoolError::OutOfOrder(seq, floor));
+        }
+        let next = self.next_seq.max(seq.wrapping_add(1).max(1));
+        self.write_record(seq, &mut buf, frame.len())?;
+        self.next_seq = next;
+        Ok(())
+    }
+
+    /// The highest sequence number written or acknowledged: an appended record must be above it.
+    pub fn floor_seq(&self) -> u32 {
+        let last = self.segments.iter().rev().find_map(|s| s.records.last()).map_or(0, |r| r.0);
+        last.max(self.acked_upto)
+    }
+
+    /// Takes the next sequence number without writing a record: for an alert the spool could not take, which
+    /// is sent from memory under the same numbering so acknowledgements stay unambiguous.
+    pub fn reserve_seq(&mut self) -> u32 {
+        let seq = self.next_seq;
+        self.next_seq = seq.wrapping_add(1).max(1);
+        seq
+    }
+
+    /// Numbers from `seq` on (sequence numbers already handed out from memory before this spool was opened).
+    pub fn advance_to(&mut self, seq: u32) {
+        self.next_seq = self.next_seq.max(seq);
+    }
+
+    fn write_record(&mut self, seq: u32, buf: &mut [u8; HEADER + MAX_RECORD], len: usize) -> Result<(), SpoolError> {
         if len == 0 || len > MAX_RECORD {
             return Err(SpoolError::TooLarge(len));
         }
-        head[..2].copy_from_slice(&(len as u16).to_le_bytes());
-        head[2..6].copy_from_slice(&crc(seq, &body[..len]).to_le_bytes());
-        head[6..10].copy_from_slice(&seq.to_le_bytes());
+        let sum = crc(seq, &buf[HEADER..HEADER + len]);
+        buf[..2].copy_from_slice(&(len as u16).to_le_bytes());
+        buf[2..6].copy_from_slice(&sum.to_le_bytes());
+        buf[6..10].copy_from_slice(&seq.to_le_bytes());
         let total = (HEADER + len) as u64;
         while self.total_bytes + total > self.max_bytes && !self.segments.is_empty() {
             self.drop_oldest()?;
         }
         let need_new = match self.segments.back() {
-            Some(s) => self.active.is_none() || s.bytes + total > self.segment_bytes,
+            Some(s) => !self.active || s.bytes + total > self.segment_bytes,
             None => true,
         };
         if need_new {
             let id = self.segments.back().map(|s| s.id + 1).unwrap_or(1);
             let path = self.dir.join(format!("{id:016}.seg"));
-            let f = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
-            self.active = Some(f);
-            self.segments.push_back(Segment { id, path, records: Vec::new(), bytes: 0 });
+            let file = OpenOptions::new().create(true).read(true).append(true).open(&path).map_err(io(&path))?;
+            self.active = true;
+            self.segments.push_back(Segment { id, path, file, records: Vec::new(), bytes: 0 });
         }
-        let (Some(f), Some(seg)) = (self.active.as_mut(), self.segments.back_mut()) else {
+        let Some(seg) = self.segments.back_mut() else {
             return Err(SpoolError::TooLarge(0));
         };
         // One write per record: a crash leaves either the whole record or a torn tail that `scan` drops.
         let fsync = self.fsync;
-        let written = f
+        let written = (&seg.file)
             .write_all(&buf[..total as usize])
-            .and_then(|()| if fsync == Fsync::Always { f.sync_data() } else { Ok(()) });
+            .and_then(|()| if fsync == Fsync::Always { seg.file.sync_data() } else { Ok(()) });
         if let Err(e) = written {
             // A full disk writes part of a record and then fails. Left in place, those bytes would shift every
             // later record away from the offset the index gives it (resends would go out as garbage, and the next
             // start would drop them as torn). So cut the file back to its last whole record; if even that fails,
             // the next append opens a new segment and the torn bytes end this one, where `scan` drops them.
-            if f.set_len(seg.bytes).is_err() {
-                self.active = None;
+            if seg.file.set_len(seg.bytes).is_err() {
+                self.active = false;
             }
             return Err(io(&seg.path)(e));
         }
@@ -262,7 +360,7 @@ impl Spool {
         seg.bytes += total;
         self.total_bytes += total;
         self.next_seq = seq.wrapping_add(1).max(1);
-        Ok(seq)
+        Ok(())
     }
 
     fn drop_oldest(&mut self) -> Result<(), SpoolError> {
@@ -278,18 +376,20 @@ impl Spool {
             }
             self.total_bytes -= seg.bytes;
             if self.segments.is_empty() {
-                self.active = None;
+                self.active = false;
             }
-            std::fs::remove_file(&seg.path).map_err(io(&seg.path))?;
             if lost > 0 {
                 log::warn!("uplink spool full: dropped {lost} unacknowledged alerts (oldest first)");
             }
-            self.write_state()?;
+            self.state_dirty = true;
+            remove(&seg.path)?;
+            self.flush_state()?;
         }
         Ok(())
     }
 
-    /// Marks `seq` acknowledged; frees fully acknowledged segments.
+    /// Marks `seq` acknowledged; frees fully acknowledged segments. When the mark cannot be written, it is kept
+    /// and written by a later ack or `flush_state`, and the error is returned.
     pub fn ack(&mut self, seq: u32) -> Result<bool, SpoolError> {
         if self.is_acked(seq) || seq >= self.next_seq {
             return Ok(false);
@@ -310,10 +410,36 @@ impl Spool {
             self.acked_ahead.retain(|s| *s > a);
         }
         if self.acked_upto != before {
-            self.write_state()?;
-            self.compact()?;
+            self.state_dirty = true;
         }
+        self.flush_state()?;
         Ok(true)
+    }
+
+    /// True while an acknowledgement waits to be written (a read-only or full disk).
+    pub fn state_dirty(&self) -> bool {
+        self.state_dirty
+    }
+
+    /// Writes a pending acknowledgement mark, then frees the segments it covers.
+    pub fn flush_state(&mut self) -> Result<(), SpoolError> {
+        if self.state_dirty {
+            self.write_state()?;
+            self.state_dirty = false;
+        }
+        self.compact()
+    }
+
+    /// False when the folder or the segment being appended to is no longer where the spool put it (deleted or
+    /// replaced under a running appliance): what it holds would not survive a restart.
+    pub fn intact(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(dir) = std::fs::metadata(&self.dir) else { return false };
+        let Some(seg) = self.segments.back() else { return dir.is_dir() };
+        match (std::fs::metadata(&seg.path), seg.file.metadata()) {
+            (Ok(on_disk), Ok(open)) => on_disk.ino() == open.ino() && on_disk.dev() == open.dev(),
+            _ => false,
+        }
     }
 
     /// Deletes segments whose every record is acknowledged (keeping the active one open for appends).
@@ -323,9 +449,11 @@ impl Spool {
             if !done {
                 break;
             }
+            if let Some(seg) = self.segments.front() {
+                remove(&seg.path)?;
+            }
             if let Some(seg) = self.segments.pop_front() {
                 self.total_bytes -= seg.bytes;
-                std::fs::remove_file(&seg.path).map_err(io(&seg.path))?;
             }
         }
         Ok(())
@@ -335,7 +463,7 @@ impl Spool {
     pub fn for_each_pending(&self, mut each: impl FnMut(u32, &[u8]) -> bool) -> Result<(), SpoolError> {
         let mut buf = [0u8; HEADER + MAX_RECORD];
         for seg in &self.segments {
-            let mut f = File::open(&seg.path).map_err(io(&seg.path))?;
+            let mut f = &seg.file;
             for &(seq, off, len) in &seg.records {
                 if self.is_acked(seq) {
                     continue;
@@ -488,6 +616,44 @@ mod tests {
         drop(s);
         let (s, _) = Spool::open(&d, 1 << 20, Fsync::Always).unwrap();
         assert_eq!(pending(&s).iter().map(|p| p.0).collect::<Vec<_>>(), [3, 4]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// Issue 18 defect 2: an ack that cannot be written at all (here directories where both the state file and
+    /// its replacement go, which stops root too) is kept, and once the disk takes it again it is written and
+    /// the segments it covers are freed; before that none is deleted, so no sequence number can come back.
+    #[test]
+    fn an_ack_that_cannot_be_written_is_kept_and_written_once_the_disk_takes_it() {
+        let d = dir("ack-blocked");
+        let (mut s, _) = Spool::open(&d, 32768, Fsync::Always).unwrap();
+        for i in 0..600 {
+            put(&mut s, &format!("payload-{i:04}"));
+        }
+        let segments = |d: &Path| {
+            std::fs::read_dir(d)
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg"))
+                .count()
+        };
+        let before = segments(&d);
+        assert!(before > 2, "{before} segments");
+        std::fs::remove_file(d.join("state")).unwrap();
+        std::fs::create_dir_all(d.join("state").join("x")).unwrap();
+        std::fs::create_dir_all(d.join("state.tmp").join("x")).unwrap();
+        for seq in 1..=600 {
+            assert!(s.ack(seq).is_err(), "the disk takes no state");
+        }
+        assert!(s.state_dirty());
+        assert_eq!((s.pending(), segments(&d)), (0, before), "nothing freed before the ack is written");
+        assert!(s.flush_state().is_err());
+        std::fs::remove_dir_all(d.join("state")).unwrap();
+        std::fs::remove_dir_all(d.join("state.tmp")).unwrap();
+        s.flush_state().unwrap();
+        assert!(!s.state_dirty());
+        assert_eq!(segments(&d), 1);
+        drop(s);
+        let (s, _) = Spool::open(&d, 32768, Fsync::Always).unwrap();
+        assert_eq!((s.pending(), s.next_seq()), (0, 601));
         let _ = std::fs::remove_dir_all(&d);
     }
 

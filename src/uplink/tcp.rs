@@ -70,7 +70,9 @@ async fn session(
     loop {
         // Always set while connected; the fallback only keeps the arm from firing.
         let due = outbox.heartbeat_due().unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let maintain = outbox.maintain_due(Instant::now());
         tokio::select! {
+            _ = tokio::time::sleep_until(maintain) => outbox.maintain(Instant::now()),
             _ = stop.cancelled() => return Ok(()),
             t = input.pop() => {
                 if let Some(frame) = outbox.on_transition(&t) {

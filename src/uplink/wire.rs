@@ -60,12 +60,22 @@ pub mod flags {
     }
 }
 
+/// The heartbeat's `health` bits.
+pub mod health {
+    /// The alert spool cannot be opened or written: alerts are held in memory (and lost beyond its bound).
+    pub const SPOOL: u32 = 1;
+    /// Alerts were lost (`spool_dropped` grew) and not every alert pending since is acknowledged yet.
+    pub const LOSS: u32 = 2;
+}
+
 /// Appliance → collector (version 2).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Up<'a> {
     #[serde(borrow)]
     Alert(Alert<'a>),
-    /// `health`: bit per failing part class (see `telemetry`); `spool_dropped`: alerts lost to a full spool.
+    /// `health`: `health::*` bits; `spool_pending`: alerts not yet acknowledged (spooled or held in memory);
+    /// `spool_dropped`: alerts lost since the appliance started (a full spool's drop-oldest, a full memory queue
+    /// while the spool could not take alerts, a vanished spool's unreadable records).
     Heartbeat { device_id: u32, epoch: u32, ts_ms: u64, health: u32, spool_pending: u32, spool_dropped: u32 },
 }
 

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use ember_edge::event::{Transition, ZoneState, evidence};
 use ember_edge::queue::{Overflow, Pushed, Queue};
 use ember_edge::telemetry::Registry;
-use ember_edge::uplink::spool::{Fsync, Spool};
+use ember_edge::uplink::spool::{Fsync, Place, Spool};
 use ember_edge::uplink::{UplinkCounters, UplinkTask};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -88,6 +88,9 @@ async fn run_async(args: Args) -> anyhow::Result<serde_json::Value> {
         connected: reg.gauge("connected", "", &[]),
         spool_bytes: reg.gauge("spool_bytes", "", &[]),
         rejected_acks: reg.counter("rejected_acks", "", &[]),
+        in_memory: reg.gauge("in_memory", "", &[]),
+        spool_trouble: reg.gauge("spool_trouble", "", &[]),
+        lost: reg.counter("lost", "", &[]),
     };
     let (sent, acked, pending, dropped, reconnects) = (
         counters.sent.clone(),
@@ -106,7 +109,8 @@ async fn run_async(args: Args) -> anyhow::Result<serde_json::Value> {
         key,
         zone_names: Arc::new(vec!["loadtest".into()]),
         input: input.clone(),
-        spool,
+        spool: Ok(spool),
+        place: Place { dir: args.spool.clone(), max_bytes: args.spool_max_bytes, fsync },
         reconnect_min: Duration::from_millis(50),
         reconnect_max: Duration::from_millis(1000),
         heartbeat: Duration::from_secs_f64(args.heartbeat_secs.max(0.1)),
