@@ -40,6 +40,38 @@ pub fn rgb_to_yuyv(rgb: &[u8], out_w: usize, w: usize, h: usize, out: &mut Vec<u
     }
 }
 
+/// YUYV (Y0 U Y1 V per pixel pair) → RGB24 into `out`, which is cleared first: nothing is allocated when its
+/// capacity already holds w×h×3 bytes. A short input converts the whole pairs it has.
+pub fn yuyv_to_rgb(yuyv: &[u8], w: usize, h: usize, out: &mut Vec<u8>) {
+    out.clear();
+    let len = (w * h * 2).min(yuyv.len());
+    for p in yuyv[..len].chunks_exact(4) {
+        out.extend_from_slice(&yuv_to_rgb(p[0], p[1], p[3]));
+        out.extend_from_slice(&yuv_to_rgb(p[2], p[1], p[3]));
+    }
+}
+
+/// [`rgb_to_yuyv`] in place: the w×h RGB24 picture at the start of `buf` becomes (w & !1)×h YUYV (an odd last
+/// column is dropped); returns that width. Each pair is read before its bytes are written, and the output
+/// never overtakes the input (2 bytes per pixel against 3), so no scratch buffer is needed.
+pub fn rgb_to_yuyv_in_place(buf: &mut [u8], w: usize, h: usize) -> usize {
+    let ow = w & !1;
+    if buf.len() < w * h * 3 {
+        return 0;
+    }
+    let mut o = 0;
+    for y in 0..h {
+        for x in (0..ow).step_by(2) {
+            let i = (y * w + x) * 3;
+            let (y0, u, v) = rgb_to_yuv(buf[i], buf[i + 1], buf[i + 2]);
+            let (y1, _, _) = rgb_to_yuv(buf[i + 3], buf[i + 4], buf[i + 5]);
+            buf[o..o + 4].copy_from_slice(&[y0, u, y1, v]);
+            o += 4;
+        }
+    }
+    ow
+}
+
 /// Nearest-neighbour resize of an RGB24 image.
 pub fn resize_rgb(src: &[u8], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec<u8> {
     let mut out = vec![0u8; dw * dh * 3];
@@ -100,6 +132,37 @@ mod tests {
         let (y1, _, _) = rgb_to_yuv(0, 0, 255);
         assert_eq!(&out[..4], &[y0, u0, y1, v0]);
         assert_eq!(out.len(), 8);
+    }
+
+    #[test]
+    fn yuyv_back_to_rgb_keeps_the_picture_within_rounding_and_reuses_the_buffer() {
+        let rgb: Vec<u8> = (0..8 * 2).flat_map(|i| [(i * 16) as u8, 200 - (i * 9) as u8, 60]).collect();
+        let mut yuyv = Vec::new();
+        rgb_to_yuyv(&rgb, 8, 8, 2, &mut yuyv);
+        let mut back = Vec::with_capacity(8 * 2 * 3);
+        let before = back.as_ptr();
+        yuyv_to_rgb(&yuyv, 8, 2, &mut back);
+        assert_eq!(back.len(), rgb.len());
+        assert_eq!(back.as_ptr(), before, "converted within the reserved capacity");
+        // Luma is per pixel; the right pixel of a pair takes its left neighbour's chroma, so allow for that.
+        for (i, (a, b)) in rgb.chunks(3).zip(back.chunks(3)).enumerate() {
+            let tol = if i % 2 == 0 { 4 } else { 40 };
+            for c in 0..3 {
+                assert!((i32::from(a[c]) - i32::from(b[c])).abs() <= tol, "pixel {i}: {a:?} vs {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn in_place_yuyv_equals_the_copying_conversion() {
+        for (w, h) in [(8, 3), (7, 4), (2, 1)] {
+            let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 37 % 251) as u8).collect();
+            let mut copied = Vec::new();
+            rgb_to_yuyv(&rgb, w & !1, w, h, &mut copied);
+            let mut buf = rgb.clone();
+            assert_eq!(rgb_to_yuyv_in_place(&mut buf, w, h), w & !1);
+            assert_eq!(&buf[..copied.len()], &copied[..], "{w}x{h}");
+        }
     }
 
     #[test]

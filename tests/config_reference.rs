@@ -25,7 +25,6 @@ const WORKING_VALUES: &[&str] = &[
     "telemetry.basic_auth",
     "cameras[0].path",
     "cameras[0].fps",
-    "cameras[0].detector",
     "cameras[0].min_fps",
     "cameras[0].replay_size",
     "cameras[1].url",

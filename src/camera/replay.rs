@@ -206,6 +206,12 @@ impl Replay {
     /// Like `run`; with `size` = [w, h], every frame is scaled to w×h (nearest neighbour) to stand in for a
     /// camera of that resolution. The decode goes through one scratch buffer allocated here, once.
     pub async fn run_sized(self, size: Option<[usize; 2]>, stop: CancellationToken) -> anyhow::Result<()> {
+        self.run_as(size, false, stop).await
+    }
+
+    /// Like `run_sized`; with `yuyv`, each decoded frame is converted in place to YUYV and handed on as such,
+    /// as a V4L2 webcam in YUYV delivers it (the webcam's path, without a webcam).
+    pub async fn run_as(self, size: Option<[usize; 2]>, yuyv: bool, stop: CancellationToken) -> anyhow::Result<()> {
         let mut scratch = match size {
             Some(_) => vec![0u8; PixelFormat::Rgb24.frame_len(self.max_width, self.max_height)],
             None => Vec::new(),
@@ -284,9 +290,14 @@ impl Replay {
                     seq += 1;
                     frame.meta.camera = self.camera;
                     frame.meta.seq = seq;
-                    frame.meta.width = w;
                     frame.meta.height = h;
-                    frame.meta.format = PixelFormat::Rgb24;
+                    if yuyv {
+                        frame.meta.width = crate::pixels::rgb_to_yuyv_in_place(frame.buffer_mut(), w, h);
+                        frame.meta.format = PixelFormat::Yuyv;
+                    } else {
+                        frame.meta.width = w;
+                        frame.meta.format = PixelFormat::Rgb24;
+                    }
                     frame.meta.captured = tokio::time::Instant::now();
                     self.counters.captured.inc();
                     self.out.put(frame);

@@ -14,7 +14,7 @@ use super::rate::Rate;
 use super::replay::{Replay, ReplayCounters, ReplaySet};
 use super::watch::{CameraWatch, WatchMetrics};
 use super::{Latest, Tap, mjpeg_http};
-use crate::config::{Camera, CameraSource};
+use crate::config::{Camera, CameraSource, ReplayFormat};
 use crate::event::Observation;
 use crate::frame::{Frame, FramePool, PixelFormat};
 use crate::queue::Queue;
@@ -99,6 +99,7 @@ pub fn build(cam: &Camera, ctx: CameraCtx<'_>) -> anyhow::Result<BuiltCamera> {
             let (name, max_width, max_height, out) =
                 (cam.name.clone(), cam.max_width, cam.max_height, Arc::clone(&out));
             let (max_jpeg_bytes, size) = (cam.max_jpeg_bytes, cam.replay_size);
+            let yuyv = cam.replay_format == ReplayFormat::Yuyv;
             SourceTask {
                 stale_after: Some(Duration::from_secs_f64((5.0 / cam.min_fps()).max(5.0))),
                 run: Box::new(move |part, stop| {
@@ -115,7 +116,7 @@ pub fn build(cam: &Camera, ctx: CameraCtx<'_>) -> anyhow::Result<BuiltCamera> {
                         part,
                         max_jpeg_bytes,
                     };
-                    Box::pin(replay.run_sized(size, stop))
+                    Box::pin(replay.run_as(size, yuyv, stop))
                 }),
             }
         }

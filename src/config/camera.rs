@@ -30,14 +30,26 @@ pub enum CaptureFormat {
     Mjpeg,
 }
 
+/// How a replay camera hands its frames to detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayFormat {
+    /// Decoded RGB, as every JPEG source delivers.
+    Rgb,
+    /// Converted to YUYV as a V4L2 webcam in YUYV delivers it: a webcam's path (detector, live view, night
+    /// mode) without a webcam.
+    Yuyv,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DetectorKind {
-    /// EmberEye's HSV colour heuristic, bit-exact, for comparison with existing installs.
+    /// EmberEye's HSV colour heuristic, bit-exact, for comparison with existing installs; an opt-in
+    /// compatibility mode that reads RGB frames only (a YUYV camera with it is a config error).
     Embereye,
     /// Colour classes, fire/smoke regions and a small learned scorer on a fixed sample grid, confirmed over
-    /// frames (persistence plus flicker or growth); reads RGB and YUYV. See docs/DETECTOR.md. Also accepted
-    /// under its old name "default" (deprecated: it never was the default, `embereye` is).
+    /// frames (persistence plus flicker or growth); reads every pixel format the sources deliver (RGB and YUYV),
+    /// so it is the default. See docs/DETECTOR.md. Also accepted under its old name "default" (deprecated).
     #[serde(alias = "default")]
     Grid,
     /// The TFLite CNN of `[model]` (feature `tflite`) on the grid detector's candidate regions, with the same
@@ -104,13 +116,17 @@ pub struct Camera {
     /// Largest frame height accepted. Default 480.
     #[serde(default = "default_height")]
     pub max_height: usize,
-    /// Which detector scores this camera's frames: "embereye", "grid" or "model". Default "embereye".
+    /// Which detector scores this camera's frames: "grid", "model" or "embereye". Default "grid", which reads
+    /// every pixel format; "embereye" reads RGB only.
     #[serde(default = "default_detector")]
     pub detector: DetectorKind,
     /// Replay only: scale every frame to this [width, height] (nearest neighbour), to stand in for a camera of
     /// that resolution; must fit max_width x max_height. Unset: frames keep their own size.
     #[serde(default)]
     pub replay_size: Option<[usize; 2]>,
+    /// Replay only: "rgb" or "yuyv" (frames converted to YUYV, as a V4L2 webcam delivers them). Default "rgb".
+    #[serde(default = "default_replay_format")]
+    pub replay_format: ReplayFormat,
     /// Areas the grid detector ignores (e.g. a lamp, a window at sunset), each `[x0, y0, x1, y1]` in
     /// relative frame coordinates 0..1 with x0 < x1 and y0 < y1. Default none.
     #[serde(default)]
@@ -121,6 +137,42 @@ impl Camera {
     /// The floor of the adaptive rate.
     pub fn min_fps(&self) -> f64 {
         self.min_fps.unwrap_or((self.fps / 5.0).max(0.2)).min(self.fps)
+    }
+}
+
+/// The pixel layout a camera's frames reach the detector in, once decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveredFormat {
+    Rgb,
+    Yuyv,
+}
+
+impl DeliveredFormat {
+    fn describe(self) -> &'static str {
+        match self {
+            DeliveredFormat::Rgb => "RGB frames",
+            DeliveredFormat::Yuyv => {
+                "YUYV frames (a v4l2 camera in format = \"yuyv\", its default, or a replay with replay_format = \"yuyv\")"
+            }
+        }
+    }
+}
+
+/// What the camera's source hands detection: JPEG sources are decoded to RGB, a V4L2 camera in YUYV passes
+/// its frames through as YUYV.
+pub fn delivered_format(cam: &Camera) -> DeliveredFormat {
+    match (cam.source, cam.format) {
+        (CameraSource::V4l2, CaptureFormat::Yuyv) => DeliveredFormat::Yuyv,
+        (CameraSource::Replay, _) if cam.replay_format == ReplayFormat::Yuyv => DeliveredFormat::Yuyv,
+        _ => DeliveredFormat::Rgb,
+    }
+}
+
+/// Whether `kind` can score frames of `format` (the frames `ember_detect_unsupported_total` would count).
+pub fn detector_reads(kind: DetectorKind, format: DeliveredFormat) -> bool {
+    match kind {
+        DetectorKind::Embereye => format == DeliveredFormat::Rgb,
+        DetectorKind::Grid | DetectorKind::Model => true,
     }
 }
 
@@ -158,8 +210,11 @@ fn default_video_device() -> String {
 fn default_capture_format() -> CaptureFormat {
     CaptureFormat::Yuyv
 }
+fn default_replay_format() -> ReplayFormat {
+    ReplayFormat::Rgb
+}
 fn default_detector() -> DetectorKind {
-    DetectorKind::Embereye
+    DetectorKind::Grid
 }
 
 /// Deprecated spellings that still load (each reported as a warning): `detector = "grid"`. Read from the raw
@@ -172,8 +227,8 @@ pub(super) fn deprecations(text: &str) -> Vec<(Vec<PathSeg>, String)> {
         if cam.get("detector").and_then(|d| d.as_str()) == Some("default") {
             out.push((
                 vec![key("cameras"), PathSeg::Index(i), key("detector")],
-                "detector \"default\" is deprecated: it names the grid detector, write detector = \"grid\" \
-                 (the default detector is \"embereye\")"
+                "detector \"default\" is deprecated: it is the old name of the grid detector (which is also \
+                 what a camera gets without `detector`); write detector = \"grid\" or leave the key out"
                     .into(),
             ));
         }
@@ -206,6 +261,12 @@ pub(super) fn validate(cameras: &[Camera], base_dir: &Path, push: &mut impl FnMu
             push(at("max_height"), format!("max_height must be 16..=4096, got {}", cam.max_height));
         }
         validate_camera_source(cam, base_dir, &at, push);
+        if cam.replay_format != ReplayFormat::Rgb && cam.source != CameraSource::Replay {
+            push(
+                at("replay_format"),
+                "`replay_format` is only for source = \"replay\" (a v4l2 camera has `format`)".into(),
+            );
+        }
         if let Some([w, h]) = cam.replay_size
             && !(16..=cam.max_width).contains(&w) | !(16..=cam.max_height).contains(&h)
         {
@@ -232,6 +293,18 @@ pub(super) fn validate(cameras: &[Camera], base_dir: &Path, push: &mut impl FnMu
             if !(16..=cam.max_height).contains(&cam.height) {
                 push(at("height"), format!("height must be 16..=max_height ({}), got {}", cam.max_height, cam.height));
             }
+        }
+        let format = delivered_format(cam);
+        if !detector_reads(cam.detector, format) {
+            push(
+                at("detector"),
+                format!(
+                    "detector \"embereye\" reads RGB frames only and this camera delivers {}: it would never score \
+                     a frame; use detector = \"grid\" (the default, reads every format) or RGB frames (format = \
+                     \"mjpeg\")",
+                    format.describe()
+                ),
+            );
         }
         for (j, m) in cam.mask.iter().enumerate() {
             let [x0, y0, x1, y1] = *m;

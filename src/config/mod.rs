@@ -195,6 +195,39 @@ mod tests {
         assert!(w[0].starts_with("a.toml:8:") && w[0].contains("deprecated"), "{w:?}");
 
         let l = load_str("a.toml", CAMERA, Path::new(".")).unwrap_or_else(|p| panic!("{p:?}"));
-        assert_eq!(l.config.cameras[0].detector, DetectorKind::Embereye, "the default detector is unchanged");
+        assert_eq!(l.config.cameras[0].detector, DetectorKind::Grid, "a camera without `detector` is never blind");
+        let l = load_str("a.toml", &format!("{CAMERA}detector = \"embereye\"\n"), Path::new("."))
+            .unwrap_or_else(|p| panic!("{p:?}"));
+        assert_eq!(l.config.cameras[0].detector, DetectorKind::Embereye, "the heuristic stays as an opt-in");
+    }
+
+    const V4L2: &str = "[[zones]]\nname = \"z\"\ncameras = [\"u\"]\n[[cameras]]\nname = \"u\"\nsource = \"v4l2\"\n";
+
+    fn problems(text: &str) -> Vec<String> {
+        match load_str("a.toml", text, Path::new(".")) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_detector_that_cannot_read_the_cameras_frames_is_a_located_error() {
+        // The v4l2 default format is YUYV, which EmberEye's heuristic cannot read: the camera would be blind.
+        let p = problems(&format!("{V4L2}detector = \"embereye\"\n"));
+        let blind: Vec<&String> = p.iter().filter(|m| m.contains("never score")).collect();
+        assert_eq!(blind.len(), 1, "{p:?}");
+        assert!(blind[0].starts_with("a.toml:7:1: detector \"embereye\" reads RGB frames only"), "{p:?}");
+        let p = problems(&format!("{V4L2}format = \"yuyv\"\ndetector = \"embereye\"\n"));
+        assert!(p.iter().any(|m| m.starts_with("a.toml:8:1:") && m.contains("never score")), "{p:?}");
+
+        // Every pair that can score loads without that error.
+        for lines in
+            ["", "detector = \"grid\"\n", "detector = \"model\"\n", "format = \"mjpeg\"\ndetector = \"embereye\"\n"]
+        {
+            let p = problems(&format!("{V4L2}{lines}"));
+            assert!(!p.iter().any(|m| m.contains("never score")), "{lines}: {p:?}");
+        }
+        let p = problems(&format!("{CAMERA}detector = \"embereye\"\n"));
+        assert!(p.is_empty(), "{p:?}");
     }
 }
