@@ -177,7 +177,8 @@ impl App {
             app.spawn(&format!("camera:{}", cam.name), source.stale_after, move |part, stop| source.run(part, stop));
             let detect = DetectTask {
                 camera: i,
-                detector: Detector::from_config(cam, &c.model, &loaded.base_dir, &registry),
+                detector: Detector::from_config(cam, &c.model, &loaded.base_dir, &registry).into(),
+                name: cam.name.clone(),
                 input: frames,
                 output: observations.clone(),
                 watch,

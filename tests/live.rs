@@ -252,3 +252,100 @@ async fn status_shows_zones_devices_alerts_and_a_dead_camera() {
     .unwrap();
     app.shutdown().await;
 }
+
+/// A fixture fire photograph as an IR camera delivers it: grey (BT.601 luma), one JPEG channel.
+fn grey_jpeg(name: &str) -> Vec<u8> {
+    let bytes =
+        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/frames").join(name))
+            .unwrap();
+    let mut rgb = Vec::new();
+    let (w, h) =
+        ember_edge::pixels::load_rgb(&mut ember_edge::camera::jpeg::JpegDecoder::new(), &bytes, &mut rgb).unwrap();
+    let luma: Vec<u8> = rgb
+        .chunks(3)
+        .map(|p| ((77 * u32::from(p[0]) + 150 * u32::from(p[1]) + 29 * u32::from(p[2]) + 128) >> 8) as u8)
+        .collect();
+    let mut jpeg = Vec::new();
+    jpeg_encoder::Encoder::new(&mut jpeg, 85).encode(&luma, w as u16, h as u16, jpeg_encoder::ColorType::Luma).unwrap();
+    jpeg
+}
+
+/// A snapshot decoded: (width, height, RGB).
+fn snapshot(addr: SocketAddr, camera: &str) -> (usize, usize, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET /cameras/{camera}/snapshot.jpg HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut r = Vec::new();
+    s.read_to_end(&mut r).unwrap();
+    let at = r.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(r.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&r[..at]));
+    let mut px = Vec::new();
+    let (w, h) =
+        ember_edge::pixels::load_rgb(&mut ember_edge::camera::jpeg::JpegDecoder::new(), &r[at..], &mut px).unwrap();
+    (w, h, px)
+}
+
+/// A webcam's path without a webcam (`replay_format = "yuyv"`): a YUYV camera has a live view in colour
+/// (converted, not dropped) and scores its frames; a YUYV camera whose pictures are grey (the fixture fire
+/// photographs converted to grey, as an IR camera sees them) goes to night mode, shown in /cameras, in
+/// /api/status as information (not trouble) and in ember_camera_mode, and its zone never leaves normal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_yuyv_camera_has_a_live_view_and_a_grey_one_is_in_night_mode_without_evidence() {
+    let dir = std::env::temp_dir().join(format!("ember-live-ir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fire =
+        ["rf-fire8_img_417_be4ce5.jpg", "rf-indoorfire_image415_68a572.jpg", "rf-indoorfire_image453_0b89e4.jpg"];
+    for (i, name) in fire.iter().enumerate() {
+        std::fs::write(dir.join(format!("{i}.jpg")), grey_jpeg(name)).unwrap();
+    }
+    let text = format!(
+        "[telemetry]\nlisten = \"127.0.0.1:0\"\n[sensors]\nlisten = [\"127.0.0.1:0\"]\n\
+         [[cameras]]\nname = \"webcam\"\nsource = \"replay\"\npath = \"builtin:demo\"\nfps = 10.0\nreplay_format = \"yuyv\"\n\
+         [[cameras]]\nname = \"ir\"\nsource = \"replay\"\npath = \"{}\"\nfps = 10.0\nreplay_format = \"yuyv\"\n\
+         [[zones]]\nname = \"room\"\ncameras = [\"webcam\"]\n\
+         [[zones]]\nname = \"yard\"\ncameras = [\"ir\"]\nmin_sources = 1\nvision_alone_alarms = true\n",
+        dir.display()
+    );
+    let app = start(&text).await;
+    let addr = app.telemetry_addr;
+    tokio::task::spawn_blocking(move || {
+        let (w, h, px) = snapshot(addr, "webcam");
+        assert!(w >= 416 && h >= 416 && w % 2 == 0, "{w}x{h}");
+        let chroma =
+            ember_edge::detect::night::Chroma::measure(&px, w, h, ember_edge::frame::PixelFormat::Rgb24).unwrap();
+        assert!(!chroma.is_grey(), "the YUYV preview keeps its colour: {chroma:?}");
+        let (w, h, px) = snapshot(addr, "ir");
+        assert!(ember_edge::detect::night::is_grey(&px, w, h, ember_edge::frame::PixelFormat::Rgb24));
+
+        let deadline = Instant::now() + scaled(Duration::from_secs(15));
+        let status = loop {
+            let (_, body) = http_get(addr, "/api/status");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["zones"][1]["state"], "normal", "grey frames raised the zone: {v}");
+            if v["cameras"][1]["mode"] == "night" && metric(addr, "ember_detect_frames_total{camera=\"ir\"}") >= 20.0 {
+                break v;
+            }
+            assert!(Instant::now() < deadline, "the grey camera never went to night mode: {v}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(status["cameras"][0]["mode"], "day", "{status}");
+        let info: Vec<&str> = status["info"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+        assert_eq!(info.len(), 1, "{status}");
+        assert!(info[0].starts_with("camera ir: night mode"), "{status}");
+        let trouble = status["trouble"].to_string();
+        assert!(!trouble.contains("ir"), "night mode is not trouble: {status}");
+        assert!(status["alerts"].as_array().unwrap().iter().all(|a| a["zone"] != "yard"), "{status}");
+        let (_, cams) = http_get(addr, "/cameras");
+        assert!(cams.contains("\"mode\":\"night\"") && cams.contains("\"mode\":\"day\""), "{cams}");
+        assert_eq!(metric(addr, "ember_camera_mode{camera=\"ir\"}"), 1.0);
+        assert_eq!(metric(addr, "ember_camera_mode{camera=\"webcam\"}"), 0.0);
+        assert_eq!(metric(addr, "ember_vision_score{camera=\"ir\"}"), 0.0);
+        assert!(metric(addr, "ember_detect_frames_total{camera=\"webcam\"}") >= 1.0);
+        assert_eq!(metric(addr, "ember_detect_unsupported_total{camera=\"webcam\"}"), 0.0);
+        let (_, page) = http_get(addr, "/");
+        assert!(page.contains("id=\"info\"") && page.contains("c.mode"), "the page shows mode and information");
+    })
+    .await
+    .unwrap();
+    app.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,6 +10,7 @@ pub mod grid_weights;
 #[cfg(feature = "tflite")]
 mod litert;
 pub mod model_input;
+pub mod night;
 pub mod temporal;
 #[cfg(feature = "tflite")]
 pub mod tflite;
@@ -90,6 +91,7 @@ impl Scored {
             frame_score: self.frame_score,
             regions: self.regions,
             n_regions: self.n_regions,
+            night: false,
         }
     }
 }
@@ -105,6 +107,8 @@ pub struct Detections {
     pub frame_score: f32,
     regions: [grid::Region; grid::MAX_REGIONS],
     n_regions: usize,
+    /// The camera is in night mode (grey/IR pictures): the score is 0 whatever the picture shows.
+    pub night: bool,
 }
 
 impl Detections {
@@ -150,6 +154,19 @@ impl Detector {
         Detector::Model(Box::new(cnn::ModelDetector::load(spec, &rel_rects(masks), counters)), Box::default())
     }
 
+    /// Whether this detector can score frames of `format` (config refuses a camera whose frames it cannot).
+    pub fn reads(&self, format: PixelFormat) -> bool {
+        !matches!(self, Detector::EmberEye(_)) || format == PixelFormat::Rgb24
+    }
+
+    /// Forgets the confirmation over frames (a pixel-ratio detector has none).
+    pub fn reset_confirmation(&mut self) {
+        match self {
+            Detector::EmberEye(_) => {}
+            Detector::Grid(_, t) | Detector::Model(_, t) => t.reset(),
+        }
+    }
+
     /// Scores one frame of a live camera at `now`; None for a pixel format this detector cannot read.
     pub fn score(&mut self, frame: &Frame, now: tokio::time::Instant) -> Option<Scored> {
         let (w, h) = (frame.meta.width, frame.meta.height);
@@ -173,6 +190,58 @@ impl Detector {
     }
 }
 
+/// A camera's vision stage: its detector behind the day/night gate. Colour evidence is withheld (score 0, the
+/// detector not even run) on a grey frame and while the camera is in night mode; the zone then relies on its
+/// thermal and smoke sources. The appliance's detect task and `ember-tools eval clips` both go through this.
+pub struct Vision {
+    pub detector: Detector,
+    pub day_night: night::DayNight,
+}
+
+impl From<Detector> for Vision {
+    fn from(detector: Detector) -> Self {
+        Vision { detector, day_night: night::DayNight::default() }
+    }
+}
+
+/// One frame through [`Vision`].
+#[derive(Debug, Clone, Copy)]
+pub struct Analysed {
+    pub scored: Scored,
+    /// This frame was grey.
+    pub grey: bool,
+    /// The camera's mode after this frame, and whether this frame changed it.
+    pub mode: night::Mode,
+    pub changed: bool,
+}
+
+impl Analysed {
+    /// What this frame publishes for display.
+    pub fn detections(&self, frame: u64) -> Detections {
+        Detections { night: self.mode == night::Mode::Night, ..self.scored.detections(frame) }
+    }
+}
+
+impl Vision {
+    /// One frame at `now`; None for a pixel format the detector cannot read.
+    pub fn analyse(&mut self, frame: &Frame, now: tokio::time::Instant) -> Option<Analysed> {
+        let m = &frame.meta;
+        if !self.detector.reads(m.format) {
+            return None;
+        }
+        let grey = night::is_grey(frame.pixels(), m.width, m.height, m.format);
+        let changed = self.day_night.update(grey).is_some();
+        let mode = self.day_night.mode();
+        let scored = if self.day_night.withholds(grey) {
+            self.detector.reset_confirmation();
+            Scored::ratio(0.0, 0, 0)
+        } else {
+            self.detector.score(frame, now)?
+        };
+        Some(Analysed { scored, grey, mode, changed })
+    }
+}
+
 fn rel_rects(masks: &[[f32; 4]]) -> Vec<grid::RelRect> {
     masks.iter().map(|&[x0, y0, x1, y1]| grid::RelRect { x0, y0, x1, y1 }).collect()
 }
@@ -182,6 +251,7 @@ pub struct DetectCounters {
     pub nanos: Counter,
     pub unsupported: Counter,
     pub score: Gauge,
+    pub mode: Gauge,
 }
 
 impl DetectCounters {
@@ -197,13 +267,21 @@ impl DetectCounters {
                 &l,
             ),
             score: reg.gauge("ember_vision_score", "Last detector score (0..1).", &l),
+            mode: reg.gauge(
+                "ember_camera_mode",
+                "Camera picture mode: 0 day (colour), 1 night (grey/IR pictures: vision gives no fire evidence).",
+                &l,
+            ),
         }
     }
 }
 
 pub struct DetectTask {
     pub camera: usize,
-    pub detector: Detector,
+    /// The camera's detector behind its day/night gate.
+    pub detector: Vision,
+    /// The camera's name, for the log.
+    pub name: String,
     pub input: Arc<Latest<Frame>>,
     pub output: Queue<Observation>,
     pub counters: DetectCounters,
@@ -230,18 +308,30 @@ impl DetectTask {
             };
             part.beat();
             let started = std::time::Instant::now();
-            let Some(scored) = self.detector.score(&frame, frame.meta.captured) else {
+            let Some(a) = self.detector.analyse(&frame, frame.meta.captured) else {
                 self.counters.unsupported.inc();
                 continue;
             };
-            let score = scored.score;
+            if a.changed {
+                self.counters.mode.set(a.mode as u8 as f64);
+                // Information, not trouble: the camera works, its pictures just carry no colour.
+                match a.mode {
+                    night::Mode::Night => log::info!(
+                        "camera {}: night mode (grey pictures): vision gives no fire evidence; its zones rely on \
+                         their thermal and smoke sources",
+                        self.name
+                    ),
+                    night::Mode::Day => log::info!("camera {}: day mode (colour pictures)", self.name),
+                }
+            }
+            let score = a.scored.score;
             let busy = started.elapsed();
             self.counters.nanos.add(busy.as_nanos() as u64);
             self.watch.frame(tokio::time::Instant::now(), &frame, busy);
             self.counters.frames.inc();
             self.counters.score.set(score as f64);
             if let Some(sink) = &self.sink {
-                sink.offer(&scored.detections(frame.meta.seq));
+                sink.offer(&a.detections(frame.meta.seq));
             }
             self.output.push(Observation::Vision(VisionScore {
                 camera: self.camera,

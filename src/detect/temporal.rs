@@ -85,6 +85,13 @@ impl Temporal {
         Temporal { cfg, ring: [EMPTY; RING], head: 0 }
     }
 
+    /// Forgets every remembered frame: confirmation starts over (after frames whose colour evidence was
+    /// withheld, e.g. a camera's night mode).
+    pub fn reset(&mut self) {
+        self.ring = [EMPTY; RING];
+        self.head = 0;
+    }
+
     pub fn update(&mut self, r: &GridResult, now: Instant) -> Verdict {
         self.ring[self.head] = Entry {
             at: Some(now),

@@ -4,7 +4,7 @@
 //! skip the frame (counted), and encoding happens on its own thread, off the async runtime. The detector's
 //! latest result arrives as plain `detect::Detections` (this is its `DetectionSink`) and becomes overlay boxes here.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -97,6 +97,8 @@ pub struct CameraLive {
     rx: [watch::Receiver<Option<Shared>>; 2],
     /// The detector's latest result, as the overlay draws it.
     boxes: Mutex<Boxes>,
+    /// The camera is in night mode (grey pictures, no colour evidence), as detection last said.
+    night: AtomicBool,
     /// Devices whose thermal grid the overlay shows (those sharing a zone with this camera).
     thermal: Vec<usize>,
     devices: Arc<Devices>,
@@ -139,6 +141,7 @@ impl CameraLive {
             fan: [Mutex::new(plain), Mutex::new(over)],
             rx,
             boxes: Mutex::new(Boxes::default()),
+            night: AtomicBool::new(false),
             thermal,
             devices,
             quality: quality.clamp(1, 100),
@@ -194,7 +197,18 @@ impl CameraLive {
         self.boxes.lock().unwrap_or_else(|p| p.into_inner()).score
     }
 
-    fn copy_in(&self, px: &[u8], w: usize, h: usize) {
+    /// The camera's picture mode as detection last reported it.
+    pub fn mode(&self) -> crate::detect::night::Mode {
+        if self.night.load(Ordering::Relaxed) {
+            crate::detect::night::Mode::Night
+        } else {
+            crate::detect::night::Mode::Day
+        }
+    }
+
+    /// Copies (RGB) or converts (YUYV, for the RGB encoder) a frame into a free preview buffer.
+    fn copy_in(&self, f: &Frame) {
+        let (px, w, h) = (f.pixels(), f.meta.width, f.meta.height);
         let b = {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             // An older copy the encoder has not taken yet is overwritten: newest wins.
@@ -206,9 +220,14 @@ impl CameraLive {
         };
         {
             let mut buf = self.bufs[b].lock().unwrap_or_else(|p| p.into_inner());
-            buf.px.clear();
-            // Within the capacity reserved at start for the largest frame: no allocation.
-            buf.px.extend_from_slice(px);
+            // Within the capacity reserved at start for the largest RGB frame: no allocation.
+            match f.meta.format {
+                PixelFormat::Rgb24 => {
+                    buf.px.clear();
+                    buf.px.extend_from_slice(px);
+                }
+                PixelFormat::Yuyv => crate::pixels::yuyv_to_rgb(px, w, h, &mut buf.px),
+            }
             buf.w = w;
             buf.h = h;
         }
@@ -306,7 +325,7 @@ impl crate::camera::Tap<Frame> for CameraLive {
             self.interval_ns.store(next.to_bits(), Ordering::Relaxed);
         }
         self.size.store(((f.meta.width as u64) << 32) | f.meta.height as u64, Ordering::Relaxed);
-        if self.viewers() == 0 || f.meta.format != PixelFormat::Rgb24 {
+        if self.viewers() == 0 {
             return;
         }
         // At most once per frame interval (with slack for jitter), however fast the source delivers.
@@ -320,7 +339,7 @@ impl crate::camera::Tap<Frame> for CameraLive {
             self.counters.skipped.inc();
         }
         self.last_copy_ns.store(now, Ordering::Relaxed);
-        self.copy_in(f.pixels(), f.meta.width, f.meta.height);
+        self.copy_in(f);
     }
 }
 
@@ -329,6 +348,7 @@ impl crate::detect::DetectionSink for CameraLive {
     fn offer(&self, d: &crate::detect::Detections) {
         let boxes = Boxes::from_detections(d);
         *self.boxes.lock().unwrap_or_else(|p| p.into_inner()) = boxes;
+        self.night.store(d.night, Ordering::Relaxed);
     }
 }
 

@@ -186,6 +186,7 @@ impl Live {
                     "fps": (c.measured_fps() * 10.0).round() / 10.0, "fps_config": c.fps,
                     "width": w, "height": h, "frames": c.frames(), "viewers": self.limits.viewers(c.index),
                     "score": (c.detection_score() as f64 * 1000.0).round() / 1000.0,
+                    "mode": c.mode().as_str(),
                     "snapshot": format!("/cameras/{}/snapshot.jpg", c.name),
                     "stream": format!("/cameras/{}/stream.mjpg", c.name),
                 })
@@ -213,10 +214,19 @@ impl Live {
                     "height": crate::sensor::proto::GRID_H, "celsius": cells}) } else { serde_json::Value::Null },
             }));
         }
+        // Night mode is information, not trouble: the camera works, its pictures carry no colour.
+        let mut info: Vec<String> = Vec::new();
         for c in &self.cameras {
             let s = self.camera_state(c);
             if s == "stalled" || s == "failed" {
                 trouble.push(format!("camera {}: {s}", c.name));
+            }
+            if c.mode() == crate::detect::night::Mode::Night {
+                info.push(format!(
+                    "camera {}: night mode (grey pictures): vision gives no fire evidence, its zones rely on \
+                     thermal and smoke sources",
+                    c.name
+                ));
             }
         }
         serde_json::json!({
@@ -226,6 +236,7 @@ impl Live {
             "cameras": self.cameras_json(),
             "devices": devices,
             "trouble": trouble,
+            "info": info,
             "alerts": self.board.alerts_json(),
         })
     }
