@@ -110,10 +110,11 @@ mod v4l2 {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use ember_edge::app::{App, Overrides};
     use ember_edge::camera::Latest;
     use ember_edge::camera::rate::Rate;
     use ember_edge::camera::v4l2::{V4l2Camera, V4l2Counters, negotiate};
-    use ember_edge::config::CaptureFormat;
+    use ember_edge::config::{CaptureFormat, DetectorKind};
     use ember_edge::frame::{FramePool, PixelFormat};
     use ember_edge::telemetry::{Counter, Health, Registry};
 
@@ -195,6 +196,49 @@ mod v4l2 {
             frames.len() - 1
         );
         assert!(distinct * 2 >= frames.len() - 1, "vivid's picture should change between frames");
+    }
+
+    /// The value of one series in the registry's text rendering.
+    fn series(text: &str, name: &str) -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+    }
+
+    /// A `v4l2` camera with only `device` set (format, size and detector at their defaults: YUYV, the grid
+    /// detector) scores its frames in the appliance: they reach detection and go on to fusion as vision scores.
+    #[tokio::test]
+    async fn a_v4l2_camera_with_only_its_device_set_scores_frames() {
+        let text = format!(
+            "[telemetry]\nlisten = \"127.0.0.1:0\"\n[sensors]\nlisten = [\"127.0.0.1:0\"]\n\
+             [[cameras]]\nname = \"usb\"\nsource = \"v4l2\"\ndevice = \"{}\"\n\
+             [[zones]]\nname = \"room\"\ncameras = [\"usb\"]\n",
+            device()
+        );
+        let loaded = ember_edge::config::load_str("hw.toml", &text, std::path::Path::new("."))
+            .unwrap_or_else(|p| panic!("{p:?}"));
+        let cam = &loaded.config.cameras[0];
+        assert_eq!((cam.format, cam.detector), (CaptureFormat::Yuyv, DetectorKind::Grid), "the defaults");
+        let app = App::start(&loaded, Overrides::default()).await.unwrap();
+        let scored = "ember_detect_frames_total{camera=\"usb\"}";
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let text = loop {
+            let text = app.registry.render();
+            if series(&text, scored).unwrap_or(0.0) >= 10.0 || tokio::time::Instant::now() > deadline {
+                break text;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        app.shutdown().await;
+        println!(
+            "v4l2 defaults: {} frames scored, {} unsupported, last score {}, mode {}",
+            series(&text, scored).unwrap_or(0.0),
+            series(&text, "ember_detect_unsupported_total{camera=\"usb\"}").unwrap_or(-1.0),
+            series(&text, "ember_vision_score{camera=\"usb\"}").unwrap_or(-1.0),
+            series(&text, "ember_camera_mode{camera=\"usb\"}").unwrap_or(-1.0),
+        );
+        assert!(series(&text, scored).unwrap_or(0.0) >= 10.0, "YUYV frames must be scored:\n{text}");
+        assert_eq!(series(&text, "ember_detect_unsupported_total{camera=\"usb\"}"), Some(0.0), "{text}");
+        // vivid's test pattern is in colour: the camera stays in day mode, so its scores are colour evidence.
+        assert_eq!(series(&text, "ember_camera_mode{camera=\"usb\"}"), Some(0.0), "{text}");
     }
 
     #[tokio::test]

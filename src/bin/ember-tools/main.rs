@@ -5,6 +5,7 @@
 
 mod bench_detect;
 mod collect;
+mod eval_clips;
 mod eval_frames;
 mod loadtest_alarm;
 mod loadtest_sensors;
@@ -53,6 +54,10 @@ enum EvalCmd {
     /// Runs a detector on every image of a labelled folder (labels.csv) and reports recall and false-positive
     /// rates (single frames, no temporal confirmation).
     Frames(eval_frames::Args),
+    /// Runs clips of consecutive frames (folders or .mjpeg files) through the appliance's vision stage and
+    /// temporal confirmation on a simulated clock: event recall and time to detection for fire/smoke clips,
+    /// false confirmations per hour for negative clips.
+    Clips(eval_clips::Args),
 }
 
 #[derive(Subcommand, Debug)]
@@ -125,6 +130,7 @@ fn main() -> ExitCode {
             Err(e) => finish(Err(e)),
         },
         Command::Eval { cmd: EvalCmd::Frames(args) } => finish(eval_frames::run(args)),
+        Command::Eval { cmd: EvalCmd::Clips(args) } => finish(eval_clips::run(args)),
         Command::Bench { cmd: BenchCmd::Detect(args) } => finish(bench_detect::run(args)),
     }
 }
