@@ -1,6 +1,9 @@
 //! Day and night: an IR/night camera delivers grey pictures, where colour rules mean nothing (a bright IR
-//! reflection is as "warm" as a flame). Each frame's chroma is measured on a fixed sample grid; a frame with
-//! (almost) no coloured sample is grey. The camera's mode follows with hysteresis, so a scene on the edge
+//! reflection is as "warm" as a flame, and a grey picture is "smoke-grey" everywhere). Each frame's chroma is
+//! measured on a fixed sample grid; a frame is grey when its mean chroma is near zero AND (almost) no sample
+//! is coloured. The bar is set low on purpose: a camera wrongly in night mode would withhold real evidence,
+//! so a desaturated day scene (grey asphalt seen from above, mean chroma about 2) stays day, while the grey
+//! pictures of an IR camera in black-and-white mode (chroma 0 up to JPEG rounding) are grey. The camera's mode follows with hysteresis, so a scene on the edge
 //! does not flap: [`ENTER_NIGHT`] grey frames in a row make it night, [`LEAVE_NIGHT`] colour frames in a row
 //! make it day again. Vision gives no fire evidence on a grey frame or while the camera is in night mode.
 //!
@@ -12,9 +15,13 @@ use crate::pixels::yuv_to_rgb;
 /// Samples across and down the frame (fewer on frames smaller than this).
 pub const GRID_W: usize = 40;
 pub const GRID_H: usize = 30;
-/// A sample is coloured when max(R,G,B) − min(R,G,B) exceeds this. JPEG noise on a grey picture stays a few
-/// units; a candle flame, a lit orange wall or a red car is far above.
+/// A sample's chroma is max(R,G,B) − min(R,G,B); it is coloured above this. A candle flame, a lit orange wall
+/// or a red car is far above.
 pub const COLOUR_CHROMA: u8 = 24;
+/// A grey frame's mean chroma is below this. Measured: grey pictures through a JPEG round trip (one channel
+/// or three equal ones) 0.0; the least colourful real day clip (a car park from above) 1.7 and more; the
+/// least colourful development frame 1.4.
+pub const GREY_MEAN_CHROMA: f32 = 1.0;
 /// A frame is grey when at most this many per mille of its samples are coloured (a tiny coloured overlay
 /// such as an OSD clock leaves an IR picture grey; a small flame in a dark colour scene does not).
 pub const GREY_PER_MILLE: usize = 3;
@@ -45,6 +52,8 @@ impl Mode {
 pub struct Chroma {
     pub samples: usize,
     pub coloured: usize,
+    /// Sum of the samples' chroma.
+    pub sum: u64,
 }
 
 impl Chroma {
@@ -54,7 +63,7 @@ impl Chroma {
             return None;
         }
         let (sx, sy) = ((w / GRID_W).max(1), (h / GRID_H).max(1));
-        let (mut samples, mut coloured) = (0usize, 0usize);
+        let (mut samples, mut coloured, mut sum) = (0usize, 0usize, 0u64);
         // Offset by half a step so the grid sits inside the picture, not on its top-left border.
         let mut y = sy / 2;
         while y < h {
@@ -72,17 +81,23 @@ impl Chroma {
                         yuv_to_rgb(luma, pair[1], pair[3])
                     }
                 };
+                let chroma = r.max(g).max(b) - r.min(g).min(b);
                 samples += 1;
-                coloured += usize::from(r.max(g).max(b) - r.min(g).min(b) > COLOUR_CHROMA);
+                coloured += usize::from(chroma > COLOUR_CHROMA);
+                sum += u64::from(chroma);
                 x += sx;
             }
             y += sy;
         }
-        Some(Chroma { samples, coloured })
+        Some(Chroma { samples, coloured, sum })
+    }
+
+    pub fn mean(&self) -> f32 {
+        if self.samples == 0 { 0.0 } else { self.sum as f32 / self.samples as f32 }
     }
 
     pub fn is_grey(&self) -> bool {
-        self.coloured * 1000 <= self.samples * GREY_PER_MILLE
+        self.mean() < GREY_MEAN_CHROMA && self.coloured * 1000 <= self.samples * GREY_PER_MILLE
     }
 }
 
@@ -149,23 +164,29 @@ mod tests {
     fn grey_and_colour_are_told_apart_in_rgb_and_yuyv_alike() {
         let (w, h) = (320, 240);
         let grey = frame(w, h, |x, y| [((x + y) % 256) as u8; 3]);
-        // A grey picture with a little JPEG-like chroma noise stays grey.
+        // A grey picture with a little chroma noise (one unit on a sample in four) stays grey.
         let noisy = frame(w, h, |x, y| {
             let v = ((x * 3 + y) % 200) as u8 + 20;
-            [v, v.saturating_add(((x ^ y) % 7) as u8), v.saturating_sub(((x + 2 * y) % 6) as u8)]
+            [v, v + u8::from((x / 8 + y / 8) % 4 == 0), v]
         });
-        // A dark scene with a small flame (about 2 % of the picture) is colour.
-        let flame =
-            frame(
-                w,
-                h,
-                |x, y| if (150..190).contains(&x) && (100..140).contains(&y) { [250, 140, 30] } else { [12, 12, 14] },
-            );
+        // A desaturated day scene (chroma about 3 everywhere, no sample coloured) is not grey.
+        let pale = frame(w, h, |x, y| {
+            let v = ((x + 2 * y) % 150) as u8 + 40;
+            [v + 3, v + 1, v]
+        });
+        // A grey picture with a small flame (about 2 % of it) is colour.
+        let flame = frame(w, h, |x, y| {
+            if (150..190).contains(&x) && (100..140).contains(&y) { [250, 140, 30] } else { [((x + y) % 256) as u8; 3] }
+        });
         let mut yuyv = Vec::new();
-        for (px, want) in [(&grey, true), (&noisy, true), (&flame, false)] {
-            assert_eq!(is_grey(px, w, h, PixelFormat::Rgb24), want);
+        for (name, px, want) in
+            [("grey", &grey, true), ("noisy", &noisy, true), ("pale", &pale, false), ("flame", &flame, false)]
+        {
+            let c = Chroma::measure(px, w, h, PixelFormat::Rgb24);
+            assert_eq!(is_grey(px, w, h, PixelFormat::Rgb24), want, "{name}: {c:?}");
             rgb_to_yuyv(px, w, w, h, &mut yuyv);
-            assert_eq!(is_grey(&yuyv, w, h, PixelFormat::Yuyv), want);
+            let c = Chroma::measure(&yuyv, w, h, PixelFormat::Yuyv);
+            assert_eq!(is_grey(&yuyv, w, h, PixelFormat::Yuyv), want, "{name} in YUYV: {c:?}");
         }
         let c = Chroma::measure(&grey, w, h, PixelFormat::Rgb24).unwrap();
         assert_eq!(c.samples, GRID_W * GRID_H);
