@@ -40,6 +40,12 @@ pub struct Args {
     /// The zone rule: frames in a row at or above the threshold. Default: the zone default.
     #[arg(long)]
     pub vision_frames: Option<u32>,
+    /// `model`: the TFLite C-API library. Default: $EMBER_TFLITE_LIB.
+    #[arg(long, value_name = "LIB.so")]
+    pub model_library: Option<PathBuf>,
+    /// `model`: the .tflite file.
+    #[arg(long, value_name = "FILE.tflite", default_value = "models/fire-int8.tflite")]
+    pub model: PathBuf,
     /// Feed the frames as YUYV (a V4L2 webcam's path) instead of RGB.
     #[arg(long)]
     pub yuyv: bool,
@@ -199,17 +205,19 @@ fn detector(args: &Args) -> anyhow::Result<Detector> {
     Ok(match args.detector {
         Which::Embereye => Detector::new(DetectorKind::Embereye, &[]),
         Which::Grid => Detector::new(DetectorKind::Grid, &[]),
-        Which::Model => model_detector()?,
+        Which::Model => model_detector(args)?,
     })
 }
 
 #[cfg(feature = "tflite")]
-fn model_detector() -> anyhow::Result<Detector> {
-    let library = std::env::var_os("EMBER_TFLITE_LIB")
-        .map(PathBuf::from)
-        .context("--detector model needs EMBER_TFLITE_LIB (the TFLite C-API library)")?;
+fn model_detector(args: &Args) -> anyhow::Result<Detector> {
+    let library = args
+        .model_library
+        .clone()
+        .or_else(|| std::env::var_os("EMBER_TFLITE_LIB").map(PathBuf::from))
+        .context("--detector model needs --model-library or EMBER_TFLITE_LIB")?;
     // Loaded here so a failure is an error: a run that fell back to the grid would report the wrong detector.
-    let loaded = ember_edge::detect::tflite::Model::load(&library, Path::new("models/fire-int8.tflite"), 1)?;
+    let loaded = ember_edge::detect::tflite::Model::load(&library, &args.model, 1)?;
     let counters = ember_edge::detect::cnn::ModelCounters::register(&ember_edge::telemetry::Registry::new(), &[]);
     Ok(Detector::Model(
         Box::new(ember_edge::detect::cnn::ModelDetector::with_model(loaded, &[], counters)),
@@ -218,7 +226,7 @@ fn model_detector() -> anyhow::Result<Detector> {
 }
 
 #[cfg(not(feature = "tflite"))]
-fn model_detector() -> anyhow::Result<Detector> {
+fn model_detector(_: &Args) -> anyhow::Result<Detector> {
     bail!("the `model` detector needs the TFLite stage; this binary was built without the `tflite` feature")
 }
 
