@@ -83,10 +83,25 @@ impl FramePool {
 pub struct FrameMeta {
     pub camera: usize,
     pub seq: u64,
+    /// The pixels' size in the buffer.
     pub width: usize,
     pub height: usize,
+    /// The size the camera sent: a JPEG frame is decoded at its analysis scale (`camera::jpeg`), so its pixels
+    /// are 1/2, 1/4 or 1/8 of this; equal to width×height otherwise.
+    pub source_width: usize,
+    pub source_height: usize,
+    /// The pixels were decoded from the camera's JPEG (whose bytes the live view passes through).
+    pub from_jpeg: bool,
     pub format: PixelFormat,
     pub captured: tokio::time::Instant,
+}
+
+impl FrameMeta {
+    /// Camera pixels per buffer pixel (1 unless decoded at reduced scale), for pixel counts in camera terms.
+    pub fn pixel_area(&self) -> f32 {
+        let own = (self.width * self.height).max(1) as f32;
+        ((self.source_width * self.source_height) as f32 / own).max(1.0)
+    }
 }
 
 impl Default for FrameMeta {
@@ -96,6 +111,9 @@ impl Default for FrameMeta {
             seq: 0,
             width: 0,
             height: 0,
+            source_width: 0,
+            source_height: 0,
+            from_jpeg: false,
             format: PixelFormat::Rgb24,
             captured: tokio::time::Instant::now(),
         }

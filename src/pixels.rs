@@ -94,6 +94,43 @@ pub fn load_rgb(dec: &mut JpegDecoder, jpeg: &[u8], rgb: &mut Vec<u8>) -> Result
     Ok((w, h))
 }
 
+/// RGB24 `src` (w×h) → `out` (ceil(w/d)×ceil(h/d)), each pixel the rounded mean of its d×d block (clipped at
+/// the right and bottom edges): what a JPEG decoded at 1/d in the DCT domain approximates, for frames that are
+/// decoded at full size first.
+pub fn box_average(src: &[u8], w: usize, h: usize, d: usize, out: &mut [u8]) {
+    let (ow, oh) = (w.div_ceil(d), h.div_ceil(d));
+    for oy in 0..oh {
+        let rows = oy * d..((oy + 1) * d).min(h);
+        for ox in 0..ow {
+            let cols = ox * d..((ox + 1) * d).min(w);
+            let mut sum = [0u32; 3];
+            for y in rows.clone() {
+                for p in src.get((y * w + cols.start) * 3..(y * w + cols.end) * 3).unwrap_or_default().chunks_exact(3) {
+                    for c in 0..3 {
+                        sum[c] += u32::from(p[c]);
+                    }
+                }
+            }
+            let n = (rows.len() * cols.len()) as u32;
+            if let Some(px) = out.get_mut((oy * ow + ox) * 3..(oy * ow + ox) * 3 + 3) {
+                for c in 0..3 {
+                    px[c] = ((sum[c] + n / 2) / n.max(1)) as u8;
+                }
+            }
+        }
+    }
+}
+
+/// Decodes a JPEG into `rgb` as a JPEG camera does for its detector (`JpegDecoder::decode_analysis`), returning
+/// the decoded size.
+pub fn load_analysis(dec: &mut JpegDecoder, jpeg: &[u8], rgb: &mut Vec<u8>) -> Result<(usize, usize), JpegError> {
+    let (w, h) = dec.dimensions(jpeg)?;
+    rgb.resize(crate::camera::jpeg::analysis_len(w, h, 8), 0);
+    let d = dec.decode_analysis(jpeg, rgb, w, h)?;
+    rgb.truncate(d.width * d.height * 3);
+    Ok((d.width, d.height))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

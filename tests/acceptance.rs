@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{eval_frames, fixtures, num};
+use common::{eval_frames, eval_frames_with, fixtures, num};
 use ember_edge::camera::jpeg::JpegDecoder;
 
 /// The detectors on the development split.
@@ -24,7 +24,9 @@ fn dev_split_acceptance() {
     assert!(num(&d, "hard_fpr") <= 0.25, "default hard_fpr: {d}");
     assert!(num(&d, "fpr") <= 0.20, "default fpr: {d}");
     // EmberEye at its anomaly threshold 0.4: the 71 % recall at 84 % FPR.
-    let e = eval_frames(&dir, "embereye");
+    // That is EmberEye's own path (full-size frames): the port is checked there; the appliance's cameras
+    // decode at analysis scale (camera::scaled).
+    let e = eval_frames_with(&dir, "embereye", &["--decode", "full"]);
     assert!((num(&e, "recall") - 0.7067).abs() < 0.005, "embereye: {e}");
     assert!((num(&e, "fpr") - 0.8361).abs() < 0.005, "embereye: {e}");
 }
@@ -41,7 +43,7 @@ fn dev_split_frames_decode_with_and_without_dht() {
         .collect();
     files.sort();
     assert_eq!(files.len(), 136, "the development split has 136 images");
-    let mut d = JpegDecoder::new();
+    let (mut d, mut d2) = (JpegDecoder::new(), JpegDecoder::new());
     let mut decode = |j: &[u8]| {
         let (w, h) = d.dimensions(j)?;
         let mut out = vec![0u8; w * h * 3];
@@ -52,5 +54,13 @@ fn dev_split_frames_decode_with_and_without_dht() {
         let a = decode(&j).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         let b = decode(&common::strip_dht(&j)).unwrap_or_else(|e| panic!("{} without DHT: {e}", p.display()));
         assert!(a == b, "{}: pixels differ after DHT repair", p.display());
+        // The cameras' analysis-scale decode repairs the same way.
+        let mut small = |j: &[u8]| {
+            let mut out = Vec::new();
+            ember_edge::pixels::load_analysis(&mut d2, j, &mut out).map(|_| out)
+        };
+        let a = small(&j).unwrap_or_else(|e| panic!("{} at analysis scale: {e}", p.display()));
+        let b = small(&common::strip_dht(&j)).unwrap();
+        assert!(a == b, "{}: analysis pixels differ after DHT repair", p.display());
     }
 }

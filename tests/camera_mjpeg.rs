@@ -42,15 +42,16 @@ fn pixel_hash(px: &[u8]) -> u64 {
     h.finish()
 }
 
-/// Hashes of the fixtures' decoded pixels: every delivered frame must be one of them.
+/// Hashes of the fixtures' pixels as the cameras decode them (at analysis scale): every delivered frame must be
+/// one of them.
 fn reference_hashes(frames: &[Vec<u8>]) -> Vec<u64> {
     let mut d = JpegDecoder::new();
     let mut out = vec![0u8; MAX * MAX * 3];
     frames
         .iter()
         .map(|j| {
-            let (w, h) = d.decode_rgb(j, &mut out, MAX, MAX).unwrap();
-            pixel_hash(&out[..w * h * 3])
+            let f = d.decode_analysis(j, &mut out, MAX, MAX).unwrap();
+            pixel_hash(&out[..f.width * f.height * 3])
         })
         .collect()
 }
@@ -180,6 +181,7 @@ fn start(o: Opts) -> Cam {
         max_width: MAX,
         max_height: MAX,
         max_jpeg_bytes: 1 << 20,
+        max_denom: 8,
         connect_timeout: ms(500),
         stall_timeout: o.stall,
         backoff: o.backoff,
@@ -561,6 +563,7 @@ async fn mjpeg_file_replays_in_order_and_loops() {
         counters,
         part: Health::new().register("camera:clip", None),
         max_jpeg_bytes: 1 << 20,
+        max_denom: 8,
     };
     let task = tokio::spawn(replay.run(stop.clone()));
     let n = frames.len() * 2 + 3;

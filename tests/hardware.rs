@@ -145,6 +145,7 @@ mod v4l2 {
             rate: Arc::new(Rate::new(30.0)),
             max_width: 640,
             max_height: 480,
+            max_denom: 8,
             pool,
             out: Arc::clone(&out),
             counters,

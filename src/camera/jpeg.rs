@@ -44,11 +44,72 @@ impl From<DecodeErrors> for JpegError {
     }
 }
 
+/// A frame decoded for analysis: its size as decoded and as sent, and the scale between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decoded {
+    pub width: usize,
+    pub height: usize,
+    pub source_width: usize,
+    pub source_height: usize,
+    /// 1, 2, 4 or 8: the frame was decoded at 1/`denom` of its size.
+    pub denom: usize,
+}
+
+impl Decoded {
+    /// Sets the frame's size fields from this decode.
+    pub fn describe(&self, meta: &mut crate::frame::FrameMeta) {
+        meta.width = self.width;
+        meta.height = self.height;
+        meta.source_width = self.source_width;
+        meta.source_height = self.source_height;
+        meta.from_jpeg = true;
+        meta.format = crate::frame::PixelFormat::Rgb24;
+    }
+}
+
+/// The detector's sample grid; a frame is decoded at the smallest scale that still covers it.
+const GRID_W: usize = 160;
+const GRID_H: usize = 120;
+
+/// The largest DCT scale denominator (8, 4, 2, else 1) at which a `w`×`h` frame still gives the detector a
+/// sample per pixel or more: 640×480 → 4 (160×120), 1280×720 → 4, 1920×1080 → 8 (240×135).
+pub fn analysis_denom(w: usize, h: usize) -> usize {
+    [8, 4, 2].into_iter().find(|&d| w.div_ceil(d) >= GRID_W && h.div_ceil(d) >= GRID_H).unwrap_or(1)
+}
+
+/// [`analysis_denom`] with at most `cap` (a model camera keeps its crops sharp at 1/2, see docs/design.md).
+pub fn analysis_denom_capped(w: usize, h: usize, cap: usize) -> usize {
+    analysis_denom(w, h).min(cap.max(1))
+}
+
+/// The denominator a `w`×`h` frame is decoded at for analysis into a buffer of `len` bytes: the analysis scale
+/// (at most `cap`), or a coarser one for the rare odd-shaped frame whose analysis size would not fit.
+fn denom_for(w: usize, h: usize, len: usize, cap: usize) -> usize {
+    let d = analysis_denom_capped(w, h, cap);
+    [1, 2, 4, 8].into_iter().filter(|&c| c >= d).find(|&c| w.div_ceil(c) * h.div_ceil(c) * 3 <= len).unwrap_or(d)
+}
+
+/// Bytes of an RGB24 analysis frame buffer for a camera whose frames are at most `max_w`×`max_h`: the analysis
+/// size of a frame of that size, and at least twice the grid each way (a smaller frame of another shape can
+/// decode at a smaller denominator; see [`JpegDecoder::decode_analysis`]), never more than the full frame.
+/// Pool buffers are zeroed allocations, so the headroom costs address space, not resident memory, until used.
+pub fn analysis_len(max_w: usize, max_h: usize, cap: usize) -> usize {
+    let d = analysis_denom_capped(max_w, max_h, cap);
+    let at_max = max_w.div_ceil(d) * max_h.div_ceil(d) * 3;
+    at_max.max(4 * GRID_W * GRID_H * 3).min(max_w * max_h * 3)
+}
+
 /// Reusable JPEG → RGB24 decoder. One per camera thread.
 pub struct JpegDecoder {
     /// Holds a frame plus the spliced-in DHT. Kept between calls so the steady state
     /// doesn't allocate.
     scratch: Vec<u8>,
+    scaled: super::scaled::ScaledDecoder,
+    /// A full-size frame, only for the streams the scaled path does not handle (progressive ones): decoded here,
+    /// then averaged down. Grows on the first such frame.
+    full: Vec<u8>,
+    /// The largest denominator [`Self::decode_analysis`] uses (8 unless set).
+    max_denom: usize,
 }
 
 impl Default for JpegDecoder {
@@ -59,12 +120,86 @@ impl Default for JpegDecoder {
 
 impl JpegDecoder {
     pub fn new() -> Self {
-        Self { scratch: Vec::new() }
+        Self { scratch: Vec::new(), scaled: Default::default(), full: Vec::new(), max_denom: 8 }
+    }
+
+    /// A decoder whose analysis frames are at most 1/`cap` scale (2 for a camera whose CNN reads crops).
+    pub fn with_max_denom(cap: usize) -> Self {
+        Self { max_denom: cap.clamp(1, 8), ..Self::new() }
+    }
+
+    /// Decodes a frame for the detector into `out` at [`analysis_denom`] of its size: in the DCT domain when the
+    /// stream allows it (see `camera::scaled`), else at full size and averaged down. The same rules as
+    /// [`Self::decode_rgb`]: EOI required, limits checked on the full size before any pixel work, no panic.
+    pub fn decode_analysis(
+        &mut self,
+        jpeg: &[u8],
+        out: &mut [u8],
+        max_w: usize,
+        max_h: usize,
+    ) -> Result<Decoded, JpegError> {
+        let layout = scan_headers(jpeg);
+        if layout.is_some_and(|l| !has_eoi_after(jpeg, l.first_sos)) {
+            return Err(JpegError::Corrupt("truncated: no EOI marker after the scan".into()));
+        }
+        let data = with_huffman_tables(&mut self.scratch, jpeg, layout);
+        let (scaled, len, cap) = (&mut self.scaled, out.len(), self.max_denom);
+        let mut full_size = (0, 0);
+        let check = |w: usize, h: usize| {
+            full_size = (w, h);
+            if w > max_w || h > max_h {
+                return Err(JpegError::TooLarge { width: w, height: h, max_w, max_h });
+            }
+            Ok(denom_for(w, h, len, cap))
+        };
+        let r = catch_unwind(AssertUnwindSafe(|| scaled.decode(data, out, check)))
+            .map_err(|_| JpegError::Corrupt("decoder panicked".into()))??;
+        match r {
+            Ok((width, height, denom)) => {
+                let (source_width, source_height) = full_size;
+                Ok(Decoded { width, height, source_width, source_height, denom })
+            }
+            Err(super::scaled::ScaledError::Corrupt(m)) => Err(JpegError::Corrupt(m.into())),
+            Err(super::scaled::ScaledError::Unsupported(_)) => self.decode_full_then_average(jpeg, out, max_w, max_h),
+        }
+    }
+
+    /// The fallback of [`Self::decode_analysis`]: zune-jpeg at full size, then box averages of denom² pixels.
+    fn decode_full_then_average(
+        &mut self,
+        jpeg: &[u8],
+        out: &mut [u8],
+        max_w: usize,
+        max_h: usize,
+    ) -> Result<Decoded, JpegError> {
+        let (w, h) = self.dimensions(jpeg)?;
+        if w > max_w || h > max_h {
+            return Err(JpegError::TooLarge { width: w, height: h, max_w, max_h });
+        }
+        let denom = denom_for(w, h, out.len(), self.max_denom);
+        let (ow, oh) = (w.div_ceil(denom), h.div_ceil(denom));
+        let need = ow * oh * 3;
+        if out.len() < need {
+            return Err(JpegError::BufferTooSmall { need, have: out.len() });
+        }
+        if denom == 1 {
+            self.decode_rgb(jpeg, out, max_w, max_h)?;
+        } else {
+            let mut full = std::mem::take(&mut self.full);
+            full.resize(w * h * 3, 0);
+            let r = self.decode_rgb(jpeg, &mut full, max_w, max_h);
+            if r.is_ok() {
+                crate::pixels::box_average(&full, w, h, denom, &mut out[..need]);
+            }
+            self.full = full;
+            r?;
+        }
+        Ok(Decoded { width: ow, height: oh, source_width: w, source_height: h, denom })
     }
 
     /// Read dimensions from the header without decoding.
     pub fn dimensions(&mut self, jpeg: &[u8]) -> Result<(usize, usize), JpegError> {
-        let data = self.with_huffman_tables(jpeg, scan_headers(jpeg));
+        let data = with_huffman_tables(&mut self.scratch, jpeg, scan_headers(jpeg));
         let mut dec = zune_decoder(data);
         guard(|| dec.decode_headers())?;
         dec.dimensions().ok_or_else(|| JpegError::Corrupt("no frame header".into()))
@@ -82,7 +217,7 @@ impl JpegDecoder {
         if layout.is_some_and(|l| !has_eoi_after(jpeg, l.first_sos)) {
             return Err(JpegError::Corrupt("truncated: no EOI marker after the scan".into()));
         }
-        let data = self.with_huffman_tables(jpeg, layout);
+        let data = with_huffman_tables(&mut self.scratch, jpeg, layout);
         let mut dec = zune_decoder(data);
         guard(|| dec.decode_headers())?;
         let (width, height) = dec.dimensions().ok_or_else(|| JpegError::Corrupt("no frame header".into()))?;
@@ -101,20 +236,20 @@ impl JpegDecoder {
         guard(|| dec.decode_into(&mut out[..need]))?;
         Ok((width, height))
     }
+}
 
-    /// Returns `jpeg` unchanged, or a copy in `self.scratch` with the Annex K DHT spliced in
-    /// before the first SOS when no DHT comes before it.
-    fn with_huffman_tables<'a>(&'a mut self, jpeg: &'a [u8], layout: Option<Layout>) -> &'a [u8] {
-        match layout {
-            None | Some(Layout { dht_before_sos: true, .. }) => jpeg,
-            Some(Layout { first_sos: at, .. }) => {
-                self.scratch.clear();
-                self.scratch.reserve(jpeg.len() + STD_DHT.len());
-                self.scratch.extend_from_slice(&jpeg[..at]);
-                self.scratch.extend_from_slice(&STD_DHT);
-                self.scratch.extend_from_slice(&jpeg[at..]);
-                &self.scratch
-            }
+/// Returns `jpeg` unchanged, or a copy in `scratch` with the Annex K DHT spliced in before the first SOS when no
+/// DHT comes before it.
+fn with_huffman_tables<'a>(scratch: &'a mut Vec<u8>, jpeg: &'a [u8], layout: Option<Layout>) -> &'a [u8] {
+    match layout {
+        None | Some(Layout { dht_before_sos: true, .. }) => jpeg,
+        Some(Layout { first_sos: at, .. }) => {
+            scratch.clear();
+            scratch.reserve(jpeg.len() + STD_DHT.len());
+            scratch.extend_from_slice(&jpeg[..at]);
+            scratch.extend_from_slice(&STD_DHT);
+            scratch.extend_from_slice(&jpeg[at..]);
+            scratch
         }
     }
 }
@@ -323,6 +458,79 @@ mod tests {
         Ok((w, h, out))
     }
 
+    fn analysis_vec(d: &mut JpegDecoder, j: &[u8]) -> Result<(Decoded, Vec<u8>), JpegError> {
+        let mut out = vec![0u8; 640 * 480 * 3];
+        let r = d.decode_analysis(j, &mut out, 4096, 4096)?;
+        out.truncate(r.width * r.height * 3);
+        Ok((r, out))
+    }
+
+    type Enc<'a> = jpeg_encoder::Encoder<&'a mut Vec<u8>>;
+    type EncLayout = Box<dyn FnOnce(&mut Enc)>;
+
+    /// The fixture re-encoded with `jpeg-encoder` in the layouts cameras send.
+    fn encoded(set: impl FnOnce(&mut Enc)) -> (Vec<u8>, Vec<u8>) {
+        let mut rgb = Vec::new();
+        let (w, h) = crate::pixels::load_rgb(&mut JpegDecoder::new(), &load(FIXTURE), &mut rgb).unwrap();
+        let mut out = Vec::new();
+        let mut e = jpeg_encoder::Encoder::new(&mut out, 85);
+        set(&mut e);
+        e.encode(&rgb, w as u16, h as u16, jpeg_encoder::ColorType::Rgb).unwrap();
+        (out, rgb)
+    }
+
+    /// Restart intervals, 4:2:2 / 4:4:4 / 4:1:1 chroma and grey frames take the DCT-domain path or, where it
+    /// does not apply (progressive; 4:1:1 at 1/2), the full decode averaged down: either way the analysis frame
+    /// is the box average of the full decode, within rounding and chroma filtering.
+    #[test]
+    fn analysis_scale_across_camera_layouts() {
+        use jpeg_encoder::SamplingFactor as S;
+        let cases: Vec<(&str, EncLayout)> = vec![
+            ("4:2:0", Box::new(|_| {})),
+            (
+                "4:2:2 + DRI 7",
+                Box::new(|e| {
+                    e.set_sampling_factor(S::F_2_1);
+                    e.set_restart_interval(7);
+                }),
+            ),
+            (
+                "4:4:4 + DRI 1",
+                Box::new(|e| {
+                    e.set_sampling_factor(S::F_1_1);
+                    e.set_restart_interval(1);
+                }),
+            ),
+            ("4:1:1 (falls back at 1/2)", Box::new(|e| e.set_sampling_factor(S::F_4_1))),
+            ("progressive (falls back)", Box::new(|e| e.set_progressive(true))),
+        ];
+        let mut d = JpegDecoder::new();
+        for (name, set) in cases {
+            let (j, _) = encoded(set);
+            let mut full = Vec::new();
+            let (w, h) = crate::pixels::load_rgb(&mut d, &j, &mut full).unwrap();
+            let (r, got) = analysis_vec(&mut d, &j).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!((r.source_width, r.source_height, r.denom), (w, h, 2), "{name}");
+            let mut want = vec![0u8; got.len()];
+            crate::pixels::box_average(&full, w, h, 2, &mut want);
+            let mean = got.iter().zip(&want).map(|(&a, &b)| f64::from(a.abs_diff(b))).sum::<f64>() / got.len() as f64;
+            println!("{name}: mean difference {mean:.3}");
+            assert!(mean < 0.6, "{name}: mean difference {mean}");
+            // Cut short, every layout is refused, never scored half grey.
+            for cut in [j.len() - 2, j.len() - 40, j.len() / 2] {
+                assert!(d.decode_analysis(&j[..cut], &mut vec![0u8; 640 * 480 * 3], 4096, 4096).is_err(), "{name}");
+            }
+        }
+        // A grey frame.
+        let mut grey = Vec::new();
+        let g: Vec<u8> = (0..416 * 416).map(|i| (i % 416 / 2) as u8).collect();
+        jpeg_encoder::Encoder::new(&mut grey, 90).encode(&g, 416, 416, jpeg_encoder::ColorType::Luma).unwrap();
+        let (r, px) = analysis_vec(&mut d, &grey).unwrap();
+        assert_eq!((r.width, r.height), (208, 208));
+        assert!(px.chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]));
+        assert!(px[3 * 100].abs_diff(100) <= 2, "column 100 of the half-size frame is the mean of 200 and 201");
+    }
+
     #[test]
     fn std_dht_matches_libjpeg_tables_in_fixture() {
         let j = load(FIXTURE);
@@ -391,6 +599,8 @@ mod tests {
             let (_, _, a) = decode_vec(&mut d, &j).unwrap_or_else(|e| panic!("{p:?}: {e}"));
             let (_, _, b) = decode_vec(&mut d, &strip_dht(&j)).unwrap();
             assert!(a == b, "{p:?}");
+            let (sa, sb) = (analysis_vec(&mut d, &j).unwrap(), analysis_vec(&mut d, &strip_dht(&j)).unwrap());
+            assert!(sa == sb, "{p:?} at analysis scale");
             n += 1;
         }
         assert!(n >= 8, "the repo holds eight fixture frames, found {n}");
@@ -445,10 +655,14 @@ mod tests {
             let r = d.decode_rgb(&buf, &mut out, 640, 480);
             assert!(r.is_err());
             assert_clean_err(r, "random bytes");
+            let r = d.decode_analysis(&buf, &mut out, 640, 480).map(|r| (r.width, r.height));
+            assert!(r.is_err());
+            assert_clean_err(r, "random bytes, analysis");
             // Random bytes behind a valid SOI reach the marker parser.
             let mut soi = vec![0xFF, 0xD8];
             soi.extend_from_slice(&buf);
             assert_clean_err(d.decode_rgb(&soi, &mut out, 640, 480), "SOI + random");
+            assert_clean_err(d.decode_analysis(&soi, &mut out, 640, 480).map(|r| (r.width, r.height)), "SOI + random");
         }
     }
 
@@ -463,6 +677,9 @@ mod tests {
             let r = d.decode_rgb(&j[..cut], &mut out, 640, 480);
             assert!(r.is_err(), "truncated at {cut}/{} decoded Ok", j.len());
             assert_clean_err(r, "truncated");
+            let r = d.decode_analysis(&j[..cut], &mut out, 640, 480).map(|r| (r.width, r.height));
+            assert!(r.is_err(), "truncated at {cut}/{} decoded Ok at analysis scale", j.len());
+            assert_clean_err(r, "truncated, analysis");
         }
         // Same for the DHT-less form, which goes through the splice path.
         let stripped = strip_dht(&j);
@@ -470,6 +687,9 @@ mod tests {
             let r = d.decode_rgb(&stripped[..cut], &mut out, 640, 480);
             assert!(r.is_err());
             assert_clean_err(r, "truncated no-DHT");
+            let r = d.decode_analysis(&stripped[..cut], &mut out, 640, 480).map(|r| (r.width, r.height));
+            assert!(r.is_err());
+            assert_clean_err(r, "truncated no-DHT, analysis");
         }
         // Random byte flips, inserts and deletes: any result is fine except a panic.
         let mut x = crate::prng::XorShift64::new(0x9E37_79B9_7F4A_7C15);
@@ -497,6 +717,10 @@ mod tests {
                 err += 1;
             }
             assert_clean_err(r, "mutated");
+            assert_clean_err(
+                d.decode_analysis(&m, &mut out, 640, 480).map(|r| (r.width, r.height)),
+                "mutated, analysis",
+            );
             let _ = d.dimensions(&m);
         }
         println!("mutations: {ok} decoded, {err} rejected, 0 panics");
@@ -515,6 +739,11 @@ mod tests {
                 d.decode_rgb(std::hint::black_box(data), &mut out, 640, 480).unwrap();
             }
             println!("decode_rgb {W}x{H} {name}: {} us/frame", t.elapsed().as_micros() / iters);
+            let t = std::time::Instant::now();
+            for _ in 0..iters {
+                d.decode_analysis(std::hint::black_box(data), &mut out, 640, 480).unwrap();
+            }
+            println!("decode_analysis {W}x{H} {name}: {} us/frame", t.elapsed().as_micros() / iters);
         }
     }
 }

@@ -15,7 +15,7 @@ use super::http::{Dechunker, HttpUrl, Pacer, parse_head};
 use super::jpeg::JpegDecoder;
 use super::multipart::{MultipartParser, Stats};
 use super::rate::Rate;
-use crate::frame::{Frame, FramePool, PixelFormat};
+use crate::frame::{Frame, FramePool};
 use crate::retry::Backoff;
 use crate::telemetry::{Counter, Gauge, PartHandle, Registry};
 
@@ -81,6 +81,8 @@ pub struct MjpegHttp {
     pub max_width: usize,
     pub max_height: usize,
     pub max_jpeg_bytes: usize,
+    /// Coarsest analysis scale (see `camera::jpeg::analysis_denom`).
+    pub max_denom: usize,
     pub connect_timeout: Duration,
     pub stall_timeout: Duration,
     pub backoff: Backoff,
@@ -127,6 +129,7 @@ impl MjpegHttp {
             max_width: cam.max_width,
             max_height: cam.max_height,
             max_jpeg_bytes: cam.max_jpeg_bytes,
+            max_denom: super::source::analysis_cap(cam),
             connect_timeout: ms(cam.connect_timeout_ms),
             stall_timeout: ms(cam.stall_timeout_ms),
             backoff: Backoff::new(ms(cam.reconnect_min_ms), ms(cam.reconnect_max_ms))
@@ -150,7 +153,7 @@ impl MjpegHttp {
             part,
             buf: vec![0u8; READ_BUF].into_boxed_slice(),
             parser: MultipartParser::new(self.max_jpeg_bytes),
-            decoder: JpegDecoder::new(),
+            decoder: JpegDecoder::with_max_denom(self.max_denom),
             pacer: Pacer::default(),
             synced: Stats::default(),
             seq: 0,
@@ -313,14 +316,12 @@ impl MjpegHttp {
             self.counters.pool_exhausted.inc();
             return;
         };
-        match decoder.decode_rgb(jpeg, frame.buffer_mut(), self.max_width, self.max_height) {
-            Ok((w, h)) => {
+        match decoder.decode_analysis(jpeg, frame.buffer_mut(), self.max_width, self.max_height) {
+            Ok(d) => {
                 *seq += 1;
                 frame.meta.camera = self.camera;
                 frame.meta.seq = *seq;
-                frame.meta.width = w;
-                frame.meta.height = h;
-                frame.meta.format = PixelFormat::Rgb24;
+                d.describe(&mut frame.meta);
                 frame.meta.captured = Instant::now();
                 self.counters.captured.inc();
                 self.out.put(frame);

@@ -12,6 +12,7 @@ pub mod mjpeg_http;
 pub mod multipart;
 pub mod rate;
 pub mod replay;
+pub mod scaled;
 pub mod source;
 #[cfg(feature = "v4l2")]
 pub mod v4l2;

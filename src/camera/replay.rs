@@ -196,6 +196,8 @@ pub struct Replay {
     pub part: PartHandle,
     /// Largest JPEG taken from an .mjpeg file.
     pub max_jpeg_bytes: usize,
+    /// Coarsest analysis scale (see `camera::jpeg::analysis_denom`).
+    pub max_denom: usize,
 }
 
 impl Replay {
@@ -204,22 +206,26 @@ impl Replay {
     }
 
     /// Like `run`; with `size` = [w, h], every frame is scaled to w×h (nearest neighbour) to stand in for a
-    /// camera of that resolution. The decode goes through one scratch buffer allocated here, once.
+    /// camera of that resolution, then averaged down to that camera's analysis scale. The decode and the scaled
+    /// frame go through two scratch buffers allocated here, once.
     pub async fn run_sized(self, size: Option<[usize; 2]>, stop: CancellationToken) -> anyhow::Result<()> {
         self.run_as(size, false, stop).await
     }
 
-    /// Like `run_sized`; with `yuyv`, each decoded frame is converted in place to YUYV and handed on as such,
-    /// as a V4L2 webcam in YUYV delivers it (the webcam's path, without a webcam).
+    /// Like `run_sized`; with `yuyv`, each frame is decoded at full size and converted in place to YUYV and handed
+    /// on as such, as a V4L2 webcam in YUYV delivers it (the webcam's path, without a webcam).
     pub async fn run_as(self, size: Option<[usize; 2]>, yuyv: bool, stop: CancellationToken) -> anyhow::Result<()> {
-        let mut scratch = match size {
-            Some(_) => vec![0u8; PixelFormat::Rgb24.frame_len(self.max_width, self.max_height)],
-            None => Vec::new(),
+        let (mut scratch, mut sized) = match size {
+            Some([tw, th]) => (
+                vec![0u8; PixelFormat::Rgb24.frame_len(self.max_width, self.max_height)],
+                vec![0u8; if yuyv { 0 } else { PixelFormat::Rgb24.frame_len(tw, th) }],
+            ),
+            None => (Vec::new(), Vec::new()),
         };
         // Paced frame by frame so a rate change applies from the next frame; after a stall, carry on at the
         // current rate rather than bursting to catch up.
         let mut next = tokio::time::Instant::now();
-        let mut decoder = JpegDecoder::new();
+        let mut decoder = JpegDecoder::with_max_denom(self.max_denom);
         // One read buffer reused for every file: it grows to the largest file once, then stays.
         let mut file_buf: Vec<u8> = Vec::new();
         let mut seq: u64 = 0;
@@ -276,27 +282,44 @@ impl Replay {
                     None => continue,
                 },
             };
+            let full = |w: usize, h: usize| super::jpeg::Decoded {
+                width: w,
+                height: h,
+                source_width: w,
+                source_height: h,
+                denom: 1,
+            };
             let decoded = match size {
-                None => decoder.decode_rgb(bytes, frame.buffer_mut(), self.max_width, self.max_height),
+                None if yuyv => decoder
+                    .decode_rgb(bytes, frame.buffer_mut(), self.max_width, self.max_height)
+                    .map(|(w, h)| full(w, h)),
+                None => decoder.decode_analysis(bytes, frame.buffer_mut(), self.max_width, self.max_height),
                 Some([tw, th]) => {
                     decoder.decode_rgb(bytes, &mut scratch, self.max_width, self.max_height).map(|(w, h)| {
-                        scale_nearest(&scratch, w, h, frame.buffer_mut(), tw, th);
-                        (tw, th)
+                        if yuyv {
+                            scale_nearest(&scratch, w, h, frame.buffer_mut(), tw, th);
+                            return full(tw, th);
+                        }
+                        scale_nearest(&scratch, w, h, &mut sized, tw, th);
+                        let denom = super::jpeg::analysis_denom_capped(tw, th, self.max_denom);
+                        let (width, height) = (tw.div_ceil(denom), th.div_ceil(denom));
+                        if let Some(out) = frame.buffer_mut().get_mut(..width * height * 3) {
+                            crate::pixels::box_average(&sized, tw, th, denom, out);
+                        }
+                        super::jpeg::Decoded { width, height, source_width: tw, source_height: th, denom }
                     })
                 }
             };
             match decoded {
-                Ok((w, h)) => {
+                Ok(d) => {
                     seq += 1;
                     frame.meta.camera = self.camera;
                     frame.meta.seq = seq;
-                    frame.meta.height = h;
+                    d.describe(&mut frame.meta);
                     if yuyv {
-                        frame.meta.width = crate::pixels::rgb_to_yuyv_in_place(frame.buffer_mut(), w, h);
-                        frame.meta.format = PixelFormat::Yuyv;
-                    } else {
-                        frame.meta.width = w;
-                        frame.meta.format = PixelFormat::Rgb24;
+                        let w = crate::pixels::rgb_to_yuyv_in_place(frame.buffer_mut(), d.width, d.height);
+                        let m = &mut frame.meta;
+                        (m.format, m.from_jpeg, m.width, m.source_width) = (PixelFormat::Yuyv, false, w, w);
                     }
                     frame.meta.captured = tokio::time::Instant::now();
                     self.counters.captured.inc();

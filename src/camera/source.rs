@@ -14,7 +14,7 @@ use super::rate::Rate;
 use super::replay::{Replay, ReplayCounters, ReplaySet};
 use super::watch::{CameraWatch, WatchMetrics};
 use super::{Latest, Tap, mjpeg_http};
-use crate::config::{Camera, CameraSource, ReplayFormat};
+use crate::config::{Camera, CameraSource, CaptureFormat, DetectorKind, ReplayFormat};
 use crate::event::Observation;
 use crate::frame::{Frame, FramePool, PixelFormat};
 use crate::queue::Queue;
@@ -64,7 +64,7 @@ pub struct BuiltCamera {
 pub fn build(cam: &Camera, ctx: CameraCtx<'_>) -> anyhow::Result<BuiltCamera> {
     let CameraCtx { index, frames, registry, observations, tap, resolve } = ctx;
     let labels = [("camera", cam.name.as_str())];
-    let pool = FramePool::new(frames, PixelFormat::Rgb24.frame_len(cam.max_width, cam.max_height));
+    let pool = FramePool::new(frames, frame_len(cam));
     let out = Arc::new(Latest::with_tap(
         registry.counter(
             "ember_frames_dropped_total",
@@ -98,7 +98,7 @@ pub fn build(cam: &Camera, ctx: CameraCtx<'_>) -> anyhow::Result<BuiltCamera> {
                 .map_err(|e| anyhow::anyhow!("camera {}: {e}", cam.name))?;
             let (name, max_width, max_height, out) =
                 (cam.name.clone(), cam.max_width, cam.max_height, Arc::clone(&out));
-            let (max_jpeg_bytes, size) = (cam.max_jpeg_bytes, cam.replay_size);
+            let (max_jpeg_bytes, size, max_denom) = (cam.max_jpeg_bytes, cam.replay_size, analysis_cap(cam));
             let yuyv = cam.replay_format == ReplayFormat::Yuyv;
             SourceTask {
                 stale_after: Some(Duration::from_secs_f64((5.0 / cam.min_fps()).max(5.0))),
@@ -115,6 +115,7 @@ pub fn build(cam: &Camera, ctx: CameraCtx<'_>) -> anyhow::Result<BuiltCamera> {
                         counters,
                         part,
                         max_jpeg_bytes,
+                        max_denom,
                     };
                     Box::pin(replay.run_as(size, yuyv, stop))
                 }),
@@ -148,6 +149,7 @@ pub fn build(cam: &Camera, ctx: CameraCtx<'_>) -> anyhow::Result<BuiltCamera> {
                         rate,
                         max_width: cam.max_width,
                         max_height: cam.max_height,
+                        max_denom: analysis_cap(&cam),
                         pool,
                         out,
                         counters,
@@ -163,4 +165,27 @@ pub fn build(cam: &Camera, ctx: CameraCtx<'_>) -> anyhow::Result<BuiltCamera> {
         }
     };
     Ok(BuiltCamera { source, frames: out, watch })
+}
+
+/// The coarsest analysis scale of a camera's JPEG frames: a camera whose CNN reads crops (`detector = "model"`)
+/// decodes at 1/2 at most, so a 64×64 crop of a small fire still has detail (docs/design.md, "Camera cost").
+pub fn analysis_cap(cam: &Camera) -> usize {
+    if cam.detector == DetectorKind::Model { 2 } else { 8 }
+}
+
+/// Bytes of each pooled frame buffer: JPEG cameras hold analysis-scale RGB frames; a raw YUYV camera holds
+/// its frames as they come.
+fn frame_len(cam: &Camera) -> usize {
+    let analysis = super::jpeg::analysis_len(cam.max_width, cam.max_height, analysis_cap(cam));
+    match cam.source {
+        CameraSource::V4l2 if cam.format == CaptureFormat::Yuyv => {
+            analysis.max(PixelFormat::Yuyv.frame_len(cam.max_width, cam.max_height))
+        }
+        // A replayed webcam in YUYV is decoded at full size and converted in place.
+        CameraSource::Replay if cam.replay_format == ReplayFormat::Yuyv => {
+            let [w, h] = cam.replay_size.unwrap_or([cam.max_width, cam.max_height]);
+            analysis.max(PixelFormat::Rgb24.frame_len(cam.max_width.max(w), cam.max_height.max(h)))
+        }
+        _ => analysis,
+    }
 }

@@ -107,6 +107,8 @@ pub struct V4l2Camera {
     pub rate: Arc<Rate>,
     pub max_width: usize,
     pub max_height: usize,
+    /// Coarsest analysis scale of MJPEG frames (see `camera::jpeg::analysis_denom`).
+    pub max_denom: usize,
     pub pool: FramePool,
     pub out: Arc<Latest<Frame>>,
     pub counters: V4l2Counters,
@@ -198,7 +200,7 @@ impl V4l2Camera {
 
     fn capture_loop(mut self, stop: &CancellationToken) {
         let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX).salted(self.camera as u64);
-        let mut decoder = JpegDecoder::new();
+        let mut decoder = JpegDecoder::with_max_denom(self.max_denom);
         let mut pacer = Pacer::new();
         let mut seq = 0u64;
         loop {
@@ -353,21 +355,26 @@ impl V4l2Camera {
             let bytes = &buf[..used];
             let filled = match self.format {
                 CaptureFormat::Yuyv => copy_yuyv(bytes, w, h, g.stride as usize, frame.buffer_mut())
-                    .map(|_| (w, h, PixelFormat::Yuyv))
+                    .map(|_| None)
                     .map_err(|e| e.to_string()),
                 CaptureFormat::Mjpeg => decoder
-                    .decode_rgb(bytes, frame.buffer_mut(), self.max_width, self.max_height)
-                    .map(|(fw, fh)| (fw, fh, PixelFormat::Rgb24))
+                    .decode_analysis(bytes, frame.buffer_mut(), self.max_width, self.max_height)
+                    .map(Some)
                     .map_err(|e| e.to_string()),
             };
             match filled {
-                Ok((fw, fh, format)) => {
+                Ok(d) => {
                     *seq += 1;
                     frame.meta.camera = self.camera;
                     frame.meta.seq = *seq;
-                    frame.meta.width = fw;
-                    frame.meta.height = fh;
-                    frame.meta.format = format;
+                    match d {
+                        Some(d) => d.describe(&mut frame.meta),
+                        None => {
+                            let m = &mut frame.meta;
+                            (m.width, m.height, m.source_width, m.source_height) = (w, h, w, h);
+                            (m.format, m.from_jpeg) = (PixelFormat::Yuyv, false);
+                        }
+                    }
                     frame.meta.captured = tokio::time::Instant::from_std(now);
                     self.counters.captured.inc();
                     self.out.put(frame);

@@ -176,16 +176,20 @@ impl Detector {
                     return None;
                 }
                 let s = d.score_rgb(frame.pixels(), w, h);
-                Some(Scored::ratio(s.score, s.fire_pixels, s.smoke_pixels))
+                let area = frame.meta.pixel_area();
+                Some(Scored::ratio(s.score, camera_pixels(s.fire_pixels, area), camera_pixels(s.smoke_pixels, area)))
             }
             Detector::Grid(d, t) => {
                 let r = match frame.meta.format {
                     PixelFormat::Rgb24 => d.score_rgb(frame.pixels(), w, h),
                     PixelFormat::Yuyv => d.score_yuyv(frame.pixels(), w, h),
                 };
-                Some(Scored::confirmed(&r, t, now))
+                Some(Scored::confirmed(&in_camera_pixels(r, frame.meta.pixel_area()), t, now))
             }
-            Detector::Model(m, t) => Some(Scored::confirmed(&m.score(frame.pixels(), w, h, frame.meta.format), t, now)),
+            Detector::Model(m, t) => {
+                let r = m.score(frame.pixels(), w, h, frame.meta.format);
+                Some(Scored::confirmed(&in_camera_pixels(r, frame.meta.pixel_area()), t, now))
+            }
         }
     }
 }
@@ -240,6 +244,17 @@ impl Vision {
         };
         Some(Analysed { scored, grey, mode, changed })
     }
+}
+
+/// A pixel count of a frame decoded at reduced scale, in the camera's own pixels (what alerts and metrics report).
+fn camera_pixels(n: u32, area: f32) -> u32 {
+    (n as f32 * area).round() as u32
+}
+
+fn in_camera_pixels(mut r: grid::GridResult, area: f32) -> grid::GridResult {
+    r.fire_pixels = camera_pixels(r.fire_pixels, area);
+    r.smoke_pixels = camera_pixels(r.smoke_pixels, area);
+    r
 }
 
 fn rel_rects(masks: &[[f32; 4]]) -> Vec<grid::RelRect> {

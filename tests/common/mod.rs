@@ -166,10 +166,16 @@ pub fn strip_dht(j: &[u8]) -> Vec<u8> {
 
 /// `ember-tools eval frames DIR --detector D --json`: its one JSON report.
 pub fn eval_frames(dir: &std::path::Path, detector: &str) -> serde_json::Value {
+    eval_frames_with(dir, detector, &[])
+}
+
+/// [`eval_frames`] with more flags.
+pub fn eval_frames_with(dir: &std::path::Path, detector: &str, extra: &[&str]) -> serde_json::Value {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ember-tools"))
         .args(["eval", "frames"])
         .arg(dir)
         .args(["--detector", detector, "--json"])
+        .args(extra)
         .output()
         .unwrap();
     assert!(out.status.success(), "eval failed: {}", String::from_utf8_lossy(&out.stderr));

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use ember_edge::camera::jpeg::JpegDecoder;
 use ember_edge::detect::embereye::EmberEyeHsv;
 use ember_edge::detect::grid::{self, GridDetector};
-use ember_edge::pixels::{load_rgb, rgb_to_yuyv};
+use ember_edge::pixels::{load_analysis, load_rgb, rgb_to_yuyv};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Which {
@@ -51,6 +51,17 @@ pub struct Args {
     /// Development: feed the default detector YUYV converted from the decoded RGB instead of RGB.
     #[arg(long, hide = true)]
     pub yuyv: bool,
+    /// How each image is decoded: `analysis` as a JPEG camera of the appliance decodes it (at the smallest
+    /// DCT scale that covers the detector's grid, 1/2 at most for `model`), `full` at full size (EmberEye's
+    /// own path, for comparing with its published numbers).
+    #[arg(long, value_enum, default_value_t = Decode::Analysis)]
+    pub decode: Decode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Decode {
+    Analysis,
+    Full,
 }
 
 /// One labelled image.
@@ -139,7 +150,8 @@ pub fn evaluate(args: &Args) -> anyhow::Result<Outcome> {
         Which::Model => 0.5,
         _ => ember_edge::detect::grid_weights::THRESHOLD,
     });
-    let mut dec = JpegDecoder::new();
+    // The cap a camera with this detector decodes at (camera::source::analysis_cap).
+    let mut dec = JpegDecoder::with_max_denom(if args.detector == Which::Model { 2 } else { 8 });
     let ember = EmberEyeHsv::new();
     let mut grid = GridDetector::new(&[]);
     let mut rgb = Vec::new();
@@ -159,8 +171,11 @@ pub fn evaluate(args: &Args) -> anyhow::Result<Outcome> {
     for l in labels {
         let path = args.dir.join(&l.file);
         let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let (w, h) =
-            load_rgb(&mut dec, &bytes, &mut rgb).with_context(|| format!("cannot decode {}", path.display()))?;
+        let (w, h) = match args.decode {
+            Decode::Analysis => load_analysis(&mut dec, &bytes, &mut rgb),
+            Decode::Full => load_rgb(&mut dec, &bytes, &mut rgb),
+        }
+        .with_context(|| format!("cannot decode {}", path.display()))?;
         let score = match args.detector {
             Which::Embereye => ember.score_rgb(&rgb, w, h).score,
             // As the pipeline's `model` detector scores it: the CNN on the grid's candidate regions.

@@ -481,6 +481,25 @@ mod tests {
         }
     }
 
+    /// A JPEG camera's frame reaches the detector at analysis scale (160x120 for 640x480): it must read there the
+    /// same samples as on the full frame, so a frame that is constant over 4x4 blocks scores identically both ways.
+    #[test]
+    fn prescaled_frame_reads_the_full_frames_samples() {
+        let mut det = GridDetector::new(&[]);
+        for name in ["rf-indoorfire_image415_68a572.jpg", "rf-fire8_img_705_873ffc.jpg"] {
+            let (rgb, w, h) = fixture(name);
+            for (sw, sh, k) in [(160, 120, 4), (240, 135, 8), (208, 208, 2)] {
+                let small = resize_rgb(&rgb, w, h, sw, sh);
+                let full = resize_rgb(&small, sw, sh, sw * k, sh * k);
+                let (a, b) = (det.score_rgb(&small, sw, sh), det.score_rgb(&full, sw * k, sh * k));
+                assert_eq!(a.features.map(f32::to_bits), b.features.map(f32::to_bits), "{name} {sw}x{sh} x{k}");
+                assert_eq!(a.score.to_bits(), b.score.to_bits(), "{name} {sw}x{sh}");
+                assert_eq!(a.regions(), b.regions(), "{name} {sw}x{sh}");
+                assert!(a.fire_pixels * (k * k) as u32 >= b.fire_pixels / 2, "pixel counts scale with the frame");
+            }
+        }
+    }
+
     #[test]
     fn yuyv_and_rgb_agree_on_real_frames() {
         let mut det = GridDetector::new(&[]);

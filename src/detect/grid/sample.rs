@@ -129,12 +129,15 @@ pub(super) fn strided_layout(width: usize, bpp: usize) -> Option<(usize, usize)>
 }
 
 /// Byte offset in a row of each sample column, for `bpp` bytes per pixel. The pixel x is even, so a YUYV sample is
-/// the Y0 of its pair and RGB reads the same pixel.
+/// the Y0 of its pair and RGB reads the same pixel; except on an RGB frame narrower than two samples per column
+/// (a JPEG decoded at analysis scale, 160 to 319 wide), where rounding down to even would read every other
+/// column twice.
 #[inline]
 pub(super) fn sample_offsets(width: usize, bpp: usize) -> [usize; SW] {
+    let even = if bpp == 2 || width >= 2 * SW { !1 } else { !0 };
     let mut xs = [0usize; SW];
     for (i, x) in xs.iter_mut().enumerate() {
-        *x = (((2 * i + 1) * width / (2 * SW)) & !1) * bpp;
+        *x = (((2 * i + 1) * width / (2 * SW)) & even) * bpp;
     }
     xs
 }
