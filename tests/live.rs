@@ -87,14 +87,16 @@ fn count_parts(mut s: TcpStream, stop: Arc<AtomicBool>) -> (Arc<AtomicU64>, std:
 async fn a_stalled_viewer_is_dropped_after_the_lag_while_another_keeps_every_frame() {
     let app = start(&config("", 1)).await;
     let addr = app.telemetry_addr;
+    // The overlay variant: a replay camera's plain viewers get its own JPEGs without an encode (see
+    // `plain_viewers_of_a_jpeg_camera_get_its_own_bytes_without_an_encode`), the overlay is encoded.
     let result = tokio::task::spawn_blocking(move || {
-        let (status, fast, head) = open_stream(addr, "/cameras/cam0/stream.mjpg", "");
+        let (status, fast, head) = open_stream(addr, "/cameras/cam0/stream.mjpg?overlay=1", "");
         assert_eq!(status, 200);
         assert!(String::from_utf8_lossy(&head).contains("multipart/x-mixed-replace; boundary=frame"));
         let stop = Arc::new(AtomicBool::new(false));
         let (parts, reader) = count_parts(fast, Arc::clone(&stop));
         // The second viewer never reads a byte.
-        let (status, stalled, _) = open_stream(addr, "/cameras/cam0/stream.mjpg", "");
+        let (status, stalled, _) = open_stream(addr, "/cameras/cam0/stream.mjpg?overlay=1", "");
         assert_eq!(status, 200);
         std::thread::sleep(Duration::from_secs(1));
         let (enc0, got0) = (metric(addr, "ember_live_encodes_total{camera=\"cam0\"}"), parts.load(Ordering::Relaxed));
@@ -117,6 +119,51 @@ async fn a_stalled_viewer_is_dropped_after_the_lag_while_another_keeps_every_fra
     assert!(encoded >= 10.0, "the camera kept encoding for its reader ({encoded})");
     // Every frame encoded while the other viewer stalled reached the reading viewer (one in flight at each edge).
     assert!(received >= encoded - 2.0, "reader got {received} of {encoded} frames");
+    app.shutdown().await;
+}
+
+/// Plain viewers of a replay (JPEG) camera receive the camera's own JPEG bytes, newest frame, with the same
+/// slow-viewer rule, and nothing is decoded or encoded for them; the snapshot is the camera's bytes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_viewers_of_a_jpeg_camera_get_its_own_bytes_without_an_encode() {
+    let app = start(&config("", 1)).await;
+    let addr = app.telemetry_addr;
+    tokio::task::spawn_blocking(move || {
+        let demo: Vec<&[u8]> = ember_edge::camera::replay::DEMO_FRAMES.iter().map(|f| f.1).collect();
+        let (status, mut fast, _) = open_stream(addr, "/cameras/cam0/stream.mjpg", "");
+        assert_eq!(status, 200);
+        let (_, stalled, _) = open_stream(addr, "/cameras/cam0/stream.mjpg", "");
+        let mut parser = MultipartParser::new(1 << 22);
+        parser.set_boundary(b"frame");
+        let (mut buf, mut parts) = (vec![0u8; 65536], 0);
+        let deadline = Instant::now() + scaled(Duration::from_secs(20));
+        while parts < 25 || metric(addr, "ember_live_viewers_lagged_total") < 1.0 {
+            assert!(Instant::now() < deadline, "{parts} parts; the stalled viewer was never dropped");
+            let n = fast.read(&mut buf).unwrap();
+            assert!(n > 0, "the reading viewer was cut off");
+            let mut rest = &buf[..n];
+            while !rest.is_empty() {
+                let (used, part) = parser.push(rest);
+                if let Some(p) = part {
+                    assert!(demo.contains(&p), "a part that is not one of the camera's JPEGs ({} bytes)", p.len());
+                    parts += 1;
+                }
+                rest = &rest[used..];
+            }
+        }
+        assert_eq!(metric(addr, "ember_live_encodes_total{camera=\"cam0\"}"), 0.0, "no encode for plain viewers");
+        assert!(metric(addr, "ember_live_passthrough_total{camera=\"cam0\"}") >= 25.0);
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(s, "GET /cameras/cam0/snapshot.jpg HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        let mut r = Vec::new();
+        s.read_to_end(&mut r).unwrap();
+        let at = r.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(demo.contains(&&r[at..]), "the snapshot is one of the camera's JPEGs");
+        assert_eq!(metric(addr, "ember_live_encodes_total{camera=\"cam0\"}"), 0.0);
+        drop(stalled);
+    })
+    .await
+    .unwrap();
     app.shutdown().await;
 }
 

@@ -324,7 +324,7 @@ impl MjpegHttp {
                 d.describe(&mut frame.meta);
                 frame.meta.captured = Instant::now();
                 self.counters.captured.inc();
-                self.out.put(frame);
+                self.out.put_jpeg(frame, jpeg);
             }
             Err(e) => {
                 self.counters.decode_errors.inc();

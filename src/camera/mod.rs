@@ -29,6 +29,11 @@ use crate::telemetry::Counter;
 /// and must not block: it runs on the source's task.
 pub trait Tap<T>: Send + Sync {
     fn offer(&self, v: &T);
+
+    /// A value decoded from a camera JPEG, with those bytes: the live view hands them to viewers as they came.
+    fn offer_jpeg(&self, v: &T, _jpeg: &[u8]) {
+        self.offer(v);
+    }
 }
 
 /// Holds at most one value; a newer value replaces an unread older one ("newest wins").
@@ -53,6 +58,18 @@ impl<T> Latest<T> {
         if let Some(t) = &self.tap {
             t.offer(&v);
         }
+        self.replace(v);
+    }
+
+    /// Like `put`, for a value decoded from the camera JPEG `jpeg` (which the tap may pass on).
+    pub fn put_jpeg(&self, v: T, jpeg: &[u8]) {
+        if let Some(t) = &self.tap {
+            t.offer_jpeg(&v, jpeg);
+        }
+        self.replace(v);
+    }
+
+    fn replace(&self, v: T) {
         let old = self.slot.lock().unwrap_or_else(|p| p.into_inner()).replace(v);
         if old.is_some() {
             self.replaced.inc();

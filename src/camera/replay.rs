@@ -323,7 +323,8 @@ impl Replay {
                     }
                     frame.meta.captured = tokio::time::Instant::now();
                     self.counters.captured.inc();
-                    self.out.put(frame);
+                    // Viewers get the file's own JPEG, also when `replay_size` stands in for another size.
+                    self.out.put_jpeg(frame, bytes);
                 }
                 Err(e) => {
                     self.counters.decode_errors.inc();

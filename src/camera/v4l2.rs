@@ -377,7 +377,11 @@ impl V4l2Camera {
                     }
                     frame.meta.captured = tokio::time::Instant::from_std(now);
                     self.counters.captured.inc();
-                    self.out.put(frame);
+                    if frame.meta.from_jpeg {
+                        self.out.put_jpeg(frame, bytes);
+                    } else {
+                        self.out.put(frame);
+                    }
                 }
                 Err(e) => {
                     self.counters.errors.inc();

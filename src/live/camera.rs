@@ -3,6 +3,10 @@
 //! (plain, overlay) for every viewer. Detection and capture never wait for it: a busy encoder makes the tap
 //! skip the frame (counted), and encoding happens on its own thread, off the async runtime. The detector's
 //! latest result arrives as plain `detect::Detections` (this is its `DetectionSink`) and becomes overlay boxes here.
+//!
+//! A JPEG camera (MJPEG, replay) is not encoded for plain viewers: its own JPEG bytes are published as they came
+//! (no decode, no encode; its detector's frames are at analysis scale anyway). Only the overlay variant decodes
+//! that JPEG at full size, on the encoder thread, to draw on it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -26,9 +30,11 @@ pub enum Variant {
 }
 
 struct RgbBuf {
+    /// RGB24 pixels, or a camera's JPEG when `jpeg` (decoded by the encoder for the overlay).
     px: Vec<u8>,
     w: usize,
     h: usize,
+    jpeg: bool,
 }
 
 #[derive(Default)]
@@ -45,6 +51,7 @@ pub struct LiveCounters {
     pub skipped: Counter,
     pub exhausted: Counter,
     pub errors: Counter,
+    pub passed: Counter,
 }
 
 impl LiveCounters {
@@ -72,6 +79,11 @@ impl LiveCounters {
                 &l,
             ),
             errors: reg.counter("ember_live_encode_errors_total", "Frames the JPEG encoder rejected.", &l),
+            passed: reg.counter(
+                "ember_live_passthrough_total",
+                "Camera JPEGs published to plain live viewers as the camera sent them (no decode or encode).",
+                &l,
+            ),
         }
     }
 }
@@ -122,7 +134,7 @@ impl CameraLive {
         let (plain, over) = (Fanout::new(slots), Fanout::new(slots));
         let rx = [plain.subscribe(), over.subscribe()];
         // Preview buffers are reserved now (untouched pages cost no memory until a viewer comes).
-        let buf = || Mutex::new(RgbBuf { px: Vec::with_capacity(max_frame_len), w: 0, h: 0 });
+        let buf = || Mutex::new(RgbBuf { px: Vec::with_capacity(max_frame_len), w: 0, h: 0, jpeg: false });
         CameraLive {
             index,
             name: name.to_owned(),
@@ -206,9 +218,9 @@ impl CameraLive {
         }
     }
 
-    /// Copies (RGB) or converts (YUYV, for the RGB encoder) a frame into a free preview buffer.
-    fn copy_in(&self, f: &Frame) {
-        let (px, w, h) = (f.pixels(), f.meta.width, f.meta.height);
+    /// Copies (RGB) or converts (YUYV, for the RGB encoder) a frame into a free preview buffer; with `jpeg`, `px`
+    /// is the camera's JPEG, kept as it is for the overlay (decoded by the encoder).
+    fn copy_in(&self, px: &[u8], w: usize, h: usize, format: PixelFormat, jpeg: bool) {
         let b = {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             // An older copy the encoder has not taken yet is overwritten: newest wins.
@@ -221,15 +233,16 @@ impl CameraLive {
         {
             let mut buf = self.bufs[b].lock().unwrap_or_else(|p| p.into_inner());
             // Within the capacity reserved at start for the largest RGB frame: no allocation.
-            match f.meta.format {
-                PixelFormat::Rgb24 => {
+            match format {
+                PixelFormat::Yuyv if !jpeg => crate::pixels::yuyv_to_rgb(px, w, h, &mut buf.px),
+                _ => {
                     buf.px.clear();
                     buf.px.extend_from_slice(px);
                 }
-                PixelFormat::Yuyv => crate::pixels::yuyv_to_rgb(px, w, h, &mut buf.px),
             }
             buf.w = w;
             buf.h = h;
+            buf.jpeg = jpeg;
         }
         self.state.lock().unwrap_or_else(|p| p.into_inner()).ready = Some(b);
         self.wake.notify_one();
@@ -238,6 +251,8 @@ impl CameraLive {
     /// The encoder loop; runs on its own thread until `stop`.
     pub fn run_encoder(&self, stop: CancellationToken) {
         let mut grid: Box<[f32; PIXELS]> = Box::new([0.0; PIXELS]);
+        // For the overlay of a JPEG camera: its frame at full size, grown on the first overlay viewer.
+        let (mut dec, mut full) = (crate::camera::jpeg::JpegDecoder::new(), Vec::new());
         loop {
             let b = {
                 let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -259,7 +274,22 @@ impl CameraLive {
             {
                 let mut buf = self.bufs[b].lock().unwrap_or_else(|p| p.into_inner());
                 let (w, h) = (buf.w, buf.h);
-                if self.viewers[Variant::Plain as usize].load(Ordering::Relaxed) > 0 {
+                if buf.jpeg {
+                    // Plain viewers already have these bytes (`offer_jpeg`); the overlay draws on the full frame.
+                    if self.viewers[Variant::Overlay as usize].load(Ordering::Relaxed) > 0 {
+                        full.resize(w * h * 3, 0);
+                        match dec.decode_rgb(&buf.px, &mut full, w, h) {
+                            Ok(_) => {
+                                self.draw_overlay(&mut full, w, h, &mut grid);
+                                self.encode(Variant::Overlay, &full, w, h);
+                            }
+                            Err(e) => {
+                                self.counters.errors.inc();
+                                log::warn!("camera {}: live overlay frame not decoded: {e}", self.name);
+                            }
+                        }
+                    }
+                } else if self.viewers[Variant::Plain as usize].load(Ordering::Relaxed) > 0 {
                     self.encode(Variant::Plain, &buf.px, w, h);
                 }
                 if self.viewers[Variant::Overlay as usize].load(Ordering::Relaxed) > 0 {
@@ -314,8 +344,10 @@ impl CameraLive {
     }
 }
 
-impl crate::camera::Tap<Frame> for CameraLive {
-    fn offer(&self, f: &Frame) {
+impl CameraLive {
+    /// Notes a frame's arrival; true when the live view should take it (someone watches, and at most once per frame
+    /// interval, with slack for jitter, however fast the source delivers).
+    fn take_frame(&self, f: &Frame) -> bool {
         let now = self.now_ns();
         let prev = self.last_frame_ns.swap(now, Ordering::Relaxed);
         if self.frames.fetch_add(1, Ordering::Relaxed) > 0 {
@@ -324,22 +356,60 @@ impl crate::camera::Tap<Frame> for CameraLive {
             let next = if iv == 0.0 { dt } else { iv * 0.8 + dt * 0.2 };
             self.interval_ns.store(next.to_bits(), Ordering::Relaxed);
         }
-        self.size.store(((f.meta.width as u64) << 32) | f.meta.height as u64, Ordering::Relaxed);
+        let (w, h) =
+            if f.meta.from_jpeg { (f.meta.source_width, f.meta.source_height) } else { (f.meta.width, f.meta.height) };
+        self.size.store(((w as u64) << 32) | h as u64, Ordering::Relaxed);
         if self.viewers() == 0 {
-            return;
+            return false;
         }
-        // At most once per frame interval (with slack for jitter), however fast the source delivers.
         let last = self.last_copy_ns.load(Ordering::Relaxed);
         if last != 0 && now.saturating_sub(last) < self.period_ns * 3 / 4 {
             self.counters.skipped.inc();
-            return;
-        }
-        if self.state.lock().unwrap_or_else(|p| p.into_inner()).ready.is_some() {
-            // The encoder has not even started on the previous copy: it is behind; this one replaces it.
-            self.counters.skipped.inc();
+            return false;
         }
         self.last_copy_ns.store(now, Ordering::Relaxed);
-        self.copy_in(f);
+        true
+    }
+
+    /// Copies a frame in for the encoder; a previous copy it has not even started on is counted as skipped.
+    fn hand_over(&self, px: &[u8], w: usize, h: usize, format: PixelFormat, jpeg: bool) {
+        if self.state.lock().unwrap_or_else(|p| p.into_inner()).ready.is_some() {
+            self.counters.skipped.inc();
+        }
+        self.copy_in(px, w, h, format, jpeg);
+    }
+
+    /// Publishes a camera's JPEG to the plain viewers as it is: one copy into a shared buffer, no encode.
+    fn pass_through(&self, jpeg: &[u8]) {
+        let mut fan = self.fan[Variant::Plain as usize].lock().unwrap_or_else(|p| p.into_inner());
+        let Some(out) = fan.free_buffer() else {
+            self.counters.exhausted.inc();
+            return;
+        };
+        out.extend_from_slice(jpeg);
+        fan.publish(Instant::now());
+        self.counters.passed.inc();
+    }
+}
+
+impl crate::camera::Tap<Frame> for CameraLive {
+    fn offer(&self, f: &Frame) {
+        // A frame decoded from a JPEG is at analysis scale: its viewers are served from the JPEG (`offer_jpeg`).
+        if self.take_frame(f) && !f.meta.from_jpeg {
+            self.hand_over(f.pixels(), f.meta.width, f.meta.height, f.meta.format, false);
+        }
+    }
+
+    fn offer_jpeg(&self, f: &Frame, jpeg: &[u8]) {
+        if !self.take_frame(f) {
+            return;
+        }
+        if self.viewers[Variant::Plain as usize].load(Ordering::Relaxed) > 0 {
+            self.pass_through(jpeg);
+        }
+        if self.viewers[Variant::Overlay as usize].load(Ordering::Relaxed) > 0 {
+            self.hand_over(jpeg, f.meta.source_width, f.meta.source_height, PixelFormat::Rgb24, true);
+        }
     }
 }
 
