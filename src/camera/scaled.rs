@@ -40,6 +40,8 @@ const LOOKUP_BITS: u32 = 9;
 #[derive(Clone)]
 struct Huffman {
     lookup: [u16; 1 << LOOKUP_BITS],
+    /// AC symbols whose code and extra bits fit the 9 bits together: value << 16 | run << 8 | bits used; 0 = not.
+    fast_ac: [u32; 1 << LOOKUP_BITS],
     maxcode: [i32; 18],
     valoffset: [i32; 17],
     vals: [u8; 256],
@@ -47,7 +49,13 @@ struct Huffman {
 
 impl Huffman {
     fn new(bits: &[u8; 16], vals: &[u8]) -> Result<Self, ScaledError> {
-        let mut h = Huffman { lookup: [0; 1 << LOOKUP_BITS], maxcode: [-1; 18], valoffset: [0; 17], vals: [0; 256] };
+        let mut h = Huffman {
+            lookup: [0; 1 << LOOKUP_BITS],
+            fast_ac: [0; 1 << LOOKUP_BITS],
+            maxcode: [-1; 18],
+            valoffset: [0; 17],
+            vals: [0; 256],
+        };
         let n = vals.len().min(256);
         h.vals[..n].copy_from_slice(&vals[..n]);
         let (mut code, mut k) = (0i32, 0usize);
@@ -72,6 +80,15 @@ impl Huffman {
             code <<= 1;
         }
         h.maxcode[17] = i32::MAX;
+        for (p, f) in h.fast_ac.iter_mut().enumerate() {
+            let e = h.lookup[p];
+            let (len, r, s) = (u32::from(e >> 8), u32::from((e >> 4) & 15), u32::from(e & 15));
+            if len > 0 && s > 0 && len + s <= LOOKUP_BITS {
+                let raw = ((p as u32) >> (LOOKUP_BITS - len - s)) & ((1 << s) - 1);
+                let v = if raw < 1 << (s - 1) { raw as i32 - (1 << s) + 1 } else { raw as i32 };
+                *f = (u32::from(v as i16 as u16) << 16) | (r << 8) | (len + s);
+            }
+        }
         Ok(h)
     }
 }
@@ -92,8 +109,29 @@ impl<'a> Bits<'a> {
         Bits { data, pos: 0, buf: 0, n: 0, at_marker: false, fill_bits: 0 }
     }
 
+    /// Makes at least 32 bits available (a symbol and its extra bits).
     #[inline(always)]
     fn refill(&mut self) {
+        if self.n >= 32 {
+            return;
+        }
+        // Fast path: the next 8 bytes hold no 0xFF (no stuffing, no marker), so whole bytes go in at once.
+        if let Some(&chunk) = self.data.get(self.pos..).and_then(|d| d.first_chunk::<8>()) {
+            let v = u64::from_be_bytes(chunk);
+            let x = !v;
+            if x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080 == 0 {
+                let k = (63 - self.n) / 8;
+                self.buf |= (v >> (64 - 8 * k)) << (64 - 8 * k - self.n);
+                self.pos += k as usize;
+                self.n += 8 * k;
+                return;
+            }
+        }
+        self.refill_slow();
+    }
+
+    #[cold]
+    fn refill_slow(&mut self) {
         while self.n <= 56 {
             let mut byte = 0u8;
             if self.at_marker {
@@ -171,10 +209,10 @@ impl<'a> Bits<'a> {
         self.fill_bits <= self.n
     }
 
-    /// At a restart interval's end: drop the partial byte, step over the RSTn marker. A valid interval's last
-    /// refill reads up to its marker (at least 25 bits stay buffered after a symbol, fewer than 8 of them real).
+    /// At a restart interval's end: drop the partial byte (fewer than 8 real bits may be left: the reader never
+    /// loads a marker, so everything else buffered is padding), step over the RSTn marker.
     fn restart(&mut self) -> Result<(), ScaledError> {
-        if !self.real() || !self.at_marker {
+        if !self.real() || (!self.at_marker && self.n >= 8) {
             return Err(ScaledError::Corrupt("restart marker missing or misplaced"));
         }
         let mut p = self.pos;
@@ -502,6 +540,22 @@ impl ScaledDecoder {
                         let mut k = 1;
                         while k < 64 {
                             bits.refill();
+                            let fast = ac.fast_ac[bits.peek(LOOKUP_BITS) as usize & ((1 << LOOKUP_BITS) - 1)];
+                            if fast != 0 {
+                                bits.consume(fast & 0xFF);
+                                k += ((fast >> 8) & 0xFF) as usize;
+                                if k > 63 {
+                                    return Err(ScaledError::Corrupt("coefficient past the block"));
+                                }
+                                if used[k] {
+                                    let v = f32::from((fast >> 16) as u16 as i16);
+                                    for (a, &x) in acc[..nn].iter_mut().zip(&w[k * nn..(k + 1) * nn]) {
+                                        *a += v * x;
+                                    }
+                                }
+                                k += 1;
+                                continue;
+                            }
                             let rs = bits.symbol(ac)?;
                             let (r, s) = (usize::from(rs >> 4), u32::from(rs & 15));
                             if s == 0 {

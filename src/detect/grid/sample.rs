@@ -20,19 +20,30 @@ impl GridDetector {
         bpp: usize,
         index: impl Fn(u32) -> (u32, u8),
     ) -> bool {
-        // The word must stay in its sample's chunk: R, G, B and the next byte, or Y0 U Y1 V.
-        let Some((stride, first)) = strided_layout(width, bpp).filter(|&(stride, first)| first + 4 <= stride) else {
+        // The word must stay in its sample's chunk: R, G, B and the next byte, or Y0 U Y1 V; or, on an RGB frame
+        // exactly as wide as the grid (a JPEG decoded at analysis scale), the chunk is the pixel.
+        let Some((stride, first)) = strided_layout(width, bpp) else {
             return false;
         };
+        let packed = bpp == 3 && stride == 3;
+        if first + 4 > stride && !packed {
+            return false;
+        }
         let row_of = |j: usize| &px[sample_y(j, height) * width * bpp..][..width * bpp];
         let (mut words, mut idx, mut ys) = ([0u32; SW], [0u32; SW], [0u8; SW]);
         for j in 0..SH {
             if j + 1 < SH {
                 prefetch_row(row_of(j + 1));
             }
-            for (chunk, w) in row_of(j).chunks_exact(stride).zip(words.iter_mut()) {
-                if let Some(p) = chunk.get(first..).and_then(|p| p.first_chunk::<4>()) {
-                    *w = u32::from_le_bytes(*p);
+            if packed {
+                for (p, w) in row_of(j).chunks_exact(3).zip(words.iter_mut()) {
+                    *w = u32::from_le_bytes([p[0], p[1], p[2], 0]);
+                }
+            } else {
+                for (chunk, w) in row_of(j).chunks_exact(stride).zip(words.iter_mut()) {
+                    if let Some(p) = chunk.get(first..).and_then(|p| p.first_chunk::<4>()) {
+                        *w = u32::from_le_bytes(*p);
+                    }
                 }
             }
             for ((i, y), &w) in idx.iter_mut().zip(ys.iter_mut()).zip(&words) {
@@ -125,7 +136,8 @@ pub(super) fn yuyv_sample(w: u32) -> (u32, u8) {
 /// byte offset of the first sample), the same pixels as [`sample_offsets`]. None for other widths.
 pub(super) fn strided_layout(width: usize, bpp: usize) -> Option<(usize, usize)> {
     let step = width / SW;
-    (width.is_multiple_of(SW) && step.is_multiple_of(2)).then(|| (step * bpp, sample_offsets(width, bpp)[0]))
+    (width.is_multiple_of(SW) && (step.is_multiple_of(2) || (bpp == 3 && step == 1)))
+        .then(|| (step * bpp, sample_offsets(width, bpp)[0]))
 }
 
 /// Byte offset in a row of each sample column, for `bpp` bytes per pixel. The pixel x is even, so a YUYV sample is
