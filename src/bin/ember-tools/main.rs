@@ -3,6 +3,7 @@
 //! evaluation on labelled images, and the control-room alert receiver. Parses arguments, prints the reports,
 //! and maps results to exit codes.
 
+mod bench_camera;
 mod bench_detect;
 mod collect;
 mod eval_clips;
@@ -64,6 +65,8 @@ enum EvalCmd {
 enum BenchCmd {
     /// Nanoseconds per frame of a detector (one thread), on real frames resized to the given size.
     Detect(bench_detect::Args),
+    /// Nanoseconds per frame of a JPEG camera's analysis path (decode + detect) at camera sizes, per DCT scale.
+    Camera(bench_camera::Args),
 }
 
 #[derive(Subcommand, Debug)]
@@ -132,6 +135,7 @@ fn main() -> ExitCode {
         Command::Eval { cmd: EvalCmd::Frames(args) } => finish(eval_frames::run(args)),
         Command::Eval { cmd: EvalCmd::Clips(args) } => finish(eval_clips::run(args)),
         Command::Bench { cmd: BenchCmd::Detect(args) } => finish(bench_detect::run(args)),
+        Command::Bench { cmd: BenchCmd::Camera(args) } => finish(bench_camera::run(args)),
     }
 }
 
