@@ -12,7 +12,7 @@ if ! "$VENV/bin/python" -c 'import cv2, numpy' 2>/dev/null; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q opencv-python-headless numpy
 fi
-cargo build --release --bins --quiet
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --bins --quiet
 BIN=${CARGO_TARGET_DIR:-target}/release/ember-tools
 PIN="taskset -c 0"
 command -v taskset >/dev/null || PIN=""

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The live-view benchmark of docs/BENCHMARKS.md: the appliance with configs/bench-streams.toml (4 replay
 # cameras, 640x480, 25 fps) and `loadtest streams` side by side on this machine. Runs 50 viewers per camera
-# (200) for 60 s and checks the acceptance figures (every viewer >= 24 fps, zero errors, JPEG encodes per
-# second = cameras x fps, not x viewers, appliance RSS <= 60 MB); then, with `find-max`, steps the viewers up
+# (200) for 60 s and checks the acceptance figures (every viewer >= 24 fps, zero errors, no JPEG encodes: the
+# replay cameras' own JPEGs are passed through to viewers, appliance RSS <= 60 MB); then, with `find-max`, steps the viewers up
 # to the measured limit. Reports land in target/bench-streams/. Usage: scripts/bench-streams.sh [quick] [find-max]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +28,8 @@ print(json.dumps({"viewers": a["viewers"], "fps_min": a["fps_min"], "fps_mean": 
 fails = []
 if a["fps_min"] < 24: fails.append(f"a viewer got {a['fps_min']} fps (< 24)")
 if a["errors"] != 0: fails.append(f"{a['errors']} errors")
-if abs(ap["jpeg_encodes_per_s"] - 100) > 5: fails.append(f"{ap['jpeg_encodes_per_s']} encodes/s, expected 4 x 25 = 100")
+# Replay cameras are JPEG cameras: plain viewers get the camera's own bytes, nothing is encoded for them.
+if ap["jpeg_encodes_per_s"] > 0: fails.append(f"{ap['jpeg_encodes_per_s']} encodes/s, expected 0 (JPEGs passed through)")
 if ap["rss_max_mb"] > 60: fails.append(f"RSS {ap['rss_max_mb']} MB > 60")
 print("FAIL: " + "; ".join(fails) if fails else "PASS: 200 viewers")
 sys.exit(1 if fails else 0)
