@@ -132,7 +132,7 @@ pub fn build(cam: &Camera, ctx: CameraCtx<'_>) -> anyhow::Result<BuiltCamera> {
         #[cfg(feature = "v4l2")]
         CameraSource::V4l2 => {
             let counters = super::v4l2::V4l2Counters::with_frames(registry, &cam.name, counters);
-            let (cam, out) = (cam.clone(), Arc::clone(&out));
+            let (cam, out, max_denom) = (cam.clone(), Arc::clone(&out), analysis_cap(cam));
             SourceTask {
                 // The capture thread beats at least every 200 ms, also while it waits to reopen a lost device: a
                 // missing camera shows in the metrics and the log, it does not restart the service.
@@ -149,7 +149,7 @@ pub fn build(cam: &Camera, ctx: CameraCtx<'_>) -> anyhow::Result<BuiltCamera> {
                         rate,
                         max_width: cam.max_width,
                         max_height: cam.max_height,
-                        max_denom: analysis_cap(&cam),
+                        max_denom,
                         pool,
                         out,
                         counters,
