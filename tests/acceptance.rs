@@ -7,9 +7,6 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 use common::{eval_frames, eval_frames_with, fixtures, num};
 use ember_edge::camera::jpeg::JpegDecoder;
 
