@@ -323,8 +323,13 @@ impl Replay {
                     }
                     frame.meta.captured = tokio::time::Instant::now();
                     self.counters.captured.inc();
-                    // Viewers get the file's own JPEG, also when `replay_size` stands in for another size.
-                    self.out.put_jpeg(frame, bytes);
+                    // Viewers get the file's own JPEG, also when `replay_size` stands in for another size; a
+                    // replayed YUYV webcam is previewed as a YUYV camera is (encoded).
+                    if frame.meta.from_jpeg {
+                        self.out.put_jpeg(frame, bytes);
+                    } else {
+                        self.out.put(frame);
+                    }
                 }
                 Err(e) => {
                     self.counters.decode_errors.inc();
