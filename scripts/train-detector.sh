@@ -2,7 +2,7 @@
 # Retrains the grid detector's scorer (src/detect/grid_weights.rs, models/grid-metrics.json) on the training set,
 # with features from the appliance's own decode and detector path, and draws docs/detector-curves.svg.
 #   scripts/train-detector.sh            (from the repo root; needs ../shared/fixtures or EMBER_SHARED)
-# Steps: build ember-tools; synthesise the stress negatives (scripts/augment-train.py, reported only: grouped CV
+# Steps: build ember-tools; the training images as a 640 px camera delivers them (scripts/camera-scale.py); synthesise the stress negatives (scripts/augment-train.py, reported only: grouped CV
 # preferred the real images alone, see docs/DETECTOR.md); dump features of train, stress and dev; fit and select
 # by grouped CV on train (scripts/train-detector.py); score dev once; rebuild and plot the curves.
 set -euo pipefail
@@ -21,7 +21,8 @@ mkdir -p "$out"
 cargo build --release --bin ember-tools --quiet
 tools=${CARGO_TARGET_DIR:-target}/release/ember-tools
 [ -f "$out/aug/labels.csv" ] || "$venv/bin/python" scripts/augment-train.py "$shared/fixtures/train" "$out/aug"
-"$tools" eval frames "$shared/fixtures/train" --dump-features "$out/train.csv" --json
+[ -f "$out/camera/labels.csv" ] || "$venv/bin/python" scripts/camera-scale.py "$shared/fixtures/train" "$out/camera"
+"$tools" eval frames "$out/camera" --dump-features "$out/train.csv" --json
 "$tools" eval frames "$out/aug" --dump-features "$out/aug.csv" --json
 "$tools" eval frames "$shared/fixtures/frames" --dump-features "$out/dev.csv" --json
 "$venv/bin/python" scripts/train-detector.py --train "$out/train.csv" \
