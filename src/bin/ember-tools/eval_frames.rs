@@ -48,6 +48,10 @@ pub struct Args {
     /// `model`: the .tflite file.
     #[arg(long, value_name = "FILE.tflite", default_value = "models/fire-int8.tflite")]
     pub model: PathBuf,
+    /// Also write every image's score to this CSV (`file,fire,smoke,hard_negative,score`), for curves
+    /// (scripts/plot-detector.py).
+    #[arg(long, value_name = "FILE.csv")]
+    pub scores: Option<PathBuf>,
     /// Development: feed the default detector YUYV converted from the decoded RGB instead of RGB.
     #[arg(long, hide = true)]
     pub yuyv: bool,
@@ -217,8 +221,21 @@ pub fn evaluate(args: &Args) -> anyhow::Result<Outcome> {
     if let Some(mut f) = dump {
         f.flush()?;
     }
+    if let Some(p) = &args.scores {
+        write_scores(p, &scores)?;
+    }
     let report = summarise(&scores, threshold);
     Ok(Outcome { scores, report })
+}
+
+fn write_scores(path: &Path, scores: &[(Label, f32)]) -> anyhow::Result<()> {
+    let mut f =
+        std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?);
+    writeln!(f, "file,fire,smoke,hard_negative,score")?;
+    for (l, s) in scores {
+        writeln!(f, "{},{},{},{},{s:.6}", l.file, u8::from(l.fire), u8::from(l.smoke), u8::from(l.hard))?;
+    }
+    Ok(f.flush()?)
 }
 
 pub fn summarise(scores: &[(Label, f32)], threshold: f32) -> Report {
