@@ -28,6 +28,7 @@ pub mod cmd;
 pub mod config;
 pub mod detect;
 pub mod event;
+pub mod events;
 /// Test fixtures: the same file the integration tests use as `common::fixtures`.
 #[cfg(test)]
 #[path = "../tests/common/fixtures.rs"]
