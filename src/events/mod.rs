@@ -356,10 +356,8 @@ impl Shared {
     fn run(&self, rx: Receiver<Msg>) {
         loop {
             match rx.recv_timeout(RETRY) {
-                Ok(Msg::Event(mut ev)) => {
+                Ok(Msg::Event(ev)) => {
                     let mut inner = lock(&self.inner);
-                    ev.id = inner.next_id;
-                    inner.next_id += 1;
                     self.put(&mut inner, ev);
                 }
                 Ok(Msg::Flush(done)) => {
@@ -409,14 +407,25 @@ impl Shared {
         if self.trouble.swap(false, Ordering::Relaxed) {
             self.counters.trouble.set(0.0);
             log::warn!("event log {} writable again: held events written", self.dir.display());
+            let mut ev = Event::now(Kind::Log, "the disk takes events again: those held in memory are written");
+            ev.id = inner.next_id;
+            if let Some(store) = inner.store.as_mut()
+                && store.append(&ev).is_ok()
+            {
+                inner.next_id += 1;
+                self.counters.written.inc();
+            }
         }
         true
     }
 
-    fn put(&self, inner: &mut Inner, ev: Event) {
-        if self.drain_memory(inner)
-            && let Some(store) = inner.store.as_mut()
-        {
+    /// Gives `ev` the next id and writes it, or holds it in memory while the disk refuses.
+    fn put(&self, inner: &mut Inner, mut ev: Event) {
+        // Held events (and the log's own note on recovery) take their ids before this one: ids stay in order.
+        let drained = self.drain_memory(inner);
+        ev.id = inner.next_id;
+        inner.next_id += 1;
+        if drained && let Some(store) = inner.store.as_mut() {
             match store.append(&ev) {
                 Ok(dropped) => {
                     self.counters.dropped.add(dropped);
@@ -424,8 +433,7 @@ impl Shared {
                     return;
                 }
                 Err(e) => {
-                    if !self.trouble.swap(true, Ordering::Relaxed) {
-                        self.counters.trouble.set(1.0);
+                    if !self.trouble.load(Ordering::Relaxed) {
                         log::error!(
                             "event log {} refuses writes ({e}): TROUBLE; the newest {MEMORY_CAP} events are held in memory",
                             self.dir.display()
@@ -434,8 +442,18 @@ impl Shared {
                 }
             }
         }
-        self.trouble.store(true, Ordering::Relaxed);
+        let raised = !self.trouble.swap(true, Ordering::Relaxed);
         self.counters.trouble.set(1.0);
+        self.hold(inner, ev);
+        if raised {
+            let mut note = Event::now(Kind::Log, "the disk refuses events: TROUBLE; the newest are held in memory");
+            note.id = inner.next_id;
+            inner.next_id += 1;
+            self.hold(inner, note);
+        }
+    }
+
+    fn hold(&self, inner: &mut Inner, ev: Event) {
         if inner.memory.is_full() {
             inner.memory.pop_front();
             self.counters.lost.inc();

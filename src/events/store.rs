@@ -120,7 +120,12 @@ impl Store {
         for id in seg_ids(dir)? {
             let path = dir.join(format!("{id:016}.evl"));
             data.clear();
-            File::open(&path)?.read_to_end(&mut data)?;
+            match File::open(&path) {
+                Ok(mut f) => f.read_to_end(&mut data)?,
+                // The writer dropped it since the listing: a reader just goes on.
+                Err(e) if !writable && e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             let mut recs = Vec::new();
             let valid = record::scan(&data, last, &mut recs);
             let torn = (data.len() - valid) as u64;
