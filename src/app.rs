@@ -267,12 +267,14 @@ impl App {
             }
         };
         let note = format!("{} sha256 {}", loaded.source_name, loaded.sha256);
+        let part = self.health.register("event log", None);
         let log = EventLog::start(
             dir,
             c.uplink.events_max_bytes,
             c.uplink.fsync.into(),
             Names::from_config(c),
             registry,
+            Some(part),
             &note,
         );
         self.events = Some(log.clone());

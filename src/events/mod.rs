@@ -6,7 +6,7 @@
 //! The alarm path never waits for the disk: `EventLog::record` only offers the event to a bounded channel
 //! (overflow counted) and a writer thread appends it to the `store`. When the disk refuses (full, read-only,
 //! gone) the writer keeps the newest events in a fixed in-memory ring (older ones counted as lost), raises
-//! TROUBLE (the trouble output, the status page, a metric) and writes the held events out, in order, as soon as
+//! TROUBLE (the trouble output, `/health` and the status page, a metric) and writes the held events out, in order, as soon as
 //! the disk takes them again.
 
 pub mod record;
@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::event::SourceRef;
-use crate::telemetry::{Counter, Gauge, Registry};
+use crate::telemetry::{Counter, Gauge, PartHandle, PartState, Registry};
 use crate::uplink::spool::Fsync;
 pub use store::{Query, Store};
 
@@ -144,6 +144,8 @@ struct Counters {
 struct Shared {
     inner: Mutex<Inner>,
     trouble: AtomicBool,
+    /// The log's part in `/health`: in TROUBLE (reported, the watchdog still fed) while the disk refuses.
+    part: Option<PartHandle>,
     counters: Counters,
     dir: PathBuf,
     max_bytes: u64,
@@ -207,6 +209,7 @@ impl EventLog {
         fsync: Fsync,
         names: Names,
         registry: &Registry,
+        part: Option<PartHandle>,
         config_note: &str,
     ) -> EventLog {
         let counters = Counters {
@@ -256,10 +259,10 @@ impl EventLog {
         };
         let next_id = store.as_ref().map(Store::next_id).unwrap_or(1);
         let trouble = store.is_none();
-        counters.trouble.set(if trouble { 1.0 } else { 0.0 });
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner { store, memory: heapless::Deque::new(), next_id }),
             trouble: AtomicBool::new(trouble),
+            part,
             counters,
             dir,
             max_bytes,
@@ -274,6 +277,7 @@ impl EventLog {
         if let Err(e) = spawned {
             log::error!("event log writer cannot start ({e}): events are not recorded");
         }
+        shared.show_trouble(trouble);
         let log = EventLog { tx, shared };
         if unclean {
             log.record(Event::now(Kind::UncleanRestart, "the previous run ended without a clean stop"));
@@ -405,7 +409,7 @@ impl Shared {
         }
         self.counters.held.set(0.0);
         if self.trouble.swap(false, Ordering::Relaxed) {
-            self.counters.trouble.set(0.0);
+            self.show_trouble(false);
             log::warn!("event log {} writable again: held events written", self.dir.display());
             let mut ev = Event::now(Kind::Log, "the disk takes events again: those held in memory are written");
             ev.id = inner.next_id;
@@ -443,13 +447,26 @@ impl Shared {
             }
         }
         let raised = !self.trouble.swap(true, Ordering::Relaxed);
-        self.counters.trouble.set(1.0);
+        if raised {
+            self.show_trouble(true);
+        }
         self.hold(inner, ev);
         if raised {
             let mut note = Event::now(Kind::Log, "the disk refuses events: TROUBLE; the newest are held in memory");
             note.id = inner.next_id;
             inner.next_id += 1;
             self.hold(inner, note);
+        }
+    }
+
+    fn show_trouble(&self, on: bool) {
+        self.counters.trouble.set(if on { 1.0 } else { 0.0 });
+        if let Some(p) = &self.part {
+            p.set(if on {
+                PartState::Trouble("the disk refuses events; newest held in memory".into())
+            } else {
+                PartState::Running
+            });
         }
     }
 

@@ -16,7 +16,8 @@ fn kinds(v: &[Event]) -> Vec<Kind> {
 fn a_run_without_a_clean_stop_is_logged_as_unclean_at_the_next_start() {
     let d = std::env::temp_dir().join(format!("ember-evlog-unclean-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
-    let open = || EventLog::start(d.clone(), 1 << 20, Fsync::Never, names(), &Registry::new(), "config x sha256 ab");
+    let open =
+        || EventLog::start(d.clone(), 1 << 20, Fsync::Never, names(), &Registry::new(), None, "config x sha256 ab");
     let log = open();
     log.record(Event::now(Kind::Zone, "normal → alarm"));
     assert!(log.flush(Duration::from_secs(5)));
@@ -46,7 +47,9 @@ fn a_refusing_disk_raises_trouble_holds_the_newest_in_memory_and_writes_them_lat
     let d = base.join("events");
     std::fs::write(&d, b"not a folder").unwrap();
     let reg = Registry::new();
-    let log = EventLog::start(d.clone(), 1 << 20, Fsync::Never, names(), &reg, "c");
+    let health = crate::telemetry::Health::new();
+    let part = health.register("event log", None);
+    let log = EventLog::start(d.clone(), 1 << 20, Fsync::Never, names(), &reg, Some(part), "c");
     for i in 0..MEMORY_CAP + 10 {
         log.record(Event::now(Kind::Output, format!("change {i}")));
         // The writer's queue is smaller than this burst; this test is about the memory hold, not the queue.
@@ -62,11 +65,13 @@ fn a_refusing_disk_raises_trouble_holds_the_newest_in_memory_and_writes_them_lat
     let p = log.query(&Query { since: 0, limit: 10, kind: None, newest: false });
     assert_eq!((p.lost, p.trouble), (12, true), "the 2 first events and 10 of the changes");
     assert!(reg.render().contains("ember_event_log_trouble 1"));
+    assert!(matches!(&health.states()[0].1, crate::telemetry::PartState::Trouble(_)), "{:?}", health.states());
     // The disk comes back: the held events are written, in order, and trouble clears.
     std::fs::remove_file(&d).unwrap();
     log.record(Event::now(Kind::Zone, "after"));
     assert!(log.flush(Duration::from_secs(5)));
     assert!(!log.in_trouble());
+    assert_eq!(health.states()[0].1, crate::telemetry::PartState::Running);
     let view = Store::open_read_only(&d).unwrap();
     let back = view.query(&Query { since: 0, limit: usize::MAX, kind: None, newest: false });
     assert_eq!(back.len(), MEMORY_CAP + 2);
