@@ -19,6 +19,7 @@ use crate::camera::{self, BuiltCamera, CameraCtx};
 use crate::config::{AlarmBackend, Config, Loaded};
 use crate::detect::{DetectCounters, DetectTask, Detector};
 use crate::event::{Observation, Transition};
+use crate::events::{Event, EventLog, Kind, Names};
 use crate::fusion::{Fusion, FusionMetrics, FusionTask};
 use crate::queue::{Overflow, Queue};
 use crate::sensor::device::Devices;
@@ -46,8 +47,10 @@ pub struct App {
     aborts: Vec<(String, AbortHandle)>,
     alarm: SharedAlarm,
     shutdown_timeout: Duration,
-    /// Temporary folders to remove at shutdown (a non-durable spool).
+    /// Temporary folders to remove at shutdown (a non-durable spool or event log).
     temp_dirs: Vec<std::path::PathBuf>,
+    /// The event log; its clean-stop record is the last thing written at shutdown.
+    pub events: Option<EventLog>,
 }
 
 /// What happened during shutdown.
@@ -76,6 +79,7 @@ impl App {
             alarm: Arc::clone(alarm),
             shutdown_timeout: Duration::from_millis(c.runtime.shutdown_timeout_ms),
             temp_dirs: Vec::new(),
+            events: None,
         }
     }
 
@@ -143,12 +147,15 @@ impl App {
             Queue::new("observations", c.runtime.observation_queue, Overflow::DropOldest);
         metrics::register_queue(&registry, "observations", observations.capacity(), observations.stats());
 
+        let events = app.start_event_log(loaded, &registry);
+
         // Telemetry next, so a failing start-up can still be observed.
         let listener = bind("telemetry", c.telemetry.listen).await?;
         app.telemetry_addr = listener.local_addr()?;
         let operator = web::OperatorPort {
             queue: observations.clone(),
             zones: Arc::new(c.zones.iter().map(|z| z.name.clone()).collect()),
+            events: Some(events.clone()),
         };
         // The sensor devices first: the live view shows their thermal grids.
         let devices = Arc::new(Devices::new(&c.sensors, &registry, observations.clone()));
@@ -224,6 +231,7 @@ impl App {
             metrics: FusionMetrics::register(&registry, &zone_names),
             zone_names,
             zone_status: Arc::clone(&live.board),
+            events: Some(events),
         };
         app.spawn("fusion", Some(Duration::from_secs(5)), move |part, stop| fusion.run(part, stop));
 
@@ -241,6 +249,36 @@ impl App {
         app.health.set_ready();
         sdnotify::notify("READY=1");
         Ok(app)
+    }
+
+    /// Opens the event log (a temporary folder when `events_dir` is unset) and records start and the config.
+    fn start_event_log(&mut self, loaded: &Loaded, registry: &Registry) -> EventLog {
+        let c = &loaded.config;
+        let dir = match &c.uplink.events_dir {
+            Some(d) => loaded.resolve(d),
+            None => {
+                // Several apps may run in one process (tests): each needs its own folder.
+                static INSTANCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let d = std::env::temp_dir().join(format!("ember-edge-events-{}-{n}", std::process::id()));
+                log::warn!("[uplink] events_dir is not set: the event log does not survive a restart");
+                self.temp_dirs.push(d.clone());
+                d
+            }
+        };
+        let note = format!("{} sha256 {}", loaded.source_name, loaded.sha256);
+        let part = self.health.register("event log", None);
+        let log = EventLog::start(
+            dir,
+            c.uplink.events_max_bytes,
+            c.uplink.fsync.into(),
+            Names::from_config(c),
+            registry,
+            Some(part),
+            &note,
+        );
+        self.events = Some(log.clone());
+        log
     }
 
     /// The sensor link: one server for every TCP listener and serial port, the liveness tick, and the simulated
@@ -316,6 +354,14 @@ impl App {
         }
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+        // After every task: nothing may log after the clean stop, or the next start would call it unclean.
+        if let Some(log) = self.events.take() {
+            log.record(Event::now(Kind::Stop, format!("clean stop after {:.1} s", started.elapsed().as_secs_f64())));
+            let flushed = tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(2))).await;
+            if !matches!(flushed, Ok(true)) {
+                log::warn!("the event log's clean-stop record may not be on disk");
+            }
+        }
         {
             let mut alarm = self.alarm.lock().unwrap_or_else(|p| p.into_inner());
             if let Err(e) = alarm.safe() {

@@ -7,8 +7,8 @@
 //!        └──frame──▶ live view ◀──Detections───────┘                        │
 //!  devices ──TCP / serial──▶ sensor server ──Thermal/Adc────────────────────┼──▶ fusion ──▶ alarm outputs (local)
 //!  simulated device ──TCP──┘                                                │      └─▶ uplink ─TCP/MQTT─▶ collector
-//!  operator ──web: zone commands────────────────────────────────────────────┘
-//!  web: /metrics, /health, operator commands, live view and status;  telemetry: metrics, health, systemd notify
+//!  operator ──web: zone commands────────────────────────────────────────────┘      └─▶ event log (writer thread)
+//!  web: /metrics, /health, operator commands, events, live view and status;  telemetry: metrics, health, sd_notify
 //! ```
 //!
 //! Decisions (decoders, detectors, fusion, wire format) are pure and take `now`; the IO tasks around them are
@@ -28,6 +28,7 @@ pub mod cmd;
 pub mod config;
 pub mod detect;
 pub mod event;
+pub mod events;
 /// Test fixtures: the same file the integration tests use as `common::fixtures`.
 #[cfg(test)]
 #[path = "../tests/common/fixtures.rs"]

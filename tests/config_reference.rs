@@ -40,6 +40,7 @@ const WORKING_VALUES: &[&str] = &[
     "uplink.server",
     "uplink.key_file",
     "uplink.spool_dir",
+    "uplink.events_dir",
     "collector.enabled",
 ];
 

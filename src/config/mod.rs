@@ -82,6 +82,8 @@ pub struct Loaded {
     pub board: Option<Board>,
     /// Things that load but should be changed (deprecated spellings), located like problems.
     pub warnings: Vec<ConfigProblem>,
+    /// SHA-256 of the config text, hex: the event log records which config a run loaded.
+    pub sha256: String,
 }
 
 impl Loaded {
@@ -101,7 +103,11 @@ pub fn load_str(name: &str, text: &str, base_dir: &Path) -> Result<Loaded, Vec<C
     if problems.is_empty() {
         let warnings =
             camera::deprecations(text).into_iter().map(|(path, msg)| load::locate(name, text, &path, msg)).collect();
-        Ok(Loaded { config, source_name: name.to_owned(), base_dir: base_dir.to_path_buf(), board, warnings })
+        let sha256 = {
+            use sha2::Digest;
+            sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+        };
+        Ok(Loaded { config, source_name: name.to_owned(), base_dir: base_dir.to_path_buf(), board, warnings, sha256 })
     } else {
         Err(problems)
     }

@@ -45,6 +45,14 @@ pub struct Uplink {
     /// (about 100,000 alerts).
     #[serde(default = "default_spool_bytes")]
     pub spool_max_bytes: u64,
+    /// Folder of the event log (relative to the config file): every transition, trouble, operator action,
+    /// output change, start and stop. Unset: a temporary folder, so the log does not survive a restart.
+    #[serde(default)]
+    pub events_dir: Option<String>,
+    /// Most bytes the event log may hold (it also keeps at most 4096 events); beyond it the oldest are dropped
+    /// and counted. Default 1 MiB.
+    #[serde(default = "default_events_bytes")]
+    pub events_max_bytes: u64,
     /// "always": fsync every alert (default; alerts are rare, so SD-card wear is negligible and a power cut
     /// loses nothing acknowledged to fusion). "never": leave it to the kernel (survives crashes, not power loss).
     #[serde(default = "default_fsync")]
@@ -78,6 +86,8 @@ impl Default for Uplink {
             key_file: None,
             spool_dir: None,
             spool_max_bytes: default_spool_bytes(),
+            events_dir: None,
+            events_max_bytes: default_events_bytes(),
             fsync: default_fsync(),
         }
     }
@@ -108,6 +118,9 @@ fn default_transport() -> UplinkTransport {
 }
 fn default_topic_prefix() -> String {
     "ember".into()
+}
+fn default_events_bytes() -> u64 {
+    1 << 20
 }
 fn default_spool_bytes() -> u64 {
     8 << 20
@@ -163,6 +176,9 @@ pub(super) fn validate(
     }
     if !(4096..=(1u64 << 34)).contains(&u.spool_max_bytes) {
         push(vec![key("uplink"), key("spool_max_bytes")], "spool_max_bytes must be 4096..=16 GiB".into());
+    }
+    if !(4096..=(1u64 << 30)).contains(&u.events_max_bytes) {
+        push(vec![key("uplink"), key("events_max_bytes")], "events_max_bytes must be 4096..=1 GiB".into());
     }
     if let Some(k) = &u.key_file
         && !base_dir.join(k).is_file()

@@ -8,7 +8,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Fusion;
 use crate::alarm::{Outputs, SharedAlarm};
-use crate::event::{Observation, Transition, ZoneState};
+use crate::event::{Observation, OperatorCmd, Transition, ZoneState};
+use crate::events::{Event, EventLog, Kind};
 use crate::live::ZoneBoard;
 use crate::queue::Queue;
 use crate::telemetry::metrics::Histogram;
@@ -57,11 +58,14 @@ pub struct FusionTask {
     pub metrics: FusionMetrics,
     /// Zone states and recent transitions for the status page.
     pub zone_status: Arc<ZoneBoard>,
+    /// The event log: offered each transition, trouble and output change after the outputs are set (never
+    /// waited for); while it cannot write, the trouble output is on.
+    pub events: Option<EventLog>,
 }
 
 impl FusionTask {
     pub async fn run(self, part: PartHandle, stop: CancellationToken) -> anyhow::Result<()> {
-        let FusionTask { mut fusion, input, alarm, uplink, zone_names, metrics, zone_status } = self;
+        let FusionTask { mut fusion, input, alarm, uplink, zone_names, metrics, zone_status, events } = self;
         let FusionMetrics { zone_gauges, transitions, decision_latency, alarm_latency } = metrics;
         let mut last_outputs = Outputs::SAFE;
         let mut states = vec![ZoneState::Normal; fusion.zone_count()];
@@ -71,8 +75,10 @@ impl FusionTask {
             log::error!("alarm outputs cannot be initialised: {e}");
         }
         let mut pending: Vec<Transition> = Vec::with_capacity(16);
+        let mut log_trouble = false;
         loop {
             let mut sent_ns = 0;
+            let mut noted: Option<Observation> = None;
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 o = input.pop() => {
@@ -80,6 +86,9 @@ impl FusionTask {
                         sent_ns = a.sent_ns;
                     }
                     fusion.observe(&o, &mut |t| pending.push(t));
+                    if matches!(o, Observation::SourceHealth { .. } | Observation::Operator { cmd: OperatorCmd::Button, .. }) {
+                        noted = Some(o);
+                    }
                 }
                 _ = tick.tick() => {
                     part.beat();
@@ -89,11 +98,20 @@ impl FusionTask {
                     }
                 }
             }
-            if pending.is_empty() {
+            let trouble_now = events.as_ref().is_some_and(EventLog::in_trouble);
+            if pending.is_empty() && trouble_now == log_trouble {
                 observe_latency(&decision_latency, sent_ns);
+                if let (Some(log), Some(o)) = (&events, noted) {
+                    log_observation(log, &o);
+                }
                 continue;
             }
+            log_trouble = trouble_now;
+            let mut changes: Vec<Transition> = Vec::new();
             for t in pending.drain(..) {
+                if events.is_some() {
+                    changes.push(t);
+                }
                 states[t.zone] = t.to;
                 zone_status.record(&t, crate::live::status::unix_ms());
                 transitions.inc();
@@ -130,18 +148,79 @@ impl FusionTask {
                     log::warn!("uplink queue full: alert for zone {zone} not queued");
                 }
             }
-            let outputs = Outputs::from_states(states.iter().copied());
+            let mut outputs = Outputs::from_states(states.iter().copied());
+            // An event log that cannot write is a fault of the panel: TROUBLE, as a lost source is.
+            outputs.trouble_led |= log_trouble;
             if let Err(e) = alarm.lock().unwrap_or_else(|p| p.into_inner()).apply(outputs) {
                 log::error!("alarm outputs could not be set: {e}");
             }
             observe_latency(&decision_latency, sent_ns);
-            if outputs != last_outputs {
+            let changed = outputs != last_outputs;
+            if changed {
                 // The packet that changed the outputs: its latency is input → line change.
                 observe_latency(&alarm_latency, sent_ns);
-                last_outputs = outputs;
             }
+            // The log comes after the outputs: it must never delay them.
+            if let Some(log) = &events {
+                if let Some(o) = noted {
+                    log_observation(log, &o);
+                }
+                for t in &changes {
+                    log_transition(log, t);
+                }
+                if changed {
+                    log.record(Event::now(Kind::Output, describe_outputs(&outputs)));
+                }
+            }
+            last_outputs = outputs;
         }
     }
+}
+
+/// A source's trouble or restore, or an ack-button press, as an event (the web records its own commands).
+fn log_observation(log: &EventLog, o: &Observation) {
+    match *o {
+        Observation::SourceHealth { source, ok, .. } => {
+            let (kind, what) =
+                if ok { (Kind::Restored, "restored") } else { (Kind::Trouble, "trouble: silent or faulty") };
+            let mut ev = Event::now(kind, what);
+            ev.source = Some(log.source_name(source));
+            log.record(ev);
+        }
+        Observation::Operator { zone, cmd, .. } => {
+            let mut ev = Event::now(Kind::Operator, format!("{cmd:?}").to_lowercase());
+            ev.zone = Some(zone.map_or_else(|| "all".to_owned(), |z| log.zone_name(z)));
+            ev.by = Some("button".into());
+            log.record(ev);
+        }
+        _ => {}
+    }
+}
+
+fn log_transition(log: &EventLog, t: &Transition) {
+    let why: Vec<&str> = crate::event::evidence::names(t.sources).collect();
+    let mut detail = format!("{} → {} ({}", t.from.label(), t.to.label(), crate::event::reason::label(t.reason));
+    if !why.is_empty() {
+        detail.push_str(&format!("; evidence {}", why.join(", ")));
+    }
+    if t.test {
+        detail.push_str("; test");
+    }
+    detail.push(')');
+    detail.push_str(&frame_note(t));
+    let mut ev = Event::now(Kind::Zone, detail);
+    ev.zone = Some(log.zone_name(t.zone));
+    log.record(ev);
+}
+
+fn describe_outputs(o: &Outputs) -> String {
+    format!(
+        "relay {}, siren {:?}, trouble {}",
+        if o.relay { "on" } else { "off" },
+        o.siren,
+        if o.trouble_led { "on" } else { "off" }
+    )
+    .to_lowercase()
 }
 
 /// " (camera N frame M)" naming the picture behind a vision decision, for the log; empty without one.

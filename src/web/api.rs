@@ -1,21 +1,26 @@
 //! The listener's own routes: `GET /metrics` (Prometheus text), `GET /health` (200 `ok`, or 503 naming the
 //! failing parts) and the operator's commands `POST /api/zones/{name|all}/{acknowledge|silence|reset|
-//! test-start|test-end}`, which are queued for fusion as observations.
+//! test-start|test-end}`, which are queued for fusion as observations and recorded in the event log with who
+//! sent them, and `GET /api/events` (the event log, paged).
 
 use std::sync::Arc;
 
 use super::HttpState;
 use crate::event::{Observation, OperatorCmd};
+use crate::events::{Event, EventLog, Kind, Query};
 use crate::telemetry::Counter;
 
 /// Where operator commands go, and the zone names they may name.
 pub struct OperatorPort {
     pub queue: crate::queue::Queue<Observation>,
     pub zones: Arc<Vec<String>>,
+    /// Records each accepted command with who sent it, and serves `GET /api/events`.
+    pub events: Option<EventLog>,
 }
 
-/// `POST /api/zones/{zone}/{command}`: queues the command for fusion; the status and body to answer.
-pub(super) fn operator_command(op: Option<&OperatorPort>, accepted: &Counter, path: &str) -> (u16, String) {
+/// `POST /api/zones/{zone}/{command}`: queues the command for fusion; the status and body to answer. `by` is
+/// who sent it (for the event log).
+pub(super) fn operator_command(op: Option<&OperatorPort>, accepted: &Counter, path: &str, by: &str) -> (u16, String) {
     let Some(op) = op else { return (404, "no zones\n".into()) };
     let mut parts = path.trim_start_matches("/api/zones/").split('/');
     let (Some(zone), Some(cmd), None) = (parts.next(), parts.next(), parts.next()) else {
@@ -43,8 +48,57 @@ pub(super) fn operator_command(op: Option<&OperatorPort>, accepted: &Counter, pa
         return (503, "busy, try again\n".into());
     }
     accepted.inc();
-    log::info!("operator: {cmd:?} for zone {zone}");
+    log::info!("operator: {cmd:?} for zone {zone} by {by}");
+    if let Some(log) = &op.events {
+        let name = match cmd {
+            OperatorCmd::TestStart => "test-start".to_owned(),
+            OperatorCmd::TestEnd => "test-end".to_owned(),
+            c => format!("{c:?}").to_lowercase(),
+        };
+        let mut ev = Event::now(Kind::Operator, name);
+        ev.zone = Some(zone.clone());
+        ev.by = Some(by.to_owned());
+        log.record(ev);
+    }
     (202, format!("{cmd:?} queued for {zone}\n"))
+}
+
+/// Largest page `GET /api/events` gives.
+const MAX_PAGE: usize = 1000;
+
+/// `GET /api/events?since=ID&limit=N&kind=K&newest=1`: a page of the event log as JSON (`events`, `next` to pass
+/// as `since` for the following page, `first` still held, `dropped`, `lost`, `trouble`).
+pub(super) fn events(op: Option<&OperatorPort>, query: &str) -> (u16, &'static str, Vec<u8>) {
+    let Some(log) = op.and_then(|o| o.events.as_ref()) else {
+        return (404, "text/plain", b"no event log\n".to_vec());
+    };
+    let num = |name: &str| super::auth::query_param(query, name).map(|v| v.parse::<u64>());
+    let since = match num("since") {
+        None => 0,
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return (400, "text/plain", b"since must be an event id\n".to_vec()),
+    };
+    let limit = match num("limit") {
+        None => 100,
+        Some(Ok(v)) if (1..=MAX_PAGE as u64).contains(&v) => v as usize,
+        Some(_) => return (400, "text/plain", format!("limit must be 1..={MAX_PAGE}\n").into_bytes()),
+    };
+    let kind = match super::auth::query_param(query, "kind").filter(|k| !k.is_empty()) {
+        None => None,
+        Some(k) => match Kind::parse(k) {
+            Some(k) => Some(k),
+            None => {
+                let known: Vec<&str> = Kind::ALL.iter().map(|k| k.label()).collect();
+                return (400, "text/plain", format!("kind must be one of {}\n", known.join(", ")).into_bytes());
+            }
+        },
+    };
+    let newest = super::auth::query_param(query, "newest").is_some_and(|v| v != "0");
+    let page = log.query(&Query { since, limit, kind, newest });
+    match serde_json::to_vec(&page) {
+        Ok(body) => (200, "application/json", body),
+        Err(_) => (500, "text/plain", b"cannot encode events\n".to_vec()),
+    }
 }
 
 /// `GET /metrics` and `GET /health` (404 for anything else): status, content type and body.

@@ -50,6 +50,44 @@ impl Auth {
     }
 }
 
+impl Auth {
+    /// The user named by basic credentials that match the configured ones (so a log never names a guess).
+    pub fn basic_user(&self, given: &str) -> Option<String> {
+        let b = self.basic.as_ref()?;
+        if !ct_eq(given.as_bytes(), b.as_bytes()) {
+            return None;
+        }
+        let raw = unbase64(given)?;
+        let text = String::from_utf8(raw).ok()?;
+        text.split_once(':').map(|(u, _)| u.to_owned())
+    }
+}
+
+fn unbase64(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let s = s.trim_end_matches('=').as_bytes();
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in s {
+        acc = acc << 6 | val(c)?;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
 /// The raw value of `name` in a query string (no percent-decoding: tokens are plain).
 pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     query.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v))
@@ -86,6 +124,14 @@ mod tests {
         assert_eq!(a.check(Some("Basic b3A6cHg="), ""), Verdict::Denied { basic: true });
         assert_eq!(Auth::new(Some("t"), None).check(None, ""), Verdict::Denied { basic: false });
         assert_eq!(Auth::default().check(None, ""), Verdict::Allowed);
+    }
+
+    #[test]
+    fn the_basic_user_is_named_only_when_the_credentials_match() {
+        let a = Auth::new(None, Some("op:pw"));
+        assert_eq!(a.basic_user("b3A6cHc=").as_deref(), Some("op"));
+        assert_eq!(a.basic_user("b3A6cHg="), None);
+        assert_eq!(Auth::new(Some("t"), None).basic_user("b3A6cHc="), None);
     }
 
     #[test]

@@ -208,15 +208,33 @@ async fn handle(
         return live::serve(stream, path, query, method == "HEAD", &live).await;
     }
     if method == "POST" && path.starts_with("/api/zones/") {
-        let (status, body) = api::operator_command(state.operator.as_ref(), &state.commands, path);
+        let by = who(state, &head);
+        let (status, body) = api::operator_command(state.operator.as_ref(), &state.commands, path, &by);
         return respond(&mut stream, status, "text/plain", "", body.as_bytes(), false).await;
     }
     if method != "GET" && method != "HEAD" {
         return respond(&mut stream, 405, "text/plain", "", b"method not allowed\n", false).await;
     }
-    let (status, ctype, body) = api::telemetry(state, path);
+    let (status, ctype, body) =
+        if path == "/api/events" { api::events(state.operator.as_ref(), query) } else { api::telemetry(state, path) };
     // HEAD here announces an empty body (Content-Length 0), as this listener always has.
     respond(&mut stream, status, ctype, "", if method == "HEAD" { &[] } else { &body }, false).await
+}
+
+/// Who sent a command, for the event log: `page` (the status page's buttons mark their requests) or `api`, with
+/// the credential that let it in (`token`, the basic-auth user) or `open` on an open loopback listener.
+fn who(state: &HttpState, head: &head::Head<'_>) -> String {
+    let via =
+        if head.header("X-Ember-Via").ok().flatten().is_some_and(|v| v.trim() == "page") { "page" } else { "api" };
+    let auth = head.header("Authorization").ok().flatten().map(str::trim).unwrap_or("");
+    let cred = match &state.auth {
+        Some(a) if !a.is_open() => match auth.strip_prefix("Basic ").and_then(|b| a.basic_user(b.trim())) {
+            Some(u) => format!("user {u}"),
+            None => "token".to_owned(),
+        },
+        _ => "open".to_owned(),
+    };
+    format!("{via} ({cred})")
 }
 
 /// Whether the request is refused before any route or credential check: a malformed header it needs (400),

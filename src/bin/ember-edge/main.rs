@@ -5,6 +5,7 @@
 
 // Without the `tflite` feature `model check` only refuses, which leaves its arguments and frame-scoring
 // helpers unread in that build.
+mod events;
 #[cfg_attr(not(feature = "tflite"), allow(dead_code))]
 mod model_check;
 mod thermal;
@@ -52,6 +53,9 @@ enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Print the event log (alarms, trouble, operator actions, outputs, starts and stops) from its folder on
+    /// this board.
+    Events(events::Args),
     /// Print the commented reference config (the embedded default, which is also the demo site).
     PrintConfig,
     /// Thermal-array tools.
@@ -141,6 +145,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::CheckConfig { files } => check_config(&files),
+        Command::Events(args) => finish(events::run(args)),
         Command::Run { config, duration } => match config::load_file(&config) {
             Ok(loaded) => run_app(loaded, duration, false),
             Err(problems) => {
