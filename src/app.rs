@@ -209,7 +209,16 @@ impl App {
             let q = Queue::new("uplink", c.runtime.uplink_queue, Overflow::DropNewest);
             metrics::register_queue(&registry, "uplink", q.capacity(), q.stats());
             let names = Arc::clone(&zone_names);
-            let up = uplink::build::from_config(loaded, &registry, app.collector_addr, names, q.clone())?;
+            let site: Arc<dyn uplink::ha_link::SiteView> = live.clone();
+            let up = uplink::build::from_config(
+                loaded,
+                &registry,
+                app.collector_addr,
+                names,
+                q.clone(),
+                site,
+                observations.clone(),
+            )?;
             app.temp_dirs.extend(up.temp_spool);
             app.spawn("uplink", None, move |part, stop| up.task.run(part, stop));
             uplink_queue = Some(q);
