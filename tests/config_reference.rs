@@ -40,6 +40,9 @@ const WORKING_VALUES: &[&str] = &[
     "uplink.server",
     "uplink.key_file",
     "uplink.spool_dir",
+    "uplink.mqtt.ca_file",
+    "uplink.mqtt.client_cert",
+    "uplink.mqtt.client_key",
     "collector.enabled",
 ];
 
