@@ -101,14 +101,14 @@ impl HaModel {
             .iter()
             .zip(zone_slugs)
             .map(|(z, slug)| {
-                // Cameras see smoke; a device's smoke channel alarms unless its level is out of reach. A zone
-                // watched by thermal arrays alone is a heat detector.
+                // Cameras see smoke, and so does a device's smoke channel unless its alarm level is out of reach
+                // (100 %): a zone left with thermal arrays alone is a heat detector.
                 let smoke = !z.cameras.is_empty()
                     || c.sensors
                         .devices
                         .iter()
                         .filter(|d| z.devices.contains(&d.name))
-                        .any(|d| z.smoke_alone_alarms && d.smoke_alarm_pct < 100.0);
+                        .any(|d| d.smoke_alarm_pct < 100.0);
                 HaZone {
                     name: z.name.clone(),
                     slug,

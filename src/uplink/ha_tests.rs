@@ -12,7 +12,8 @@ fn config(buttons: &[HaButton]) -> Config {
     let mut heat = c.zones[0].clone();
     heat.name = "Boiler Room".into();
     heat.cameras.clear();
-    heat.smoke_alone_alarms = false;
+    // The shared device's smoke channel off: the camera-less zone is left with heat.
+    c.sensors.devices[0].smoke_alarm_pct = 100.0;
     c.zones.push(heat);
     c
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration};
+use rumqttc::{AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -88,6 +88,20 @@ impl Broker {
             opts.set_transport(rumqttc::Transport::tls_with_config(TlsConfiguration::Rustls(Arc::clone(t))));
         }
         let (client, mut events) = AsyncClient::new(opts, IN_FLIGHT);
+        // rumqttc's poll is not cancel-safe while it connects: dropped by the select below whenever an alert
+        // arrives, a TLS handshake started over and never finished while alerts kept coming. So the event loop
+        // runs in a task of its own and hands its events over a channel.
+        let (ev_tx, mut ev_rx) = tokio::sync::mpsc::channel(64);
+        let pump = tokio::spawn(async move {
+            loop {
+                let ev = events.poll().await;
+                let last = ev.is_err();
+                if ev_tx.send(ev).await.is_err() || last {
+                    break;
+                }
+            }
+        });
+        let _pump = AbortOnDrop(pump.abort_handle());
         let mut ha = self.ha.as_deref().map(HaLink::new);
         let alert_topic = format!("{base}/alert");
         let mut order: PublishOrder = VecDeque::new();
@@ -106,7 +120,7 @@ impl Broker {
                     let _ = client.try_publish(format!("{base}/status"), QoS::AtLeastOnce, true, "offline");
                     let _ = client.try_disconnect();
                     // Give the client a moment to flush the status and the disconnect.
-                    let _ = tokio::time::timeout(Duration::from_millis(300), async { while events.poll().await.is_ok() {} }).await;
+                    let _ = tokio::time::timeout(Duration::from_millis(300), async { while let Some(Ok(_)) = ev_rx.recv().await {} }).await;
                     return Attempt { up_for: connected_at.map(|t| t.elapsed()), why: "stopped".into() };
                 }
                 t = input.pop(), if connected_at.is_none() || order.len() < IN_FLIGHT => {
@@ -135,8 +149,8 @@ impl Broker {
                         order.push_back(None);
                     }
                 }
-                ev = events.poll() => match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                ev = ev_rx.recv() => match ev {
+                    Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                         let now = Instant::now();
                         connected_at = Some(now);
                         outbox.on_connected(now);
@@ -148,23 +162,24 @@ impl Broker {
                             h.on_connected(&client, &mut sink(&client, &mut order), outbox.pending() as u64);
                         }
                     }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                    Some(Ok(Event::Incoming(Packet::Publish(p)))) => {
                         if let Some(h) = &mut ha {
                             h.on_message(&p);
                         }
                     }
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
                         if let Some(Some(seq)) = order.pop_front() {
                             pkids.insert(pkid, seq);
                         }
                     }
-                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                    Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
                         if let Some(seq) = pkids.remove(&ack.pkid) {
                             outbox.on_ack(seq);
                         }
                     }
-                    Ok(_) => {}
-                    Err(e) => break e,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => break e,
+                    None => break ConnectionError::Io(std::io::Error::other("MQTT event loop ended")),
                 },
             }
         };
@@ -178,6 +193,15 @@ impl Broker {
         }
         let why = if connected_at.is_some() { format!("lost: {lost}") } else { format!("cannot connect: {lost}") };
         Attempt { up_for: connected_at.map(|t| t.elapsed()), why }
+    }
+}
+
+/// Ends the event-loop task with the attempt.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
