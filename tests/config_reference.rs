@@ -40,6 +40,7 @@ const WORKING_VALUES: &[&str] = &[
     "uplink.server",
     "uplink.key_file",
     "uplink.spool_dir",
+    "runtime.hardware_watchdog",
     "uplink.mqtt.ca_file",
     "uplink.mqtt.client_cert",
     "uplink.mqtt.client_key",
