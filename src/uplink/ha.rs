@@ -16,6 +16,9 @@ use tokio::time::Instant;
 use crate::config::{Config, HaButton};
 use crate::event::{OperatorCmd, ZoneState, reason};
 
+/// Largest MQTT packet the uplink sends: room for the discovery message of hundreds of zones.
+pub const MAX_PAYLOAD: usize = 1 << 20;
+
 /// Payload of a button press (Home Assistant's default).
 pub const PRESS: &str = "PRESS";
 

@@ -122,3 +122,16 @@ fn birth_resends_after_a_short_random_delay_and_diagnostics_are_rate_limited() {
     assert!(!s.resend_due(t0 + Duration::from_secs(100)));
     assert_eq!(s.next(), Some(t0 + Duration::from_secs(32)));
 }
+
+#[test]
+fn a_large_site_fits_in_one_discovery_packet() {
+    let mut c = config(&[HaButton::Acknowledge, HaButton::Silence, HaButton::Test]);
+    for i in 0..64 {
+        let mut z = c.zones[0].clone();
+        z.name = format!("zone-{i:02}-with-a-longer-name");
+        c.zones.push(z);
+    }
+    let d = HaModel::from_config(&c).discovery().to_string();
+    assert!(d.len() > 10 * 1024, "beyond rumqttc's default limit: {}", d.len());
+    assert!(d.len() < MAX_PAYLOAD / 4, "{}", d.len());
+}

@@ -83,6 +83,9 @@ impl Broker {
         opts.set_clean_session(true)
             .set_keep_alive(Duration::from_secs(10))
             .set_inflight(64)
+            // rumqttc refuses packets over 10 KiB by default, and refusing one ends the connection: Home
+            // Assistant's discovery message of a site with many zones and buttons is larger than that.
+            .set_max_packet_size(64 * 1024, super::ha::MAX_PAYLOAD)
             .set_last_will(LastWill::new(format!("{base}/status"), "offline", QoS::AtLeastOnce, true));
         if let Some(t) = &self.tls {
             opts.set_transport(rumqttc::Transport::tls_with_config(TlsConfiguration::Rustls(Arc::clone(t))));
