@@ -227,7 +227,9 @@ fn wrong_ca_and_expired_certificate_are_refused_and_the_spool_keeps_everything()
         (good, &pki.other_ca, "not signed by a CA in [uplink.mqtt] ca_file"),
         (expired, &pki.ca, "certificate has expired"),
     ] {
-        let (ok, r, stderr) = tls_run(&d, port, ca, "3");
+        // Long enough for the 200 alerts to reach the spool and a few attempts to be refused, also under qemu.
+        let wait = common::scaled(Duration::from_secs(4)).as_secs().to_string();
+        let (ok, r, stderr) = tls_run(&d, port, ca, &wait);
         assert!(!ok, "refused, so never complete: {r}");
         assert!(stderr.contains(says), "a clear error ({says}):\n{stderr}");
         assert!(r["tls_refused"].as_u64().unwrap() >= 1, "counted: {r}");
