@@ -25,7 +25,7 @@ use crate::queue::{Overflow, Queue};
 use crate::sensor::device::Devices;
 use crate::sensor::server::{SensorCounters, SensorServer};
 use crate::sensor::{DeviceMap, serial};
-use crate::telemetry::{Health, PartHandle, PartState, Registry, metrics, sdnotify};
+use crate::telemetry::{Health, PartHandle, PartState, Registry, hwwatchdog, metrics, sdnotify};
 use crate::uplink::{self, collector::Collector};
 use crate::web;
 
@@ -216,7 +216,16 @@ impl App {
             let q = Queue::new("uplink", c.runtime.uplink_queue, Overflow::DropNewest);
             metrics::register_queue(&registry, "uplink", q.capacity(), q.stats());
             let names = Arc::clone(&zone_names);
-            let up = uplink::build::from_config(loaded, &registry, app.collector_addr, names, q.clone())?;
+            let site: Arc<dyn uplink::ha_link::SiteView> = live.clone();
+            let up = uplink::build::from_config(
+                loaded,
+                &registry,
+                app.collector_addr,
+                names,
+                q.clone(),
+                site,
+                observations.clone(),
+            )?;
             app.temp_dirs.extend(up.temp_spool);
             app.spawn("uplink", None, move |part, stop| up.task.run(part, stop));
             uplink_queue = Some(q);
@@ -246,6 +255,7 @@ impl App {
             let health = Arc::clone(&health);
             app.spawn("watchdog", None, move |_, stop| sdnotify::feed_watchdog(health, period, stop));
         }
+        app.start_hardware_watchdog(c);
         app.health.set_ready();
         sdnotify::notify("READY=1");
         Ok(app)
@@ -279,6 +289,26 @@ impl App {
         );
         self.events = Some(log.clone());
         log
+    }
+
+    /// The hardware watchdog, when configured. A missing or unusable device is an ERROR but does not stop the
+    /// appliance: detection and the alarm outputs matter more than the reset they would get.
+    fn start_hardware_watchdog(&mut self, c: &Config) {
+        let Some(p) = &c.runtime.hardware_watchdog else { return };
+        let want = c.runtime.hardware_watchdog_secs;
+        match hwwatchdog::HwWatchdog::open(std::path::Path::new(p), want) {
+            Ok((dev, timeout)) => {
+                let secs = timeout.unwrap_or_else(|| {
+                    log::warn!("hardware watchdog {p} did not take a timeout of {want} s: its driver's own applies");
+                    want
+                });
+                log::info!("hardware watchdog {p} armed: {secs} s");
+                let period = hwwatchdog::feed_period(Duration::from_secs(u64::from(secs.max(1))));
+                let health = Arc::clone(&self.health);
+                self.spawn("hardware-watchdog", None, move |_, stop| hwwatchdog::run(dev, health, period, stop));
+            }
+            Err(e) => log::error!("cannot open the hardware watchdog {p}: {e}; running without it"),
+        }
     }
 
     /// The sensor link: one server for every TCP listener and serial port, the liveness tick, and the simulated

@@ -1,6 +1,9 @@
-//! The MQTT transport against a real broker (Debian's mosquitto, which `.ci/run` installs; this test starts
-//! its own on a free port): an appliance's uplink publishes 3,000 alerts at QoS 1 while the broker restarts in
-//! the middle, and the collector, consuming over MQTT with a persistent session, writes each exactly once.
+//! The MQTT transport against a real broker (Debian's mosquitto, which `.ci/run` installs; each test starts
+//! its own on free ports): an appliance's uplink publishes 3,000 alerts at QoS 1 while the broker restarts in
+//! the middle, and the collector, consuming over MQTT with a persistent session, writes each exactly once; the
+//! same over TLS (a test CA made with the `openssl` CLI), where a wrong CA and an expired broker certificate
+//! are refused, counted, and the spool keeps every alert until a good connection. Home Assistant discovery is
+//! in mqtt/ha.rs (included here: one `test = false` target for everything that needs mosquitto).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -19,6 +22,11 @@ fn mosquitto_bin() -> PathBuf {
     })
 }
 
+#[path = "mqtt/ha.rs"]
+mod ha;
+#[path = "mqtt/pki.rs"]
+mod pki;
+
 fn broker(conf: &Path, port: u16) -> Child {
     let c =
         Command::new(mosquitto_bin()).arg("-c").arg(conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
@@ -30,6 +38,14 @@ fn broker(conf: &Path, port: u16) -> Child {
     c
 }
 
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "mosquitto did not open port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn signal(c: &mut Child, sig: i32) {
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(c.id() as i32, sig) };
@@ -38,10 +54,22 @@ fn signal(c: &mut Child, sig: i32) {
 
 #[test]
 fn broker_restart_mid_stream_loses_and_duplicates_nothing() {
-    let d = std::env::temp_dir().join(format!("ember-mqtt-{}", std::process::id()));
+    broker_restart(false);
+}
+
+#[test]
+fn broker_restart_mid_stream_over_tls_loses_and_duplicates_nothing() {
+    broker_restart(true);
+}
+
+/// The appliance's uplink over TLS when `tls`; the collector always on the plain listener of the same broker.
+fn broker_restart(tls: bool) {
+    let d = std::env::temp_dir().join(format!("ember-mqtt-{}-{tls}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(d.join("db")).unwrap();
     let port = free_port();
+    let tls_port = free_port();
+    let pki = tls.then(|| pki::Pki::new(&d.join("pki")));
     let conf = d.join("mosquitto.conf");
     // mosquitto keeps at most 1,000 QoS 1 messages (max_queued_messages) for a subscriber that is away and drops
     // the rest after acknowledging them to the publisher: a collector reconnecting later than the appliance after
@@ -50,12 +78,16 @@ fn broker_restart_mid_stream_loses_and_duplicates_nothing() {
         &conf,
         format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\nautosave_interval 1\n\
-             max_queued_messages 0\n",
-            d.join("db").display()
+             max_queued_messages 0\n{}",
+            d.join("db").display(),
+            pki.as_ref().map(|p| p.listener(tls_port, &p.server_cert)).unwrap_or_default()
         ),
     )
     .unwrap();
     let mut b = broker(&conf, port);
+    if tls {
+        wait_port(tls_port);
+    }
     let out = d.join("alerts.jsonl");
     let mut collector = Command::new(TOOLS)
         .args(["collect", "--mqtt", &format!("127.0.0.1:{port}"), "--out"])
@@ -80,6 +112,7 @@ fn broker_restart_mid_stream_loses_and_duplicates_nothing() {
     });
     std::thread::sleep(Duration::from_millis(300));
 
+    let uplink_port = if tls { tls_port } else { port };
     let mut producer = Command::new(TOOLS)
         .args([
             "loadtest",
@@ -87,14 +120,16 @@ fn broker_restart_mid_stream_loses_and_duplicates_nothing() {
             "--transport",
             "mqtt",
             "--server",
-            &format!("127.0.0.1:{port}"),
+            &format!("127.0.0.1:{uplink_port}"),
             "--alerts",
             "3000",
         ])
         .args(["--rate", "300", "--fsync", "never", "--heartbeat-secs", "0.5", "--wait-secs", "120", "--spool"])
         .arg(d.join("spool"))
+        .args(pki.iter().flat_map(|p| [std::ffi::OsString::from("--ca-file"), p.ca.clone().into()]))
+        .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(d.join("producer.log")).unwrap())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(3));
@@ -104,6 +139,9 @@ fn broker_restart_mid_stream_loses_and_duplicates_nothing() {
     signal(&mut b, libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(1500));
     let mut b2 = broker(&conf, port);
+    if tls {
+        wait_port(tls_port);
+    }
     let status = producer.wait().unwrap();
     let mut report = String::new();
     std::io::Read::read_to_string(&mut producer.stdout.take().unwrap(), &mut report).unwrap();
@@ -118,5 +156,96 @@ fn broker_restart_mid_stream_loses_and_duplicates_nothing() {
     signal(&mut collector, libc::SIGTERM);
     signal(&mut b2, libc::SIGTERM);
     exactly_once(&written(&out), 1..=3000);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// One `loadtest uplink` run of 200 alerts against `port` with `ca`, giving up after `wait` seconds: success,
+/// the JSON report (from stdout, or from the error on stderr) and stderr.
+fn tls_run(d: &Path, port: u16, ca: &Path, wait: &str) -> (bool, serde_json::Value, String) {
+    let out = Command::new(TOOLS)
+        .args(["loadtest", "uplink", "--transport", "mqtt", "--server", &format!("127.0.0.1:{port}")])
+        .args(["--alerts", "200", "--fsync", "never", "--wait-secs", wait, "--ca-file"])
+        .arg(ca)
+        .arg("--spool")
+        .arg(d.join("spool"))
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr).into_owned());
+    let json = if out.status.success() {
+        stdout.trim().to_owned()
+    } else {
+        let line = stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("no error: {stderr}"));
+        line[line.find('{').unwrap_or_else(|| panic!("no report: {line}"))..].to_owned()
+    };
+    (out.status.success(), serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}")), stderr)
+}
+
+#[test]
+fn wrong_ca_and_expired_certificate_are_refused_and_the_spool_keeps_everything() {
+    let d = std::env::temp_dir().join(format!("ember-mqtt-refused-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let pki = pki::Pki::new(&d.join("pki"));
+    let (port, good, expired) = (free_port(), free_port(), free_port());
+    let conf = d.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages 0\n{}{}",
+            pki.listener(good, &pki.server_cert),
+            pki.listener(expired, &pki.expired_cert)
+        ),
+    )
+    .unwrap();
+    let mut b = broker(&conf, port);
+    wait_port(good);
+    wait_port(expired);
+    let out = d.join("alerts.jsonl");
+    let mut collector = Command::new(TOOLS)
+        .args(["collect", "--mqtt", &format!("127.0.0.1:{port}"), "--out"])
+        .arg(&out)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(collector.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("subscribing") {
+        line.clear();
+        assert!(log.read_line(&mut line).unwrap() > 0, "collector exited");
+    }
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while log.read_line(&mut sink).unwrap_or(0) > 0 {
+            sink.clear();
+        }
+    });
+
+    for (port, ca, says) in [
+        (good, &pki.other_ca, "not signed by a CA in [uplink.mqtt] ca_file"),
+        (expired, &pki.ca, "certificate has expired"),
+    ] {
+        // Long enough for the 200 alerts to reach the spool and a few attempts to be refused, also under qemu.
+        let wait = common::scaled(Duration::from_secs(4)).as_secs().to_string();
+        let (ok, r, stderr) = tls_run(&d, port, ca, &wait);
+        assert!(!ok, "refused, so never complete: {r}");
+        assert!(stderr.contains(says), "a clear error ({says}):\n{stderr}");
+        assert!(r["tls_refused"].as_u64().unwrap() >= 1, "counted: {r}");
+        assert_eq!(r["acked"], 0, "nothing delivered: {r}");
+        assert_eq!(r["pending"], 200.0, "the spool keeps every alert: {r}");
+    }
+    assert!(written(&out).is_empty(), "nothing reached the collector");
+    let (ok, r, stderr) = tls_run(&d, good, &pki.ca, "60");
+    assert!(ok, "the right CA and a valid certificate: {r} {stderr}");
+    assert_eq!(r["tls_refused"], 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while written(&out).len() < 200 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(&mut collector, libc::SIGTERM);
+    signal(&mut b, libc::SIGTERM);
+    exactly_once(&written(&out), 1..=200);
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -41,6 +41,18 @@ pub struct Runtime {
     /// Frames in the preallocated pool per camera. Default 4.
     #[serde(default = "default_pool_frames")]
     pub frames_per_camera: usize,
+    /// The hardware watchdog device (e.g. "/dev/watchdog"), fed while every part is healthy. Default unset
+    /// (off).
+    #[serde(default)]
+    pub hardware_watchdog: Option<String>,
+    /// Seconds without a feed before the hardware watchdog resets the board. Default 15 (the Raspberry Pi's
+    /// maximum).
+    #[serde(default = "default_watchdog_secs")]
+    pub hardware_watchdog_secs: u32,
+}
+
+fn default_watchdog_secs() -> u32 {
+    15
 }
 
 impl Default for Runtime {
@@ -50,6 +62,8 @@ impl Default for Runtime {
             uplink_queue: default_uplink_queue(),
             shutdown_timeout_ms: default_shutdown_ms(),
             frames_per_camera: default_pool_frames(),
+            hardware_watchdog: None,
+            hardware_watchdog_secs: default_watchdog_secs(),
         }
     }
 }
@@ -112,6 +126,12 @@ pub(super) fn validate_runtime(r: &Runtime, push: &mut impl FnMut(Vec<PathSeg>, 
         push(
             vec![key("runtime"), key("shutdown_timeout_ms")],
             format!("shutdown_timeout_ms must be 100..=60000, got {}", r.shutdown_timeout_ms),
+        );
+    }
+    if !(2..=600).contains(&r.hardware_watchdog_secs) {
+        push(
+            vec![key("runtime"), key("hardware_watchdog_secs")],
+            format!("hardware_watchdog_secs must be 2..=600, got {}", r.hardware_watchdog_secs),
         );
     }
 }

@@ -57,6 +57,70 @@ pub struct Uplink {
     /// loses nothing acknowledged to fusion). "never": leave it to the kernel (survives crashes, not power loss).
     #[serde(default = "default_fsync")]
     pub fsync: FsyncPolicy,
+    /// MQTT transport only: TLS and Home Assistant discovery.
+    #[serde(default)]
+    pub mqtt: MqttSettings,
+}
+
+/// `[uplink.mqtt]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSettings {
+    /// Publish Home Assistant MQTT discovery and entity states. Default false.
+    #[serde(default)]
+    pub home_assistant: bool,
+    /// Home Assistant's discovery prefix (its birth message is read from `<prefix>/status`). Default
+    /// "homeassistant".
+    #[serde(default = "default_discovery_prefix")]
+    pub discovery_prefix: String,
+    /// Operator buttons offered to Home Assistant: any of "acknowledge", "silence", "test". Default none;
+    /// commands for a button not listed are refused.
+    #[serde(default)]
+    pub buttons: Vec<HaButton>,
+    /// Shortest period of the diagnostic sensors (hottest °C, smoke %, camera fps, spool depth); Home
+    /// Assistant marks them unavailable after 3 periods without one. Default 30 s.
+    #[serde(default = "default_diagnostics_secs")]
+    pub diagnostics_secs: u64,
+    /// PEM file of the CA(s) that signed the broker's certificate: set, the connection uses TLS and the broker
+    /// must present a valid certificate for the host of `server`. Default unset (plain TCP).
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// PEM client certificate (chain) for brokers that require one; needs `client_key`. Default unset.
+    #[serde(default)]
+    pub client_cert: Option<String>,
+    /// PEM private key of `client_cert`. Default unset.
+    #[serde(default)]
+    pub client_key: Option<String>,
+}
+
+/// An operator action Home Assistant may trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HaButton {
+    Acknowledge,
+    Silence,
+    Test,
+}
+
+impl Default for MqttSettings {
+    fn default() -> Self {
+        MqttSettings {
+            home_assistant: false,
+            discovery_prefix: default_discovery_prefix(),
+            buttons: Vec::new(),
+            diagnostics_secs: default_diagnostics_secs(),
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+        }
+    }
+}
+
+fn default_discovery_prefix() -> String {
+    "homeassistant".into()
+}
+fn default_diagnostics_secs() -> u64 {
+    30
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -89,6 +153,7 @@ impl Default for Uplink {
             events_dir: None,
             events_max_bytes: default_events_bytes(),
             fsync: default_fsync(),
+            mqtt: MqttSettings::default(),
         }
     }
 }
@@ -180,10 +245,37 @@ pub(super) fn validate(
     if !(4096..=(1u64 << 30)).contains(&u.events_max_bytes) {
         push(vec![key("uplink"), key("events_max_bytes")], "events_max_bytes must be 4096..=1 GiB".into());
     }
+    validate_mqtt(&u.mqtt, base_dir, push);
     if let Some(k) = &u.key_file
         && !base_dir.join(k).is_file()
     {
         push(vec![key("uplink"), key("key_file")], format!("key file `{}` does not exist", base_dir.join(k).display()));
+    }
+}
+
+fn validate_mqtt(m: &MqttSettings, base_dir: &Path, push: &mut impl FnMut(Vec<PathSeg>, String)) {
+    let at = |k: &str| vec![key("uplink"), key("mqtt"), key(k)];
+    if m.discovery_prefix.is_empty() || m.discovery_prefix.contains(['#', '+']) {
+        push(at("discovery_prefix"), "discovery_prefix must be non-empty and free of MQTT wildcards".into());
+    }
+    if !(1..=3600).contains(&m.diagnostics_secs) {
+        push(at("diagnostics_secs"), format!("diagnostics_secs must be 1..=3600, got {}", m.diagnostics_secs));
+    }
+    if !m.buttons.is_empty() && !m.home_assistant {
+        push(at("buttons"), "buttons are Home Assistant entities: they need home_assistant = true".into());
+    }
+    for (k, v) in [("ca_file", &m.ca_file), ("client_cert", &m.client_cert), ("client_key", &m.client_key)] {
+        if let Some(f) = v
+            && !base_dir.join(f).is_file()
+        {
+            push(at(k), format!("`{}` does not exist", base_dir.join(f).display()));
+        }
+    }
+    if m.client_cert.is_some() != m.client_key.is_some() {
+        push(at("client_cert"), "client_cert and client_key go together".into());
+    }
+    if (m.client_cert.is_some() || m.client_key.is_some()) && m.ca_file.is_none() {
+        push(at("ca_file"), "a client certificate is only sent over TLS: set ca_file too".into());
     }
 }
 

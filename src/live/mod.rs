@@ -241,3 +241,32 @@ impl Live {
         })
     }
 }
+
+/// Home Assistant reads the same state as the status page.
+impl crate::uplink::ha_link::SiteView for Live {
+    fn zone_state(&self, zone: usize) -> crate::event::ZoneState {
+        self.board.state(zone).unwrap_or(crate::event::ZoneState::Normal)
+    }
+
+    fn source_online(&self, source: usize) -> bool {
+        match self.cameras.get(source) {
+            Some(c) => self.camera_state(c) == "live",
+            None => self.devices.summary(source - self.cameras.len()).is_some_and(|(online, _, _)| online),
+        }
+    }
+
+    fn diagnostics(&self, out: &mut crate::uplink::ha::Diagnostics) {
+        let (mut hottest, mut smoke) = (None::<f32>, None::<f32>);
+        for d in 0..self.devices.count() {
+            if let Some((true, h, s)) = self.devices.summary(d) {
+                hottest = h.map_or(hottest, |h| Some(hottest.map_or(h, |x| x.max(h))));
+                smoke = s.map_or(smoke, |s| Some(smoke.map_or(s, |x| x.max(s))));
+            }
+        }
+        out.hottest_c = hottest;
+        out.smoke_pct = smoke;
+        out.camera_fps.clear();
+        out.camera_fps
+            .extend(self.cameras.iter().map(|c| (self.camera_state(c) == "live").then(|| c.measured_fps() as f32)));
+    }
+}

@@ -325,6 +325,17 @@ impl Devices {
         })
     }
 
+    /// Online, and the hottest pixel (°C, once a thermal frame arrived) and smoke (%, once a reading arrived)
+    /// as the device's metrics last recorded them; None for an unknown device. For Home Assistant.
+    pub fn summary(&self, device: usize) -> Option<(bool, Option<f32>, Option<f32>)> {
+        let c = self.counters.get(device)?;
+        let st = self.lock(device)?;
+        let online = st.last_seen.is_some() && st.faults & fault::OFFLINE == 0;
+        let hottest = (st.thermal_frames > 0).then(|| c.thermal_max.get() as f32);
+        let smoke = (st.last_seen.is_some() && c.smoke_pct.get() > 0.0).then(|| c.smoke_pct.get() as f32);
+        Some((online, hottest, smoke))
+    }
+
     pub fn count(&self) -> usize {
         self.cfg.len()
     }

@@ -2,6 +2,7 @@
 //! (`crate::web` serves the registry and health over HTTP).
 
 pub mod health;
+pub mod hwwatchdog;
 pub mod log_limit;
 pub mod metrics;
 pub mod proc_stat;

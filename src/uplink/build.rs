@@ -8,10 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use super::ha::HaModel;
+use super::ha_link::{HaSetup, SiteView};
 use super::spool::{Fsync, Place, Spool};
-use super::{Transport, UplinkCounters, UplinkTask};
-use crate::config::{FsyncPolicy, Loaded};
-use crate::event::Transition;
+use super::tls::TlsFiles;
+use super::{MqttTransport, Transport, UplinkCounters, UplinkTask};
+use crate::config::{FsyncPolicy, Loaded, UplinkTransport};
+use crate::event::{Observation, Transition};
 use crate::queue::Queue;
 use crate::telemetry::Registry;
 
@@ -31,13 +34,16 @@ pub struct BuiltUplink {
 }
 
 /// The uplink of `loaded`, sending the transitions of `input`; `local_collector` is the in-process collector's
-/// address, the server when `[uplink] server` is unset.
+/// address, the server when `[uplink] server` is unset. `site` and `operator` serve Home Assistant discovery
+/// (what it shows, where its button presses go) when `[uplink.mqtt] home_assistant` is on.
 pub fn from_config(
     loaded: &Loaded,
     registry: &Registry,
     local_collector: Option<SocketAddr>,
     zone_names: Arc<Vec<String>>,
     input: Queue<Transition>,
+    site: Arc<dyn SiteView>,
+    operator: Queue<Observation>,
 ) -> anyhow::Result<BuiltUplink> {
     let c = &loaded.config;
     // Validation refuses an enabled uplink without a device id.
@@ -86,8 +92,23 @@ pub fn from_config(
             .map_err(|e| anyhow::anyhow!("cannot read the uplink key {k}: {e}"))?,
         None => Vec::new(),
     };
+    let transport = match c.uplink.transport {
+        UplinkTransport::Tcp => Transport::Tcp,
+        UplinkTransport::Mqtt => {
+            let m = &c.uplink.mqtt;
+            let resolve = |p: &Option<String>| p.as_deref().map(|p| loaded.resolve(p));
+            let tls = resolve(&m.ca_file).map(|ca_file| TlsFiles {
+                ca_file,
+                client_cert: resolve(&m.client_cert),
+                client_key: resolve(&m.client_key),
+            });
+            let ha =
+                m.home_assistant.then(|| Arc::new(HaSetup::new(HaModel::from_config(c), site, operator, registry)));
+            Transport::Mqtt(MqttTransport { topic_prefix: c.uplink.topic_prefix.clone(), tls, ha })
+        }
+    };
     let task = UplinkTask {
-        transport: Transport::from_config(&c.uplink),
+        transport,
         server,
         device_id,
         key,

@@ -8,10 +8,13 @@
 
 pub mod build;
 pub mod collector;
+pub mod ha;
+pub mod ha_link;
 pub mod mqtt;
 pub mod outbox;
 pub mod spool;
 mod tcp;
+pub mod tls;
 pub mod wire;
 
 use std::sync::Arc;
@@ -80,6 +83,8 @@ pub struct UplinkCounters {
     pub in_memory: Gauge,
     pub spool_trouble: Gauge,
     pub lost: Counter,
+    /// `ember_uplink_tls_refused_total`, in `tls::REASONS` order.
+    pub tls_refused: Vec<Counter>,
 }
 
 impl UplinkCounters {
@@ -117,6 +122,7 @@ impl UplinkCounters {
                 "Alerts lost outside the spool's drop-oldest: pushed out of the full memory queue, or unreadable in a vanished spool.",
                 &[],
             ),
+            tls_refused: tls::refusal_counters(reg),
         }
     }
 }
@@ -126,18 +132,18 @@ impl UplinkCounters {
 pub enum Transport {
     /// Framed TCP to `ember-tools collect`, acknowledged per alert.
     Tcp,
-    /// QoS-1 publishes under this topic prefix, acknowledged by the broker.
-    Mqtt { topic_prefix: String },
+    /// QoS-1 publishes, acknowledged by the broker.
+    Mqtt(MqttTransport),
 }
 
-impl Transport {
-    /// The transport `[uplink]` names.
-    pub fn from_config(cfg: &crate::config::Uplink) -> Self {
-        match cfg.transport {
-            crate::config::UplinkTransport::Tcp => Transport::Tcp,
-            crate::config::UplinkTransport::Mqtt => Transport::Mqtt { topic_prefix: cfg.topic_prefix.clone() },
-        }
-    }
+/// Where and how MQTT publishes go.
+#[derive(Debug, Clone)]
+pub struct MqttTransport {
+    pub topic_prefix: String,
+    /// TLS to the broker; None: plain TCP.
+    pub tls: Option<tls::TlsFiles>,
+    /// Home Assistant discovery on the same connection.
+    pub ha: Option<Arc<ha_link::HaSetup>>,
 }
 
 pub struct UplinkTask {
@@ -170,11 +176,12 @@ impl UplinkTask {
     pub async fn run(self, part: PartHandle, stop: CancellationToken) -> anyhow::Result<()> {
         let UplinkTask { transport, server, device_id, key, zone_names, input, spool, place, .. } = self;
         let reconnects = self.counters.reconnects.clone();
+        let tls_refused = self.counters.tls_refused.clone();
         let mut outbox = Outbox::new(spool, place, device_id, key, zone_names, self.heartbeat, self.counters);
         outbox.set_part(part.clone());
         let broker = match &transport {
             Transport::Tcp => None,
-            Transport::Mqtt { topic_prefix } => Some(mqtt::Broker::new(&server, topic_prefix, device_id)?),
+            Transport::Mqtt(m) => Some(mqtt::Broker::new(&server, m, device_id, tls_refused)?),
         };
         let mut backoff = Backoff::new(self.reconnect_min, self.reconnect_max);
         loop {

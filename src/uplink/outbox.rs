@@ -495,6 +495,7 @@ mod tests {
             in_memory: Gauge::default(),
             spool_trouble: Gauge::default(),
             lost: Counter::default(),
+            tls_refused: Vec::new(),
         }
     }
 

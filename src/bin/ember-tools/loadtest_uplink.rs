@@ -24,6 +24,15 @@ pub struct Args {
     /// MQTT topic prefix.
     #[arg(long, default_value = "ember")]
     pub topic_prefix: String,
+    /// MQTT over TLS: PEM file of the CA that signed the broker's certificate.
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// MQTT over TLS: PEM client certificate (needs --client-key).
+    #[arg(long, requires = "client_key")]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// MQTT over TLS: PEM key of --client-cert.
+    #[arg(long, requires = "client_cert")]
+    pub client_key: Option<std::path::PathBuf>,
     /// Total alerts to produce over the life of the spool.
     #[arg(long)]
     pub alerts: u32,
@@ -91,7 +100,9 @@ async fn run_async(args: Args) -> anyhow::Result<serde_json::Value> {
         in_memory: reg.gauge("in_memory", "", &[]),
         spool_trouble: reg.gauge("spool_trouble", "", &[]),
         lost: reg.counter("lost", "", &[]),
+        tls_refused: ember_edge::uplink::tls::refusal_counters(&reg),
     };
+    let tls_refused = counters.tls_refused.clone();
     let (sent, acked, pending, dropped, reconnects) = (
         counters.sent.clone(),
         counters.acked.clone(),
@@ -102,7 +113,15 @@ async fn run_async(args: Args) -> anyhow::Result<serde_json::Value> {
     let task = UplinkTask {
         transport: match args.transport {
             TransportArg::Tcp => ember_edge::uplink::Transport::Tcp,
-            TransportArg::Mqtt => ember_edge::uplink::Transport::Mqtt { topic_prefix: args.topic_prefix.clone() },
+            TransportArg::Mqtt => ember_edge::uplink::Transport::Mqtt(ember_edge::uplink::MqttTransport {
+                topic_prefix: args.topic_prefix.clone(),
+                tls: args.ca_file.clone().map(|ca_file| ember_edge::uplink::tls::TlsFiles {
+                    ca_file,
+                    client_cert: args.client_cert.clone(),
+                    client_key: args.client_key.clone(),
+                }),
+                ha: None,
+            }),
         },
         server: args.server.clone(),
         device_id: args.device_id,
@@ -194,6 +213,7 @@ async fn run_async(args: Args) -> anyhow::Result<serde_json::Value> {
         "pending": pending.get(),
         "dropped_by_full_spool": dropped.get(),
         "reconnects": reconnects.get(),
+        "tls_refused": tls_refused.iter().map(|c| c.get()).sum::<u64>(),
         "produce_secs": produced_at.as_secs_f64(),
         "elapsed_secs": elapsed,
         "alerts_per_sec": if elapsed > 0.0 { to_produce as f64 / elapsed } else { 0.0 },
