@@ -28,6 +28,7 @@ tools=${CARGO_TARGET_DIR:-target}/release/ember-tools
 "$venv/bin/python" scripts/train-detector.py --train "$out/train.csv" \
     --train-labels "$shared/fixtures/train/labels.csv" --dev "$out/dev.csv" --stress "$out/aug.csv" \
     --out src/detect/grid_weights.rs --metrics models/grid-metrics.json --cv-scores "$out/cv-scores.csv"
+rustfmt --edition 2024 src/detect/grid_weights.rs
 cargo build --release --bin ember-tools --quiet
 "$tools" eval frames "$shared/fixtures/frames" --scores "$out/dev-grid.csv" --json
 "$tools" eval frames "$shared/fixtures/frames" --detector embereye --scores "$out/dev-embereye.csv" --json

@@ -229,8 +229,9 @@ pub fn evaluate(args: &Args) -> anyhow::Result<Outcome> {
 }
 
 fn write_scores(path: &Path, scores: &[(Label, f32)]) -> anyhow::Result<()> {
-    let mut f =
-        std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?);
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+    );
     writeln!(f, "file,fire,smoke,hard_negative,score")?;
     for (l, s) in scores {
         writeln!(f, "{},{},{},{},{s:.6}", l.file, u8::from(l.fire), u8::from(l.smoke), u8::from(l.hard))?;
