@@ -16,7 +16,7 @@ use ember_edge::camera::replay::{ReplaySet, is_mjpeg_file};
 use ember_edge::config::{DetectorKind, Zone};
 use ember_edge::detect::{Detector, Vision};
 use ember_edge::frame::{FramePool, PixelFormat};
-use ember_edge::pixels::{load_rgb, rgb_to_yuyv_in_place};
+use ember_edge::pixels::{load_analysis, load_rgb, rgb_to_yuyv_in_place};
 
 use super::eval_frames::Which;
 
@@ -273,7 +273,9 @@ fn run_clip(
         max_score: 0.0,
     };
     for (k, jpeg) in jpegs.iter().enumerate() {
-        let (w, h) = load_rgb(dec, jpeg, &mut rgb).with_context(|| format!("{}: frame {k} does not decode", r.clip))?;
+        // As the cameras read them: a JPEG camera decodes at analysis scale, a raw YUYV camera delivers full frames.
+        let decoded = if args.yuyv { load_rgb(dec, jpeg, &mut rgb) } else { load_analysis(dec, jpeg, &mut rgb) };
+        let (w, h) = decoded.with_context(|| format!("{}: frame {k} does not decode", r.clip))?;
         // One pool per clip, sized by its largest frame so far: frames go through the appliance's buffers.
         if pool.as_ref().is_none_or(|p| p.buffer_len() < rgb.len()) {
             pool = Some(FramePool::new(1, rgb.len()));
@@ -318,7 +320,8 @@ fn run_clip(
 pub fn evaluate(args: &Args) -> anyhow::Result<Report> {
     let defaults = zone_defaults()?;
     let rule = (args.vision_threshold.unwrap_or(defaults.0), args.vision_frames.unwrap_or(defaults.1).max(1));
-    let mut dec = JpegDecoder::new();
+    // The cap a camera with this detector decodes at (camera::source::analysis_cap).
+    let mut dec = JpegDecoder::with_max_denom(if args.detector == Which::Model { 2 } else { 8 });
     let mut clips = Vec::new();
     for (path, label) in collect(args)? {
         clips.push(run_clip(args, &path, label.as_ref(), rule, &mut dec)?);
