@@ -111,8 +111,12 @@ fn float_model_matches_tensorflow() {
 #[test]
 fn int8_model_matches_tensorflow() {
     let Some(lib) = library() else { return };
-    // One quantisation step of the uint8 output (scale 1/256).
-    check_against_reference(&lib, "fire-int8.tflite", 1.0 / 256.0 + 1e-6);
+    // One quantisation step of the uint8 output (scale 1/256) where the reference was made (x86-64). On aarch64 the
+    // runtime's int8 kernels round differently: the classic TfLite path there gave 7 steps on one output of this
+    // depthwise-separable model (the earlier plain-conv model stayed within one). A binding fault (layout, scale,
+    // zero point) moves the outputs far more than 12 steps.
+    let steps = if cfg!(target_arch = "x86_64") { 1.0 } else { 12.0 };
+    check_against_reference(&lib, "fire-int8.tflite", steps / 256.0 + 1e-6);
     let m = Model::load(&lib, &models().join("fire-int8.tflite"), 1).unwrap();
     assert_eq!((m.input().elem, m.output().elem), (ElemType::U8, ElemType::U8));
 }
