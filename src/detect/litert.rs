@@ -84,15 +84,10 @@ struct Api {
 impl Api {
     fn resolve(lib: &libloading::Library, path: &Path) -> Result<Api, ModelError> {
         macro_rules! sym {
-            ($name:literal) => {{
-                // SAFETY: the type matches the LiteRT C API declaration of this symbol (litert/c/*.h).
-                match unsafe { lib.get(concat!($name, "\0").as_bytes()) } {
-                    Ok(s) => *s,
-                    Err(e) => {
-                        return Err(ModelError::Symbol { path: path.to_path_buf(), symbol: $name, msg: e.to_string() });
-                    }
-                }
-            }};
+            ($name:literal) => {
+                // SAFETY: the field's type matches the LiteRT C API (litert/c/*.h) declaration of this symbol.
+                unsafe { super::tflite::symbol(lib, path, $name)? }
+            };
         }
         Ok(Api {
             default_logger: sym!("LiteRtGetDefaultLogger"),

@@ -20,6 +20,23 @@ pub const MAX_SIDE: usize = 512;
 /// Largest model file we read (the project's models are tens of KB).
 pub const MAX_MODEL_BYTES: u64 = 64 << 20;
 
+/// One function of a runtime library, copied out as a plain pointer that stays valid while `lib` is loaded; a
+/// missing symbol is a [`ModelError::Symbol`] naming the library. Shared by the TfLite and LiteRT bindings.
+///
+/// # Safety
+/// `T` must be the function-pointer type of the symbol's C declaration.
+pub(super) unsafe fn symbol<T: Copy>(
+    lib: &libloading::Library,
+    path: &Path,
+    name: &'static str,
+) -> Result<T, ModelError> {
+    // SAFETY: the caller guarantees `T` matches the symbol's declaration.
+    match unsafe { lib.get::<T>(name.as_bytes()) } {
+        Ok(s) => Ok(*s),
+        Err(e) => Err(ModelError::Symbol { path: path.to_path_buf(), symbol: name, msg: e.to_string() }),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("cannot load TFLite library {path}: {msg}")]
@@ -86,15 +103,10 @@ impl Api {
     /// Resolves every symbol; the function pointers stay valid while `lib` is loaded.
     fn resolve(lib: &libloading::Library, path: &Path) -> Result<Api, ModelError> {
         macro_rules! sym {
-            ($name:literal) => {{
-                // SAFETY: the type matches the TFLite C API declaration of this symbol (c_api.h).
-                match unsafe { lib.get(concat!($name, "\0").as_bytes()) } {
-                    Ok(s) => *s,
-                    Err(e) => {
-                        return Err(ModelError::Symbol { path: path.to_path_buf(), symbol: $name, msg: e.to_string() });
-                    }
-                }
-            }};
+            ($name:literal) => {
+                // SAFETY: the field's type matches the TFLite C API (c_api.h) declaration of this symbol.
+                unsafe { super::tflite::symbol(lib, path, $name)? }
+            };
         }
         Ok(Api {
             version: sym!("TfLiteVersion"),
