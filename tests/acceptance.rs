@@ -18,18 +18,20 @@ fn dev_split_acceptance() {
     let d = eval_frames(&dir, "grid");
     assert_eq!(d["images"], 136, "{d}");
     // Regression guards at the shipped operating point, a little below what the committed weights score on this
-    // split (recall 0.773, fpr 0.295, hard_fpr 0.302; docs/DETECTOR.md). The weights are fitted on the training set
+    // split (recall 0.827, fpr 0.246, hard_fpr 0.256; docs/DETECTOR.md). The weights are fitted on the training set
     // only, so these are honest numbers; the target (recall 0.85 at hard_fpr 0.25) is not met yet.
-    assert!(num(&d, "recall") >= 0.76, "grid recall: {d}");
-    assert!(num(&d, "hard_fpr") <= 0.32, "grid hard_fpr: {d}");
-    assert!(num(&d, "fpr") <= 0.31, "grid fpr: {d}");
-    // A raw YUYV camera (V4L2) is read at full size, one point sample per grid position, while the weights are
-    // fitted on a JPEG camera's block averages: its numbers differ (recall 0.853, fpr 0.459, hard_fpr 0.442;
-    // docs/DETECTOR.md names the gap). Guarded so that it does not drift further.
+    assert!(num(&d, "recall") >= 0.81, "grid recall: {d}");
+    assert!(num(&d, "hard_fpr") <= 0.27, "grid hard_fpr: {d}");
+    assert!(num(&d, "fpr") <= 0.26, "grid fpr: {d}");
+    // RGB and YUYV read the same picture the same way (cell means, `detect::grid::boxes`): on the full-size decode
+    // both give recall 0.773, and fpr 0.246 (RGB) against 0.230 (YUYV, one frame apart). The gap to the row above
+    // is the decode (a JPEG camera's DCT-scaled analysis frame against full-size pixels), not the format.
+    let full = eval_frames_with(&dir, "grid", &["--decode", "full"]);
     let y = eval_frames_with(&dir, "grid", &["--yuyv"]);
-    assert!(num(&y, "recall") >= 0.84, "grid YUYV recall: {y}");
-    assert!(num(&y, "fpr") <= 0.47, "grid YUYV fpr: {y}");
-    assert!(num(&y, "hard_fpr") <= 0.45, "grid YUYV hard_fpr: {y}");
+    assert!((num(&y, "recall") - num(&full, "recall")).abs() <= 0.015, "grid YUYV {y} against RGB {full}");
+    assert!((num(&y, "fpr") - num(&full, "fpr")).abs() <= 0.035, "grid YUYV {y} against RGB {full}");
+    assert!(num(&y, "recall") >= 0.76, "grid YUYV recall: {y}");
+    assert!(num(&y, "hard_fpr") <= 0.26, "grid YUYV hard_fpr: {y}");
     // EmberEye at its anomaly threshold 0.4: the 71 % recall at 84 % FPR.
     // That is EmberEye's own path (full-size frames): the port is checked there; the appliance's cameras
     // decode at analysis scale (camera::scaled).

@@ -52,7 +52,8 @@ pub struct Args {
     /// (scripts/plot-detector.py).
     #[arg(long, value_name = "FILE.csv")]
     pub scores: Option<PathBuf>,
-    /// Development: feed the default detector YUYV converted from the decoded RGB instead of RGB.
+    /// Development: feed the default detector YUYV converted from the full-size decoded RGB instead of RGB, as a
+    /// raw V4L2 camera delivers its frames.
     #[arg(long, hide = true)]
     pub yuyv: bool,
     /// How each image is decoded: `analysis` as a JPEG camera of the appliance decodes it (at the smallest
@@ -176,8 +177,8 @@ pub fn evaluate(args: &Args) -> anyhow::Result<Outcome> {
         let path = args.dir.join(&l.file);
         let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         let (w, h) = match args.decode {
-            Decode::Analysis => load_analysis(&mut dec, &bytes, &mut rgb),
-            Decode::Full => load_rgb(&mut dec, &bytes, &mut rgb),
+            Decode::Analysis if !args.yuyv => load_analysis(&mut dec, &bytes, &mut rgb),
+            _ => load_rgb(&mut dec, &bytes, &mut rgb),
         }
         .with_context(|| format!("cannot decode {}", path.display()))?;
         let score = match args.detector {

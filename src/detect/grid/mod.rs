@@ -12,6 +12,7 @@
 //! read identical classes. All scratch is in the struct (no allocation per frame).
 
 mod blobs;
+mod boxes;
 mod cells;
 mod sample;
 
@@ -247,6 +248,10 @@ pub struct GridDetector {
     kept_in_cell: Box<[u8; NC]>,
     /// Class-byte histograms of the current frame (see `finish`).
     hist: Box<[[u32; 256]; 4]>,
+    /// Weighted column sums of one band of rows (`boxes`).
+    acc: Box<[u32; boxes::ACC_LEN]>,
+    /// The same for frames that are a whole multiple of the grid (`boxes::cells_uniform`).
+    acc16: Box<[u16; boxes::ACC_LEN]>,
 }
 
 pub(super) const CELL_FIRE: u8 = 1;
@@ -305,10 +310,12 @@ impl GridDetector {
             cellstat: Box::new([0; NP]),
             kept_in_cell,
             hist: Box::new([[0; 256]; 4]),
+            acc: Box::new([0; boxes::ACC_LEN]),
+            acc16: Box::new([0; boxes::ACC_LEN]),
         }
     }
 
-    /// Scores an RGB24 frame (R first). A buffer shorter than `width*height*3` or a frame smaller than the
+    /// Scores an RGB24 frame (R first); each sample is the mean of its cell of the frame (`boxes`). A buffer shorter than `width*height*3` or a frame smaller than the
     /// sample grid scores 0.
     pub fn score_rgb(&mut self, rgb: &[u8], width: usize, height: usize) -> GridResult {
         if !valid_size(rgb.len(), width, height, 3) {
@@ -322,7 +329,8 @@ impl GridDetector {
         self.score_rgb_body(rgb, width, height)
     }
 
-    /// Scores a YUYV frame (Y0 U Y1 V, BT.601 limited range) without converting it.
+    /// Scores a YUYV frame (Y0 U Y1 V, BT.601 limited range) without converting it. Each sample is the mean of
+    /// its cell of the frame (`boxes`), as on a JPEG camera's analysis-scale frame.
     pub fn score_yuyv(&mut self, yuyv: &[u8], width: usize, height: usize) -> GridResult {
         if !valid_size(yuyv.len(), width, height, 2) || !width.is_multiple_of(2) {
             return GridResult::default();
@@ -337,7 +345,11 @@ impl GridDetector {
 
     #[inline(always)]
     fn score_rgb_body(&mut self, rgb: &[u8], width: usize, height: usize) -> GridResult {
-        if !self.sample_rows_strided(rgb, width, height, 3, rgb_sample) {
+        // A frame at grid size (a 640x480 JPEG camera's analysis frame) is its own box average.
+        let exact = width == SW && height == SH;
+        if (exact || !self.sample_boxes(rgb, width, height, 3))
+            && !self.sample_rows_strided(rgb, width, height, 3, rgb_sample)
+        {
             self.sample_rows(rgb, width, height, 3, read_rgb, rgb_sample);
         }
         self.finish(width, height)
@@ -345,7 +357,8 @@ impl GridDetector {
 
     #[inline(always)]
     fn score_yuyv_body(&mut self, yuyv: &[u8], width: usize, height: usize) -> GridResult {
-        if !self.sample_rows_strided(yuyv, width, height, 2, yuyv_sample) {
+        if !self.sample_boxes(yuyv, width, height, 2) && !self.sample_rows_strided(yuyv, width, height, 2, yuyv_sample)
+        {
             self.sample_rows(yuyv, width, height, 2, read_yuyv, yuyv_sample);
         }
         self.finish(width, height)
@@ -481,14 +494,15 @@ mod tests {
         }
     }
 
-    /// A JPEG camera's frame reaches the detector at analysis scale (160x120 for 640x480): it must read there the
-    /// same samples as on the full frame, so a frame that is constant over 4x4 blocks scores identically both ways.
+    /// A JPEG camera's frame reaches the detector at analysis scale (160x120 for 640x480, 240x135 for 1080p,
+    /// 304x304 for 608x608), its pixels the means of k×k blocks: the cell means (`boxes`) of that frame are the
+    /// cell means of the full frame, so a frame constant over k×k blocks scores identically both ways.
     #[test]
     fn prescaled_frame_reads_the_full_frames_samples() {
         let mut det = GridDetector::new(&[]);
         for name in ["rf-indoorfire_image415_68a572.jpg", "rf-fire8_img_705_873ffc.jpg"] {
             let (rgb, w, h) = fixture(name);
-            for (sw, sh, k) in [(160, 120, 4), (240, 135, 8), (208, 208, 2)] {
+            for (sw, sh, k) in [(160, 120, 4), (240, 135, 8), (208, 208, 2), (304, 304, 2)] {
                 let small = resize_rgb(&rgb, w, h, sw, sh);
                 let full = resize_rgb(&small, sw, sh, sw * k, sh * k);
                 let (a, b) = (det.score_rgb(&small, sw, sh), det.score_rgb(&full, sw * k, sh * k));
@@ -506,18 +520,29 @@ mod tests {
         for name in
             ["rf-indoorfire_image415_68a572.jpg", "rf-fire8_img_705_873ffc.jpg", "rf-indoorfire_image6_880670.jpg"]
         {
-            let (rgb, w, h) = fixture(name);
+            let (mut rgb, w, h) = fixture(name);
             let w2 = w & !1;
+            // Each pixel pair gets one colour, so YUYV (one chroma per pair) holds the same picture as RGB and
+            // the test sees the two reading paths, not the camera's chroma subsampling.
+            for y in 0..h {
+                for x in (0..w2).step_by(2) {
+                    let i = (y * w + x) * 3;
+                    rgb.copy_within(i..i + 3, i + 3);
+                }
+            }
             let mut yuyv = Vec::new();
             rgb_to_yuyv(&rgb, w2, w, h, &mut yuyv);
             // Crop the RGB to the same even width so both read the same pixels.
             let crop: Vec<u8> = (0..h).flat_map(|y| rgb[y * w * 3..][..w2 * 3].to_vec()).collect();
             let a = det.score_rgb(&crop, w2, h);
             let b = det.score_yuyv(&yuyv, w2, h);
+            // Both read cell means; RGB converts the mean colour to YUV, YUYV averages converted pixels: one
+            // level of rounding apart, which moves a class border by a cell here and there.
             assert!((a.score - b.score).abs() < 0.02, "{name}: rgb {} yuyv {}", a.score, b.score);
             assert!(a.fire_cells.abs_diff(b.fire_cells) <= a.fire_cells / 20 + 2, "{name}");
             for ((x, y), n) in a.features.iter().zip(&b.features).zip(FEATURE_NAMES) {
-                assert!((x - y).abs() < 0.02, "{name} {n}");
+                // 10 %: the shape features (roughness about 3) change by that much when one border cell flips.
+                assert!((x - y).abs() < 0.1 * x.abs().max(1.0), "{name} {n}: {x} {y}");
             }
         }
     }

@@ -57,7 +57,7 @@ impl GridDetector {
     /// The last pass of the strided loops: sample row `j`'s luma and its classes looked up, both masked. Two
     /// loops, because the luma one vectorises and the lookups cannot.
     #[inline(always)]
-    fn store_row(&mut self, j: usize, idx: &[u32; SW], ys: &[u8; SW]) {
+    pub(super) fn store_row(&mut self, j: usize, idx: &[u32; SW], ys: &[u8; SW]) {
         let lut = &*self.lut;
         let base = j * SW;
         let (class, luma, keep) =
