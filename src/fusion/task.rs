@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use super::Fusion;
+use super::{Fusion, Note, NoteKind};
 use crate::alarm::{Outputs, SharedAlarm};
 use crate::event::{Observation, OperatorCmd, Transition, ZoneState};
 use crate::events::{Event, EventLog, Kind};
@@ -75,6 +75,7 @@ impl FusionTask {
             log::error!("alarm outputs cannot be initialised: {e}");
         }
         let mut pending: Vec<Transition> = Vec::with_capacity(16);
+        let mut notes: Vec<Note> = Vec::with_capacity(16);
         let mut log_trouble = false;
         loop {
             let mut sent_ns = 0;
@@ -86,7 +87,7 @@ impl FusionTask {
                         sent_ns = a.sent_ns;
                     }
                     fusion.observe(&o, &mut |t| pending.push(t));
-                    if matches!(o, Observation::SourceHealth { .. } | Observation::Operator { cmd: OperatorCmd::Button, .. }) {
+                    if matches!(o, Observation::SourceHealth { .. } | Observation::Operator { cmd: OperatorCmd::Button | OperatorCmd::LongPress, .. }) {
                         noted = Some(o);
                     }
                 }
@@ -98,8 +99,9 @@ impl FusionTask {
                     }
                 }
             }
+            fusion.drain_notes(|n| notes.push(n));
             let trouble_now = events.as_ref().is_some_and(EventLog::in_trouble);
-            if pending.is_empty() && trouble_now == log_trouble {
+            if pending.is_empty() && notes.is_empty() && trouble_now == log_trouble {
                 observe_latency(&decision_latency, sent_ns);
                 if let (Some(log), Some(o)) = (&events, noted) {
                     log_observation(log, &o);
@@ -148,7 +150,24 @@ impl FusionTask {
                     log::warn!("uplink queue full: alert for zone {zone} not queued");
                 }
             }
-            let mut outputs = Outputs::from_states(states.iter().copied());
+            for n in &notes {
+                let zone = zone_names.get(n.zone).map(String::as_str).unwrap_or("?");
+                match n.what {
+                    NoteKind::DelayOn(d) => {
+                        log::warn!("zone {zone}: delay on: relay and siren held for {} s", d.as_secs())
+                    }
+                    w => log::warn!("zone {zone}: {}", w.label()),
+                }
+                let until = match n.what {
+                    NoteKind::DelayOn(d) => Some(crate::live::status::unix_ms().saturating_add(d.as_millis() as u64)),
+                    _ => None,
+                };
+                zone_status.set_delay(n.zone, until);
+            }
+            // A zone whose output delay runs has decided ALARM but holds the relay and siren.
+            let mut outputs = Outputs::from_states(
+                states.iter().enumerate().map(|(i, s)| if fusion.delay_running(i) { ZoneState::Normal } else { *s }),
+            );
             // An event log that cannot write is a fault of the panel: TROUBLE, as a lost source is.
             outputs.trouble_led |= log_trouble;
             if let Err(e) = alarm.lock().unwrap_or_else(|p| p.into_inner()).apply(outputs) {
@@ -168,11 +187,15 @@ impl FusionTask {
                 for t in &changes {
                     log_transition(log, t);
                 }
+                for n in &notes {
+                    log_note(log, n);
+                }
                 if changed {
                     log.record(Event::now(Kind::Output, describe_outputs(&outputs)));
                 }
             }
             last_outputs = outputs;
+            notes.clear();
         }
     }
 }
@@ -210,6 +233,17 @@ fn log_transition(log: &EventLog, t: &Transition) {
     detail.push_str(&frame_note(t));
     let mut ev = Event::now(Kind::Zone, detail);
     ev.zone = Some(log.zone_name(t.zone));
+    log.record(ev);
+}
+
+/// An output delay's change as a zone event: "delay on (300 s)", "delay cut by operator", "delay expired".
+fn log_note(log: &EventLog, n: &Note) {
+    let detail = match n.what {
+        NoteKind::DelayOn(d) => format!("delay on ({} s, relay and siren held)", d.as_secs()),
+        w => w.label().to_owned(),
+    };
+    let mut ev = Event::now(Kind::Zone, detail);
+    ev.zone = Some(log.zone_name(n.zone));
     log.record(ev);
 }
 
