@@ -271,3 +271,82 @@ fn observe_latency(h: &Histogram, sent_ns: u64) {
         h.observe(now.saturating_sub(sent_ns) as f64 / 1e9);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alarm::{RecordingOutput, Siren};
+    use crate::event::AdcReading;
+    use crate::queue::Overflow;
+    use crate::telemetry::Health;
+    use tokio::time::Instant;
+
+    fn smoke(pct: f32) -> Observation {
+        Observation::Adc(AdcReading {
+            device: 0,
+            at: Instant::now(),
+            smoke_pct: Some(pct),
+            flame_pct: None,
+            flame_digital: None,
+            sent_ns: 0,
+        })
+    }
+
+    /// The output delay through the real loop: ALARM shows at once, the relay and siren wait for the long
+    /// press or the delay's end, and the status board says "delay on" meanwhile.
+    #[tokio::test(start_paused = true)]
+    async fn a_delayed_alarm_holds_relay_and_siren_until_cut_or_expired() {
+        let text = "[[sensors.devices]]\nname = \"d\"\nloc_id = \"1\"\n[[zones]]\nname = \"z\"\ndevices = [\"d\"]\n\
+                    smoke_readings = 1\noutput_delay_secs = 120\n";
+        let c = crate::config::load_str("t.toml", text, std::path::Path::new(".")).unwrap().config;
+        let rec = RecordingOutput::default();
+        let applied = rec.applied.clone();
+        let alarm: SharedAlarm = Arc::new(std::sync::Mutex::new(Box::new(rec)));
+        let input = Queue::new("obs", 16, Overflow::DropOldest);
+        let names = Arc::new(vec!["z".to_owned()]);
+        let board = Arc::new(ZoneBoard::new(vec!["z".into()]));
+        let task = FusionTask {
+            fusion: Fusion::from_config(&c),
+            input: input.clone(),
+            alarm,
+            uplink: None,
+            zone_names: Arc::clone(&names),
+            metrics: FusionMetrics::register(&Registry::new(), &names),
+            zone_status: Arc::clone(&board),
+            events: None,
+        };
+        let health = Health::new();
+        let stop = CancellationToken::new();
+        let run = tokio::spawn(task.run(health.register("fusion", None), stop.clone()));
+        let last = || applied.lock().unwrap().last().copied().unwrap();
+        let step = |secs| tokio::time::sleep(Duration::from_secs(secs));
+
+        input.push(smoke(40.0));
+        step(1).await;
+        assert_eq!(board.state(0), Some(ZoneState::Alarm), "decided at once");
+        assert_eq!(board.zones_json()[0]["delay_on"], true);
+        assert_eq!((last().relay, last().siren), (false, Siren::Off), "outputs held");
+        step(60).await;
+        assert!(!last().relay, "still held a minute in");
+        input.push(Observation::Operator { zone: None, cmd: OperatorCmd::LongPress, at: Instant::now() });
+        step(1).await;
+        assert_eq!((last().relay, last().siren), (true, Siren::Steady), "the long press cut the delay");
+        assert_eq!(board.zones_json()[0]["delay_on"], false);
+        assert_eq!(board.state(0), Some(ZoneState::Alarm), "a cut, not a reset");
+
+        // Reset, alarm again, and let the delay run out.
+        input.push(Observation::Operator { zone: Some(0), cmd: OperatorCmd::Reset, at: Instant::now() });
+        step(1).await;
+        input.push(smoke(40.0));
+        step(1).await;
+        assert_eq!(board.state(0), Some(ZoneState::Alarm));
+        assert!(!last().relay);
+        step(117).await;
+        assert!(!last().relay, "119 s in");
+        // The next half-second tick after 120 s notices the end.
+        step(3).await;
+        assert_eq!((last().relay, last().siren), (true, Siren::Steady), "expired: outputs on");
+        stop.cancel();
+        run.await.unwrap().unwrap();
+    }
+}
