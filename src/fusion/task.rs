@@ -211,7 +211,10 @@ fn log_observation(log: &EventLog, o: &Observation) {
             log.record(ev);
         }
         Observation::Operator { zone, cmd, .. } => {
-            let mut ev = Event::now(Kind::Operator, format!("{cmd:?}").to_lowercase());
+            // The long press is named as pressed: what it did (cut a delay or reset) follows as its own events.
+            let what =
+                if cmd == OperatorCmd::LongPress { "long-press".to_owned() } else { format!("{cmd:?}").to_lowercase() };
+            let mut ev = Event::now(Kind::Operator, what);
             ev.zone = Some(zone.map_or_else(|| "all".to_owned(), |z| log.zone_name(z)));
             ev.by = Some("button".into());
             log.record(ev);
