@@ -117,7 +117,8 @@ struct ZoneRuntime {
     troubled_sources: u32,
     /// When the running verification started (its first detection).
     verify_started: Option<Instant>,
-    /// Evidence last seen before this does not count: set to the end of a verification's retard.
+    /// Evidence last seen at or before this does not count: set to the end of a verification's retard (so
+    /// with a retard of 0 the first detection still cannot confirm itself).
     evidence_floor: Option<Instant>,
     /// While set, the zone's ALARM holds its outputs until then.
     delay_until: Option<Instant>,
@@ -570,7 +571,7 @@ fn active_bits(z: &ZoneRuntime, now: Instant) -> u8 {
     for (i, seen) in z.last_seen.iter().enumerate() {
         if let Some(t) = seen
             && now.saturating_duration_since(*t) <= z.rule.window
-            && z.evidence_floor.is_none_or(|f| *t >= f)
+            && z.evidence_floor.is_none_or(|f| *t > f)
         {
             bits |= KINDS[i];
         }
@@ -826,6 +827,17 @@ mod tests {
         // Latched as ever: no timeout afterwards.
         assert!(tick(&mut f, s(200)).is_empty());
         assert_eq!(f.state(0), Some(ZoneState::Alarm));
+    }
+
+    #[test]
+    fn with_no_retard_the_first_detection_still_needs_a_second() {
+        let mut f = smoke_zone("verification = true\nverification_retard_secs = 0");
+        let t0 = Instant::now();
+        let tr = run(&mut f, &[smoke(t0, 40.0)]);
+        assert_eq!(states(&tr), [(ZoneState::PreAlarm, reason::VERIFY_START)]);
+        assert!(tick(&mut f, t0).is_empty(), "the first detection does not confirm itself");
+        let tr = run(&mut f, &[smoke(t0 + Duration::from_secs(1), 40.0)]);
+        assert_eq!(states(&tr), [(ZoneState::Alarm, reason::VERIFY_CONFIRMED)]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The fusion task: the IO loop around the pure machine. It takes observations from the queue, ticks the
-//! machine twice a second, sets the local alarm outputs directly (no queue, no network between them), and hands
-//! each transition to the status page, the metrics, the log and the uplink queue.
+//! machine twice a second, sets the local alarm outputs directly (no queue, no network between them; a zone whose
+//! output delay runs holds its relay and siren), and hands each transition and delay change to the status page,
+//! the metrics, the log and the uplink queue (transitions only: a delay is local).
 
 use std::sync::Arc;
 use std::time::Duration;
