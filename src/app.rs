@@ -249,7 +249,8 @@ impl App {
             && let Some(b) = &loaded.board
         {
             let (gpio, q) = (b.gpio.clone(), observations.clone());
-            app.spawn("ack-button", None, move |_, stop| crate::alarm::gpio::watch_button(gpio, q, stop));
+            let long = Duration::from_secs_f64(c.alarm.long_press_secs);
+            app.spawn("ack-button", None, move |_, stop| crate::alarm::gpio::watch_button(gpio, long, q, stop));
         }
         if let Some(period) = sdnotify::watchdog_interval() {
             let health = Arc::clone(&health);

@@ -101,6 +101,11 @@ pub enum OperatorCmd {
     Reset,
     TestStart,
     TestEnd,
+    /// The ack button held at least `[alarm] long_press_secs`: cuts every running output delay in its zones,
+    /// or resets them when no delay runs.
+    LongPress,
+    /// Ends a running output delay at once (outputs on): the API's `cut-delay`, a manual input.
+    CutDelay,
 }
 
 impl ZoneState {
@@ -182,6 +187,12 @@ pub mod reason {
     pub const SOURCE_TROUBLE: u8 = 12;
     pub const SOURCE_RESTORED: u8 = 13;
     pub const VISION_ALONE: u8 = 14;
+    /// Alarm verification started: the zone waits out the retard, then a confirmation window.
+    pub const VERIFY_START: u8 = 15;
+    /// A second detection in the confirmation window latched the alarm.
+    pub const VERIFY_CONFIRMED: u8 = 16;
+    /// The confirmation window passed without a second detection: back to normal.
+    pub const VERIFY_TIMEOUT: u8 = 17;
 
     pub fn label(r: u8) -> &'static str {
         match r {
@@ -200,6 +211,9 @@ pub mod reason {
             SOURCE_TROUBLE => "source_trouble",
             SOURCE_RESTORED => "source_restored",
             VISION_ALONE => "vision_alone",
+            VERIFY_START => "verification_start",
+            VERIFY_CONFIRMED => "verification_confirmed",
+            VERIFY_TIMEOUT => "verification_timeout",
             _ => "unknown",
         }
     }

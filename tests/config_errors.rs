@@ -212,3 +212,26 @@ fn an_empty_config_and_an_anonymous_uplink_are_refused() {
     let p = problems(&format!("[site]\ndevice_id = 0\n{ONE_ZONE}"));
     assert!(p.iter().any(|m| m.starts_with("t.toml:2:") && m.contains("device_id")), "{p:?}");
 }
+
+/// Alarm verification and output delay are refused outside the limits of the standards they follow (UL 864:
+/// retard ≤ 60 s, confirmation ≥ 60 s; EN 54-2 §7.11: delay ≤ 10 min), at the key's line.
+#[test]
+fn verification_and_delay_outside_their_limits_are_refused_at_the_line() {
+    let ok = format!(
+        "{ONE_ZONE}verification = true\nverification_retard_secs = 60\nverification_confirm_secs = 60\noutput_delay_secs = 600\n"
+    );
+    assert!(problems(&ok).is_empty(), "the limits themselves are allowed: {:?}", problems(&ok));
+    for (key, value) in [
+        ("verification_retard_secs", "61"),
+        ("verification_retard_secs", "-1"),
+        ("verification_confirm_secs", "59.5"),
+        ("output_delay_secs", "601"),
+        ("output_delay_secs", "-5"),
+    ] {
+        let p = problems(&format!("{ONE_ZONE}{key} = {value}\n"));
+        assert_eq!(p.len(), 1, "{key} = {value}: {p:?}");
+        assert!(p[0].starts_with("t.toml:7:1: ") && p[0].contains(key), "{key} = {value}: {p:?}");
+    }
+    let p = problems(&format!("[alarm]\nlong_press_secs = 0.1\n{ONE_ZONE}"));
+    assert!(p.iter().any(|m| m.starts_with("t.toml:2:") && m.contains("long_press_secs")), "{p:?}");
+}

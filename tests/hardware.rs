@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ember_edge::alarm::gpio::{GpioOutputs, watch_button};
+use ember_edge::alarm::gpio::{GpioOutputs, LONG_PRESS, watch_button};
 use ember_edge::alarm::{AlarmOutput, Outputs, Siren};
 use ember_edge::board::{Gpio, Line};
 use ember_edge::event::{Observation, OperatorCmd};
@@ -66,7 +66,7 @@ async fn a_button_press_injected_by_the_harness_becomes_an_operator_command() {
     pull("pull-up"); // released (active-low button)
     let q: Queue<Observation> = Queue::new("t", 16, Overflow::DropOldest);
     let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(watch_button(profile(&chip), q.clone(), stop.clone()));
+    let task = tokio::spawn(watch_button(profile(&chip), LONG_PRESS, q.clone(), stop.clone()));
     tokio::time::sleep(Duration::from_millis(300)).await;
     pull("pull-down"); // pressed
     tokio::time::sleep(Duration::from_millis(300)).await;

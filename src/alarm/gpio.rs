@@ -115,17 +115,24 @@ impl AlarmOutput for GpioOutputs {
     }
 }
 
-/// A press shorter than this acknowledges (then silences, on a second press); longer resets.
+/// The default long press (`[alarm] long_press_secs`).
 pub const LONG_PRESS: Duration = Duration::from_secs(2);
 
-/// What a press of `held` means.
-pub fn classify_press(held: Duration) -> OperatorCmd {
-    if held >= LONG_PRESS { OperatorCmd::Reset } else { OperatorCmd::Button }
+/// What a press of `held` means: shorter than `long` acknowledges (then silences, on a second press); a long
+/// press cuts every running output delay or, when none runs, resets (fusion decides which, as it knows the
+/// delays).
+pub fn classify_press(held: Duration, long: Duration) -> OperatorCmd {
+    if held >= long { OperatorCmd::LongPress } else { OperatorCmd::Button }
 }
 
 /// Watches the ack button (edge events with the kernel's debounce) and turns presses into operator commands
-/// for every zone. Runs until `stop`.
-pub async fn watch_button(g: Gpio, out: Queue<Observation>, stop: CancellationToken) -> anyhow::Result<()> {
+/// for every zone; `long` is `[alarm] long_press_secs`. Runs until `stop`.
+pub async fn watch_button(
+    g: Gpio,
+    long: Duration,
+    out: Queue<Observation>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     let off = resolve(&g.chip, &g.ack_button)?;
     let mut b = Request::builder();
     b.on_chip(&g.chip)
@@ -152,7 +159,7 @@ pub async fn watch_button(g: Gpio, out: Queue<Observation>, stop: CancellationTo
             EdgeKind::Rising => pressed_at = Some(now),
             EdgeKind::Falling => {
                 if let Some(t) = pressed_at.take() {
-                    let cmd = classify_press(now - t);
+                    let cmd = classify_press(now - t, long);
                     log::info!("ack button: {cmd:?}");
                     out.push(Observation::Operator { zone: None, cmd, at: now });
                 }
@@ -175,8 +182,9 @@ mod tests {
     }
 
     #[test]
-    fn short_press_acknowledges_long_press_resets() {
-        assert_eq!(classify_press(Duration::from_millis(300)), OperatorCmd::Button);
-        assert_eq!(classify_press(Duration::from_millis(2500)), OperatorCmd::Reset);
+    fn short_press_acknowledges_long_press_is_long() {
+        assert_eq!(classify_press(Duration::from_millis(300), LONG_PRESS), OperatorCmd::Button);
+        assert_eq!(classify_press(Duration::from_millis(2500), LONG_PRESS), OperatorCmd::LongPress);
+        assert_eq!(classify_press(Duration::from_millis(2500), Duration::from_secs(5)), OperatorCmd::Button);
     }
 }

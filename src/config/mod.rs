@@ -177,6 +177,7 @@ fn check(c: &Config, base_dir: &Path) -> (Vec<(Vec<PathSeg>, String)>, Option<Bo
     }
     uplink::validate_collector(&c.collector, &mut push);
     site::validate_runtime(&c.runtime, &mut push);
+    site::validate_alarm(&c.alarm, &mut push);
     (out, board)
 }
 

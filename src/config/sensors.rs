@@ -110,7 +110,8 @@ pub struct Device {
     /// An ADC channel at 0 or full scale this many readings in a row is stuck (trouble). Default 5.
     #[serde(default = "default_rail_readings")]
     pub adc_rail_readings: u32,
-    /// A smoke channel that repeats the exact same value this long is dead (trouble); 0 disables. Default 600 s.
+    /// A smoke channel that repeats the exact same value this long is dead (trouble); 0 disables. Default 90 s,
+    /// so the fault shows within 100 s.
     #[serde(default = "default_static_secs")]
     pub adc_static_secs: f64,
 }
@@ -219,8 +220,10 @@ fn default_smoke_pct() -> f32 {
 fn default_rail_readings() -> u32 {
     5
 }
+/// 90 s: a dead smoke channel is then TROUBLE within the 100 s EN 54-2 gives a panel to show a fault (the
+/// reading interval adds at most a few seconds; `tests/trouble_bound.rs` proves it).
 fn default_static_secs() -> f64 {
-    600.0
+    90.0
 }
 fn default_baud() -> u32 {
     115_200

@@ -85,12 +85,20 @@ pub struct Alarm {
     /// Which output driver. Default "log".
     #[serde(default = "default_alarm_backend")]
     pub backend: AlarmBackend,
+    /// A press of the ack button held at least this long is a long press: it cuts every running output delay,
+    /// or, when none runs, resets. Shorter presses acknowledge, then silence. 0.5..=30. Default 2.
+    #[serde(default = "default_long_press_secs")]
+    pub long_press_secs: f64,
 }
 
 impl Default for Alarm {
     fn default() -> Self {
-        Alarm { backend: AlarmBackend::Log }
+        Alarm { backend: AlarmBackend::Log, long_press_secs: default_long_press_secs() }
     }
+}
+
+fn default_long_press_secs() -> f64 {
+    2.0
 }
 
 fn default_site_name() -> String {
@@ -110,6 +118,17 @@ fn default_pool_frames() -> usize {
 }
 fn default_alarm_backend() -> AlarmBackend {
     AlarmBackend::Log
+}
+
+/// Semantic checks of the alarm section.
+pub(super) fn validate_alarm(a: &Alarm, push: &mut impl FnMut(Vec<PathSeg>, String)) {
+    // Shorter than half a second is a bounce or a nervous press, not a deliberate hold.
+    if !(0.5..=30.0).contains(&a.long_press_secs) {
+        push(
+            vec![key("alarm"), key("long_press_secs")],
+            format!("long_press_secs must be 0.5..=30, got {}", a.long_press_secs),
+        );
+    }
 }
 
 /// Semantic checks of the runtime section.

@@ -73,7 +73,7 @@ pub struct MqttSettings {
     /// "homeassistant".
     #[serde(default = "default_discovery_prefix")]
     pub discovery_prefix: String,
-    /// Operator buttons offered to Home Assistant: any of "acknowledge", "silence", "test". Default none;
+    /// Operator buttons offered to Home Assistant: any of "acknowledge", "silence", "test", "cut_delay". Default none;
     /// commands for a button not listed are refused.
     #[serde(default)]
     pub buttons: Vec<HaButton>,
@@ -100,6 +100,8 @@ pub enum HaButton {
     Acknowledge,
     Silence,
     Test,
+    /// Ends a zone's running output delay (`[[zones]] output_delay_secs`): a manual input from Home Assistant.
+    CutDelay,
 }
 
 impl Default for MqttSettings {

@@ -63,7 +63,32 @@ pub struct Zone {
     /// it also resets by itself after that many seconds without any evidence. 0 = operator only. Default 0.
     #[serde(default)]
     pub auto_reset_secs: f64,
+    /// Alarm verification (UL 864 style): a detection that would alarm first starts a retard/reset period,
+    /// then a confirmation window in which a second detection latches ALARM; without one the zone returns to
+    /// normal. Never applied to critical heat or to an operator's test. Default false.
+    #[serde(default)]
+    pub verification: bool,
+    /// Retard/reset period of the verification, in seconds: evidence seen during it does not count (the
+    /// detector is being reset). At most 60 (UL 864). Default 30.
+    #[serde(default = "default_retard_secs")]
+    pub verification_retard_secs: f64,
+    /// Confirmation window after the retard, in seconds: a second detection in it latches ALARM. At least 60
+    /// (UL 864), at most 3600. Default 60.
+    #[serde(default = "default_confirm_secs")]
+    pub verification_confirm_secs: f64,
+    /// Output delay (EN 54-2 §7.11 style), in seconds: ALARM is decided, logged and sent at once, but the relay
+    /// and siren are held this long ("delay on"); a long press of the ack button or `POST
+    /// /api/zones/NAME/cut-delay` ends it early. Critical heat is never delayed. 0 = off, at most 600. Default 0.
+    #[serde(default)]
+    pub output_delay_secs: f64,
 }
+
+/// Longest retard/reset period UL 864 allows for alarm verification.
+pub const MAX_RETARD_SECS: f64 = 60.0;
+/// Shortest confirmation window UL 864 allows.
+pub const MIN_CONFIRM_SECS: f64 = 60.0;
+/// Longest output delay EN 54-2 §7.11 allows (10 minutes).
+pub const MAX_OUTPUT_DELAY_SECS: f64 = 600.0;
 
 fn yes() -> bool {
     true
@@ -97,6 +122,12 @@ fn default_min_sources() -> u32 {
 }
 fn default_window_secs() -> f64 {
     10.0
+}
+fn default_retard_secs() -> f64 {
+    30.0
+}
+fn default_confirm_secs() -> f64 {
+    MIN_CONFIRM_SECS
 }
 
 /// Semantic checks of the zones against the cameras and devices they name.
@@ -172,6 +203,26 @@ pub(super) fn validate(
         }
         if !(z.auto_reset_secs >= 0.0 && z.auto_reset_secs <= 86_400.0) {
             push(at("auto_reset_secs"), format!("auto_reset_secs must be 0..=86400, got {}", z.auto_reset_secs));
+        }
+        // The limits of the standards the options follow: a longer retard or a shorter window would no longer
+        // be UL 864 verification, a longer delay no longer an EN 54-2 output delay.
+        if !(0.0..=MAX_RETARD_SECS).contains(&z.verification_retard_secs) {
+            push(
+                at("verification_retard_secs"),
+                format!("verification_retard_secs must be 0..=60 (UL 864), got {}", z.verification_retard_secs),
+            );
+        }
+        if !(MIN_CONFIRM_SECS..=3600.0).contains(&z.verification_confirm_secs) {
+            push(
+                at("verification_confirm_secs"),
+                format!("verification_confirm_secs must be 60..=3600 (UL 864), got {}", z.verification_confirm_secs),
+            );
+        }
+        if !(0.0..=MAX_OUTPUT_DELAY_SECS).contains(&z.output_delay_secs) {
+            push(
+                at("output_delay_secs"),
+                format!("output_delay_secs must be 0..=600 (EN 54-2 §7.11), got {}", z.output_delay_secs),
+            );
         }
     }
 }

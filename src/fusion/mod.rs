@@ -8,6 +8,14 @@
 //! while acknowledged or silenced re-sounds. Lost or faulty sources give TROUBLE, never ALARM. TEST drives
 //! the outputs on an operator's request and yields to a real alarm. Unlike EmberEye's stateless
 //! last-writer-wins fusion, no later quiet reading can clear an alarm. `task` is the IO loop around it.
+//!
+//! Two options of fire panels, per zone, both off by default. Alarm verification (UL 864): a detection that
+//! would alarm instead starts a retard/reset period (PRE_ALARM, reason `verification_start`) in which evidence
+//! does not count, then a confirmation window in which a second detection latches ALARM
+//! (`verification_confirmed`); without one the zone returns to normal (`verification_timeout`). Critical heat
+//! bypasses it, and an operator's test never goes through it. Output delay (EN 54-2 §7.11): ALARM is decided
+//! and sent at once, but the relay and siren are held (`delay_running`) until the delay expires, a long press
+//! or `CutDelay` cuts it, or critical heat appears. Delay changes come out as `Note`s, which the task logs.
 
 mod task;
 
@@ -35,7 +43,55 @@ pub struct ZoneRule {
     pub smoke_alone_alarms: bool,
     pub vision_alone_alarms: bool,
     pub auto_reset: Option<Duration>,
+    pub verification: Option<Verification>,
+    pub output_delay: Option<Duration>,
 }
+
+/// UL 864 alarm verification of one zone.
+#[derive(Debug, Clone, Copy)]
+pub struct Verification {
+    /// Evidence seen during this, from the first detection, does not count: the detector is being reset.
+    pub retard: Duration,
+    /// After the retard: a second detection in this window latches ALARM.
+    pub confirm: Duration,
+}
+
+/// A change of a zone's output delay, for the event log and the status page (not a state change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Note {
+    pub zone: usize,
+    pub at: Instant,
+    pub what: NoteKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoteKind {
+    /// The zone alarmed with outputs held until `at + delay`.
+    DelayOn(Duration),
+    /// An operator (long press, `cut-delay`) ended the delay early.
+    DelayCutByOperator,
+    /// Critical heat ended the delay early.
+    DelayCutByCriticalHeat,
+    /// The delay ran out: outputs on.
+    DelayExpired,
+    /// The alarm was reset or auto-reset while the delay ran: the outputs were never driven.
+    DelayCleared,
+}
+
+impl NoteKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            NoteKind::DelayOn(_) => "delay on",
+            NoteKind::DelayCutByOperator => "delay cut by operator",
+            NoteKind::DelayCutByCriticalHeat => "delay cut by critical heat",
+            NoteKind::DelayExpired => "delay expired",
+            NoteKind::DelayCleared => "delay cleared by reset",
+        }
+    }
+}
+
+/// Notes held between two drains; the task drains after every observation or tick, so a handful suffices.
+const NOTES_CAP: usize = 64;
 
 const KINDS: [u8; 4] = [evidence::VISION, evidence::THERMAL, evidence::SMOKE, evidence::FLAME];
 
@@ -59,6 +115,13 @@ struct ZoneRuntime {
     rise_c_per_min: f32,
     smoke_pct: f32,
     troubled_sources: u32,
+    /// When the running verification started (its first detection).
+    verify_started: Option<Instant>,
+    /// Evidence last seen at or before this does not count: set to the end of a verification's retard (so
+    /// with a retard of 0 the first detection still cannot confirm itself).
+    evidence_floor: Option<Instant>,
+    /// While set, the zone's ALARM holds its outputs until then.
+    delay_until: Option<Instant>,
 }
 
 /// Consecutive-reading counters of one source for one zone.
@@ -77,6 +140,8 @@ pub struct Fusion {
     camera_streaks: Vec<Vec<Streaks>>,
     device_streaks: Vec<Vec<Streaks>>,
     device_smoke_pct: Vec<f32>,
+    notes: Vec<Note>,
+    notes_dropped: u64,
 }
 
 impl Fusion {
@@ -99,6 +164,11 @@ impl Fusion {
                     smoke_alone_alarms: z.smoke_alone_alarms,
                     vision_alone_alarms: z.vision_alone_alarms,
                     auto_reset: (z.auto_reset_secs > 0.0).then(|| Duration::from_secs_f64(z.auto_reset_secs)),
+                    verification: z.verification.then(|| Verification {
+                        retard: Duration::from_secs_f64(z.verification_retard_secs),
+                        confirm: Duration::from_secs_f64(z.verification_confirm_secs),
+                    }),
+                    output_delay: (z.output_delay_secs > 0.0).then(|| Duration::from_secs_f64(z.output_delay_secs)),
                 },
                 state: ZoneState::Normal,
                 last_seen: [None; 4],
@@ -110,6 +180,9 @@ impl Fusion {
                 rise_c_per_min: f32::NAN,
                 smoke_pct: f32::NAN,
                 troubled_sources: 0,
+                verify_started: None,
+                evidence_floor: None,
+                delay_until: None,
             })
             .collect();
         let zones_of = |pred: &dyn Fn(&crate::config::Zone) -> bool| -> Vec<usize> {
@@ -122,7 +195,41 @@ impl Fusion {
         let camera_streaks = camera_zones.iter().map(|z| vec![Streaks::default(); z.len()]).collect();
         let device_streaks = device_zones.iter().map(|z| vec![Streaks::default(); z.len()]).collect();
         let device_smoke_pct = c.sensors.devices.iter().map(|d| d.smoke_alarm_pct).collect();
-        Fusion { zones, camera_zones, device_zones, camera_streaks, device_streaks, device_smoke_pct }
+        Fusion {
+            zones,
+            camera_zones,
+            device_zones,
+            camera_streaks,
+            device_streaks,
+            device_smoke_pct,
+            notes: Vec::with_capacity(NOTES_CAP),
+            notes_dropped: 0,
+        }
+    }
+
+    /// Whether the zone's output delay is running: ALARM decided, relay and siren held.
+    pub fn delay_running(&self, zone: usize) -> bool {
+        self.zones.get(zone).is_some_and(|z| z.delay_until.is_some())
+    }
+
+    /// Hands out the delay notes made since the last call, oldest first.
+    pub fn drain_notes(&mut self, mut f: impl FnMut(Note)) {
+        for n in self.notes.drain(..) {
+            f(n);
+        }
+    }
+
+    /// Notes dropped because nobody drained them (a bug in the loop around fusion, never expected).
+    pub fn notes_dropped(&self) -> u64 {
+        self.notes_dropped
+    }
+
+    fn note(&mut self, zone: usize, at: Instant, what: NoteKind) {
+        if self.notes.len() < NOTES_CAP {
+            self.notes.push(Note { zone, at, what });
+        } else {
+            self.notes_dropped += 1;
+        }
     }
 
     pub fn state(&self, zone: usize) -> Option<ZoneState> {
@@ -208,6 +315,15 @@ impl Fusion {
                     Some(_) => 0..0,
                     None => 0..self.zones.len(),
                 };
+                // A long press while any of its zones holds its outputs cuts those delays and nothing else:
+                // the person at the panel wants the outputs now, not the other alarms reset.
+                let cmd = match cmd {
+                    OperatorCmd::LongPress if range.clone().any(|zi| self.zones[zi].delay_until.is_some()) => {
+                        OperatorCmd::CutDelay
+                    }
+                    OperatorCmd::LongPress => OperatorCmd::Reset,
+                    c => c,
+                };
                 for zi in range {
                     self.operator(zi, cmd, at, out);
                 }
@@ -243,6 +359,19 @@ impl Fusion {
         if to == z.state {
             return;
         }
+        Self::emit_always(z, zi, now, to, why, operator, out);
+    }
+
+    /// As `emit`, also when the state stays (verification start from PRE_ALARM is still worth recording).
+    fn emit_always(
+        z: &mut ZoneRuntime,
+        zi: usize,
+        now: Instant,
+        to: ZoneState,
+        why: u8,
+        operator: bool,
+        out: &mut impl FnMut(Transition),
+    ) {
         let active = active_bits(z, now);
         let t = Transition {
             zone: zi,
@@ -264,6 +393,14 @@ impl Fusion {
     }
 
     fn settle(&mut self, zi: usize, now: Instant, out: &mut impl FnMut(Transition)) {
+        let delay_change = self.settle_state(zi, now, out);
+        if let Some(what) = delay_change {
+            self.note(zi, now, what);
+        }
+    }
+
+    /// `settle` without the notes: returns the change of the zone's output delay, if any.
+    fn settle_state(&mut self, zi: usize, now: Instant, out: &mut impl FnMut(Transition)) -> Option<NoteKind> {
         let z = &mut self.zones[zi];
         let active = active_bits(z, now);
         let kinds = active.count_ones();
@@ -279,6 +416,16 @@ impl Fusion {
             None
         };
         let base = if z.troubled_sources > 0 { ZoneState::Trouble } else { ZoneState::Normal };
+        let mut delay_change = None;
+        if let Some(until) = z.delay_until {
+            if critical {
+                z.delay_until = None;
+                delay_change = Some(NoteKind::DelayCutByCriticalHeat);
+            } else if now >= until {
+                z.delay_until = None;
+                delay_change = Some(NoteKind::DelayExpired);
+            }
+        }
         match z.state {
             s if s.is_alarm() => {
                 if matches!(s, ZoneState::Acknowledged | ZoneState::Silenced)
@@ -287,7 +434,7 @@ impl Fusion {
                 {
                     z.handled_kinds = active;
                     Self::emit(z, zi, now, ZoneState::Alarm, reason::ESCALATION, false, out);
-                    return;
+                    return delay_change;
                 }
                 let quiet_for = z
                     .last_seen
@@ -302,15 +449,36 @@ impl Fusion {
                     && !critical
                 {
                     Self::emit(z, zi, now, base, reason::AUTO_RESET, false, out);
+                    if z.delay_until.take().is_some() {
+                        delay_change = Some(NoteKind::DelayCleared);
+                    }
                 }
             }
             ZoneState::Test => {
-                // A real fire during a test is an alarm, not part of the test.
+                // A real fire during a test is an alarm, not part of the test: neither verified nor delayed,
+                // as the outputs are already on.
                 if let Some(why) = confirmed {
                     Self::emit(z, zi, now, ZoneState::Alarm, why, false, out);
                 }
             }
             _ => {
+                if let (Some(started), Some(v)) = (z.verify_started, z.rule.verification) {
+                    let retard_end = started + v.retard;
+                    let (to, why) = match confirmed {
+                        // Critical heat never waits for verification.
+                        Some(reason::CRITICAL_HEAT) => (ZoneState::Alarm, reason::CRITICAL_HEAT),
+                        // During the retard nothing counts (the floor hides it); after it, a detection confirms.
+                        Some(_) if now >= retard_end => (ZoneState::Alarm, reason::VERIFY_CONFIRMED),
+                        _ if now >= retard_end + v.confirm => (base, reason::VERIFY_TIMEOUT),
+                        _ => return delay_change,
+                    };
+                    z.verify_started = None;
+                    Self::emit_always(z, zi, now, to, why, false, out);
+                    if to == ZoneState::Alarm {
+                        return Self::start_delay(z, now, why).or(delay_change);
+                    }
+                    return delay_change;
+                }
                 let (to, why) = match confirmed {
                     Some(why) => (ZoneState::Alarm, why),
                     None if kinds > 0 => (ZoneState::PreAlarm, reason::SINGLE_SOURCE),
@@ -318,12 +486,43 @@ impl Fusion {
                     None if z.state == ZoneState::Trouble => (base, reason::SOURCE_RESTORED),
                     None => (base, reason::EVIDENCE_CLEARED),
                 };
+                if to == ZoneState::Alarm
+                    && why != reason::CRITICAL_HEAT
+                    && let Some(v) = z.rule.verification
+                {
+                    // The first detection: reset the detector (forget what it said) and wait out the retard.
+                    z.verify_started = Some(now);
+                    z.evidence_floor = Some(now + v.retard);
+                    Self::emit_always(z, zi, now, ZoneState::PreAlarm, reason::VERIFY_START, false, out);
+                    return delay_change;
+                }
                 Self::emit(z, zi, now, to, why, false, out);
+                if to == ZoneState::Alarm {
+                    return Self::start_delay(z, now, why).or(delay_change);
+                }
             }
         }
+        delay_change
+    }
+
+    /// A zone has just entered ALARM for `why`: holds its outputs for the configured delay, unless the cause is
+    /// critical heat (never delayed).
+    fn start_delay(z: &mut ZoneRuntime, now: Instant, why: u8) -> Option<NoteKind> {
+        let d = z.rule.output_delay?;
+        if why == reason::CRITICAL_HEAT {
+            return None;
+        }
+        z.delay_until = Some(now + d);
+        Some(NoteKind::DelayOn(d))
     }
 
     fn operator(&mut self, zi: usize, cmd: OperatorCmd, now: Instant, out: &mut impl FnMut(Transition)) {
+        if cmd == OperatorCmd::CutDelay {
+            if self.zones[zi].delay_until.take().is_some() {
+                self.note(zi, now, NoteKind::DelayCutByOperator);
+            }
+            return;
+        }
         let z = &mut self.zones[zi];
         let base = if z.troubled_sources > 0 { ZoneState::Trouble } else { ZoneState::Normal };
         let cmd = match (cmd, z.state) {
@@ -345,9 +544,17 @@ impl Fusion {
                 z.last_seen = [None; 4];
                 z.critical_seen = None;
                 z.handled_kinds = 0;
+                z.verify_started = None;
+                z.evidence_floor = None;
+                let cleared = z.delay_until.take().is_some();
                 Self::emit(z, zi, now, base, reason::OPERATOR_RESET, true, out);
+                if cleared {
+                    self.note(zi, now, NoteKind::DelayCleared);
+                }
             }
             (OperatorCmd::TestStart, ZoneState::Normal | ZoneState::Trouble | ZoneState::PreAlarm) => {
+                // An operator's test is never verified: a running verification ends with it.
+                z.verify_started = None;
                 Self::emit(z, zi, now, ZoneState::Test, reason::TEST_START, true, out);
             }
             (OperatorCmd::TestEnd, ZoneState::Test) => {
@@ -364,6 +571,7 @@ fn active_bits(z: &ZoneRuntime, now: Instant) -> u8 {
     for (i, seen) in z.last_seen.iter().enumerate() {
         if let Some(t) = seen
             && now.saturating_duration_since(*t) <= z.rule.window
+            && z.evidence_floor.is_none_or(|f| *t > f)
         {
             bits |= KINDS[i];
         }
@@ -581,5 +789,174 @@ mod tests {
         assert_eq!(states(&tr), [(ZoneState::Trouble, reason::SOURCE_TROUBLE)]);
         let tr = run(&mut f, &[Observation::SourceHealth { source: SourceRef::Device(0), at, ok: true }]);
         assert_eq!(states(&tr), [(ZoneState::Normal, reason::SOURCE_RESTORED)]);
+    }
+
+    fn smoke_zone(extra: &str) -> Fusion {
+        Fusion::from_config(&config(&format!("smoke_readings = 1\n{extra}")))
+    }
+
+    fn tick(f: &mut Fusion, at: Instant) -> Vec<Transition> {
+        let mut out = Vec::new();
+        f.tick(at, &mut |t| out.push(t));
+        out
+    }
+
+    fn notes(f: &mut Fusion) -> Vec<NoteKind> {
+        let mut v = Vec::new();
+        f.drain_notes(|n| v.push(n.what));
+        v
+    }
+
+    const VERIFY: &str = "verification = true\nverification_retard_secs = 30\nverification_confirm_secs = 60";
+
+    #[test]
+    fn verification_first_detection_waits_out_the_retard_then_a_second_confirms() {
+        let mut f = smoke_zone(VERIFY);
+        let t0 = Instant::now();
+        let s = |n| t0 + Duration::from_secs(n);
+        // First detection: no alarm, the verification starts (and is recorded).
+        let tr = run(&mut f, &[smoke(t0, 40.0)]);
+        assert_eq!(states(&tr), [(ZoneState::PreAlarm, reason::VERIFY_START)]);
+        // During the retard the detector is being reset: a detection then does not count.
+        assert!(run(&mut f, &[smoke(s(10), 40.0), smoke(s(29), 40.0)]).is_empty());
+        assert!(tick(&mut f, s(30)).is_empty(), "what was seen during the retard does not confirm");
+        // A second detection in the confirmation window latches the alarm.
+        let tr = run(&mut f, &[smoke(s(45), 40.0)]);
+        assert_eq!(states(&tr), [(ZoneState::Alarm, reason::VERIFY_CONFIRMED)]);
+        assert_eq!(tr[0].sources & evidence::SMOKE, evidence::SMOKE);
+        // Latched as ever: no timeout afterwards.
+        assert!(tick(&mut f, s(200)).is_empty());
+        assert_eq!(f.state(0), Some(ZoneState::Alarm));
+    }
+
+    #[test]
+    fn with_no_retard_the_first_detection_still_needs_a_second() {
+        let mut f = smoke_zone("verification = true\nverification_retard_secs = 0");
+        let t0 = Instant::now();
+        let tr = run(&mut f, &[smoke(t0, 40.0)]);
+        assert_eq!(states(&tr), [(ZoneState::PreAlarm, reason::VERIFY_START)]);
+        assert!(tick(&mut f, t0).is_empty(), "the first detection does not confirm itself");
+        let tr = run(&mut f, &[smoke(t0 + Duration::from_secs(1), 40.0)]);
+        assert_eq!(states(&tr), [(ZoneState::Alarm, reason::VERIFY_CONFIRMED)]);
+    }
+
+    #[test]
+    fn verification_from_pre_alarm_is_recorded_too() {
+        let mut f = Fusion::from_config(&config(VERIFY));
+        let t0 = Instant::now();
+        let tr = run(&mut f, &[vision(t0, 0.9), vision(t0, 0.9)]);
+        assert_eq!(states(&tr), [(ZoneState::PreAlarm, reason::SINGLE_SOURCE)]);
+        let tr = run(&mut f, &[thermal(t0, 80.0)]);
+        assert_eq!(states(&tr), [(ZoneState::PreAlarm, reason::VERIFY_START)], "a second kind starts verification");
+        assert_eq!(tr[0].from, ZoneState::PreAlarm);
+    }
+
+    #[test]
+    fn verification_times_out_without_a_second_detection() {
+        let mut f = smoke_zone(VERIFY);
+        let t0 = Instant::now();
+        let s = |n| t0 + Duration::from_secs(n);
+        run(&mut f, &[smoke(t0, 40.0)]);
+        // A reading below the alarm level in the window is no detection.
+        assert!(run(&mut f, &[smoke(s(50), 5.0)]).is_empty());
+        assert!(tick(&mut f, s(89)).is_empty(), "the window runs 30 s + 60 s");
+        let tr = tick(&mut f, s(90));
+        assert_eq!(states(&tr), [(ZoneState::Normal, reason::VERIFY_TIMEOUT)]);
+        // The next detection starts a new verification, not an alarm.
+        let tr = run(&mut f, &[smoke(s(100), 40.0)]);
+        assert_eq!(states(&tr), [(ZoneState::PreAlarm, reason::VERIFY_START)]);
+    }
+
+    #[test]
+    fn critical_heat_and_tests_bypass_verification() {
+        let t0 = Instant::now();
+        let mut f = smoke_zone(VERIFY);
+        let tr = run(&mut f, &[thermal(t0, 130.0)]);
+        assert_eq!(states(&tr), [(ZoneState::Alarm, reason::CRITICAL_HEAT)]);
+        // Critical heat during the retard alarms at once too.
+        let mut f = smoke_zone(VERIFY);
+        run(&mut f, &[smoke(t0, 40.0)]);
+        let tr = run(&mut f, &[thermal(t0 + Duration::from_secs(5), 130.0)]);
+        assert_eq!(states(&tr), [(ZoneState::Alarm, reason::CRITICAL_HEAT)]);
+        // An operator's test drives the outputs at once and ends a running verification.
+        let mut f = smoke_zone(VERIFY);
+        run(&mut f, &[smoke(t0, 40.0)]);
+        let tr = run(&mut f, &[op(t0, OperatorCmd::TestStart)]);
+        assert_eq!(states(&tr), [(ZoneState::Test, reason::TEST_START)]);
+        let tr = run(&mut f, &[op(t0 + Duration::from_secs(1), OperatorCmd::TestEnd)]);
+        assert_eq!(states(&tr), [(ZoneState::Normal, reason::TEST_END)]);
+        assert!(tick(&mut f, t0 + Duration::from_secs(120)).is_empty(), "no verification left to time out");
+    }
+
+    #[test]
+    fn output_delay_holds_the_outputs_until_it_expires() {
+        let mut f = smoke_zone("output_delay_secs = 300");
+        let t0 = Instant::now();
+        let s = |n| t0 + Duration::from_secs(n);
+        // The alarm is decided at once (the transition is sent); only the outputs wait.
+        let tr = run(&mut f, &[smoke(t0, 40.0)]);
+        assert_eq!(states(&tr), [(ZoneState::Alarm, reason::SMOKE_ALONE)]);
+        assert!(f.delay_running(0));
+        assert_eq!(notes(&mut f), [NoteKind::DelayOn(Duration::from_secs(300))]);
+        tick(&mut f, s(299));
+        assert!(f.delay_running(0) && notes(&mut f).is_empty());
+        tick(&mut f, s(300));
+        assert!(!f.delay_running(0));
+        assert_eq!(notes(&mut f), [NoteKind::DelayExpired]);
+        assert_eq!(f.state(0), Some(ZoneState::Alarm));
+    }
+
+    #[test]
+    fn long_press_cuts_a_running_delay_and_otherwise_resets() {
+        let mut f = smoke_zone("output_delay_secs = 600");
+        let t0 = Instant::now();
+        run(&mut f, &[smoke(t0, 40.0)]);
+        notes(&mut f);
+        let press = |at| Observation::Operator { zone: None, cmd: OperatorCmd::LongPress, at };
+        // During the delay a long press cuts it: outputs on, the alarm stays.
+        let tr = run(&mut f, &[press(t0 + Duration::from_secs(20))]);
+        assert!(tr.is_empty(), "not a reset");
+        assert!(!f.delay_running(0));
+        assert_eq!(notes(&mut f), [NoteKind::DelayCutByOperator]);
+        assert_eq!(f.state(0), Some(ZoneState::Alarm));
+        // Without a delay running, a long press resets, as before.
+        let tr = run(&mut f, &[press(t0 + Duration::from_secs(30))]);
+        assert_eq!(states(&tr), [(ZoneState::Normal, reason::OPERATOR_RESET)]);
+        // The API's cut-delay does the same as the long press during a delay.
+        run(&mut f, &[smoke(t0 + Duration::from_secs(40), 40.0)]);
+        assert!(f.delay_running(0));
+        run(&mut f, &[op(t0 + Duration::from_secs(41), OperatorCmd::CutDelay)]);
+        assert!(!f.delay_running(0));
+    }
+
+    #[test]
+    fn critical_heat_is_never_delayed() {
+        let t0 = Instant::now();
+        let mut f = smoke_zone("output_delay_secs = 600");
+        let tr = run(&mut f, &[thermal(t0, 130.0)]);
+        assert_eq!(states(&tr), [(ZoneState::Alarm, reason::CRITICAL_HEAT)]);
+        assert!(!f.delay_running(0));
+        // Critical heat during a running delay cuts it.
+        let mut f = smoke_zone("output_delay_secs = 600");
+        run(&mut f, &[smoke(t0, 40.0)]);
+        assert!(f.delay_running(0));
+        run(&mut f, &[thermal(t0 + Duration::from_secs(5), 130.0)]);
+        assert!(!f.delay_running(0));
+        assert_eq!(notes(&mut f), [NoteKind::DelayOn(Duration::from_secs(600)), NoteKind::DelayCutByCriticalHeat]);
+    }
+
+    #[test]
+    fn verification_then_delay() {
+        let mut f = smoke_zone(&format!("{VERIFY}\noutput_delay_secs = 60"));
+        let t0 = Instant::now();
+        run(&mut f, &[smoke(t0, 40.0)]);
+        assert!(!f.delay_running(0), "no alarm yet, so no delay");
+        let tr = run(&mut f, &[smoke(t0 + Duration::from_secs(31), 40.0)]);
+        assert_eq!(states(&tr), [(ZoneState::Alarm, reason::VERIFY_CONFIRMED)]);
+        assert!(f.delay_running(0));
+        // A reset during the delay clears it: the outputs were never driven.
+        run(&mut f, &[op(t0 + Duration::from_secs(40), OperatorCmd::Reset)]);
+        assert!(!f.delay_running(0));
+        assert_eq!(notes(&mut f), [NoteKind::DelayOn(Duration::from_secs(60)), NoteKind::DelayCleared]);
     }
 }

@@ -1,12 +1,13 @@
 //! The fusion task: the IO loop around the pure machine. It takes observations from the queue, ticks the
-//! machine twice a second, sets the local alarm outputs directly (no queue, no network between them), and hands
-//! each transition to the status page, the metrics, the log and the uplink queue.
+//! machine twice a second, sets the local alarm outputs directly (no queue, no network between them; a zone whose
+//! output delay runs holds its relay and siren), and hands each transition and delay change to the status page,
+//! the metrics, the log and the uplink queue (transitions only: a delay is local).
 
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use super::Fusion;
+use super::{Fusion, Note, NoteKind};
 use crate::alarm::{Outputs, SharedAlarm};
 use crate::event::{Observation, OperatorCmd, Transition, ZoneState};
 use crate::events::{Event, EventLog, Kind};
@@ -75,6 +76,7 @@ impl FusionTask {
             log::error!("alarm outputs cannot be initialised: {e}");
         }
         let mut pending: Vec<Transition> = Vec::with_capacity(16);
+        let mut notes: Vec<Note> = Vec::with_capacity(16);
         let mut log_trouble = false;
         loop {
             let mut sent_ns = 0;
@@ -86,7 +88,7 @@ impl FusionTask {
                         sent_ns = a.sent_ns;
                     }
                     fusion.observe(&o, &mut |t| pending.push(t));
-                    if matches!(o, Observation::SourceHealth { .. } | Observation::Operator { cmd: OperatorCmd::Button, .. }) {
+                    if matches!(o, Observation::SourceHealth { .. } | Observation::Operator { cmd: OperatorCmd::Button | OperatorCmd::LongPress, .. }) {
                         noted = Some(o);
                     }
                 }
@@ -98,8 +100,9 @@ impl FusionTask {
                     }
                 }
             }
+            fusion.drain_notes(|n| notes.push(n));
             let trouble_now = events.as_ref().is_some_and(EventLog::in_trouble);
-            if pending.is_empty() && trouble_now == log_trouble {
+            if pending.is_empty() && notes.is_empty() && trouble_now == log_trouble {
                 observe_latency(&decision_latency, sent_ns);
                 if let (Some(log), Some(o)) = (&events, noted) {
                     log_observation(log, &o);
@@ -148,7 +151,24 @@ impl FusionTask {
                     log::warn!("uplink queue full: alert for zone {zone} not queued");
                 }
             }
-            let mut outputs = Outputs::from_states(states.iter().copied());
+            for n in &notes {
+                let zone = zone_names.get(n.zone).map(String::as_str).unwrap_or("?");
+                match n.what {
+                    NoteKind::DelayOn(d) => {
+                        log::warn!("zone {zone}: delay on: relay and siren held for {} s", d.as_secs())
+                    }
+                    w => log::warn!("zone {zone}: {}", w.label()),
+                }
+                let until = match n.what {
+                    NoteKind::DelayOn(d) => Some(crate::live::status::unix_ms().saturating_add(d.as_millis() as u64)),
+                    _ => None,
+                };
+                zone_status.set_delay(n.zone, until);
+            }
+            // A zone whose output delay runs has decided ALARM but holds the relay and siren.
+            let mut outputs = Outputs::from_states(
+                states.iter().enumerate().map(|(i, s)| if fusion.delay_running(i) { ZoneState::Normal } else { *s }),
+            );
             // An event log that cannot write is a fault of the panel: TROUBLE, as a lost source is.
             outputs.trouble_led |= log_trouble;
             if let Err(e) = alarm.lock().unwrap_or_else(|p| p.into_inner()).apply(outputs) {
@@ -168,11 +188,15 @@ impl FusionTask {
                 for t in &changes {
                     log_transition(log, t);
                 }
+                for n in &notes {
+                    log_note(log, n);
+                }
                 if changed {
                     log.record(Event::now(Kind::Output, describe_outputs(&outputs)));
                 }
             }
             last_outputs = outputs;
+            notes.clear();
         }
     }
 }
@@ -188,7 +212,10 @@ fn log_observation(log: &EventLog, o: &Observation) {
             log.record(ev);
         }
         Observation::Operator { zone, cmd, .. } => {
-            let mut ev = Event::now(Kind::Operator, format!("{cmd:?}").to_lowercase());
+            // The long press is named as pressed: what it did (cut a delay or reset) follows as its own events.
+            let what =
+                if cmd == OperatorCmd::LongPress { "long-press".to_owned() } else { format!("{cmd:?}").to_lowercase() };
+            let mut ev = Event::now(Kind::Operator, what);
             ev.zone = Some(zone.map_or_else(|| "all".to_owned(), |z| log.zone_name(z)));
             ev.by = Some("button".into());
             log.record(ev);
@@ -210,6 +237,17 @@ fn log_transition(log: &EventLog, t: &Transition) {
     detail.push_str(&frame_note(t));
     let mut ev = Event::now(Kind::Zone, detail);
     ev.zone = Some(log.zone_name(t.zone));
+    log.record(ev);
+}
+
+/// An output delay's change as a zone event: "delay on (300 s)", "delay cut by operator", "delay expired".
+fn log_note(log: &EventLog, n: &Note) {
+    let detail = match n.what {
+        NoteKind::DelayOn(d) => format!("delay on ({} s, relay and siren held)", d.as_secs()),
+        w => w.label().to_owned(),
+    };
+    let mut ev = Event::now(Kind::Zone, detail);
+    ev.zone = Some(log.zone_name(n.zone));
     log.record(ev);
 }
 
@@ -235,5 +273,84 @@ fn observe_latency(h: &Histogram, sent_ns: u64) {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
         h.observe(now.saturating_sub(sent_ns) as f64 / 1e9);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alarm::{RecordingOutput, Siren};
+    use crate::event::AdcReading;
+    use crate::queue::Overflow;
+    use crate::telemetry::Health;
+    use tokio::time::Instant;
+
+    fn smoke(pct: f32) -> Observation {
+        Observation::Adc(AdcReading {
+            device: 0,
+            at: Instant::now(),
+            smoke_pct: Some(pct),
+            flame_pct: None,
+            flame_digital: None,
+            sent_ns: 0,
+        })
+    }
+
+    /// The output delay through the real loop: ALARM shows at once, the relay and siren wait for the long
+    /// press or the delay's end, and the status board says "delay on" meanwhile.
+    #[tokio::test(start_paused = true)]
+    async fn a_delayed_alarm_holds_relay_and_siren_until_cut_or_expired() {
+        let text = "[[sensors.devices]]\nname = \"d\"\nloc_id = \"1\"\n[[zones]]\nname = \"z\"\ndevices = [\"d\"]\n\
+                    smoke_readings = 1\noutput_delay_secs = 120\n";
+        let c = crate::config::load_str("t.toml", text, std::path::Path::new(".")).unwrap().config;
+        let rec = RecordingOutput::default();
+        let applied = rec.applied.clone();
+        let alarm: SharedAlarm = Arc::new(std::sync::Mutex::new(Box::new(rec)));
+        let input = Queue::new("obs", 16, Overflow::DropOldest);
+        let names = Arc::new(vec!["z".to_owned()]);
+        let board = Arc::new(ZoneBoard::new(vec!["z".into()]));
+        let task = FusionTask {
+            fusion: Fusion::from_config(&c),
+            input: input.clone(),
+            alarm,
+            uplink: None,
+            zone_names: Arc::clone(&names),
+            metrics: FusionMetrics::register(&Registry::new(), &names),
+            zone_status: Arc::clone(&board),
+            events: None,
+        };
+        let health = Health::new();
+        let stop = CancellationToken::new();
+        let run = tokio::spawn(task.run(health.register("fusion", None), stop.clone()));
+        let last = || applied.lock().unwrap().last().copied().unwrap();
+        let step = |secs| tokio::time::sleep(Duration::from_secs(secs));
+
+        input.push(smoke(40.0));
+        step(1).await;
+        assert_eq!(board.state(0), Some(ZoneState::Alarm), "decided at once");
+        assert_eq!(board.zones_json()[0]["delay_on"], true);
+        assert_eq!((last().relay, last().siren), (false, Siren::Off), "outputs held");
+        step(60).await;
+        assert!(!last().relay, "still held a minute in");
+        input.push(Observation::Operator { zone: None, cmd: OperatorCmd::LongPress, at: Instant::now() });
+        step(1).await;
+        assert_eq!((last().relay, last().siren), (true, Siren::Steady), "the long press cut the delay");
+        assert_eq!(board.zones_json()[0]["delay_on"], false);
+        assert_eq!(board.state(0), Some(ZoneState::Alarm), "a cut, not a reset");
+
+        // Reset, alarm again, and let the delay run out.
+        input.push(Observation::Operator { zone: Some(0), cmd: OperatorCmd::Reset, at: Instant::now() });
+        step(1).await;
+        input.push(smoke(40.0));
+        step(1).await;
+        assert_eq!(board.state(0), Some(ZoneState::Alarm));
+        assert!(!last().relay);
+        step(117).await;
+        assert!(!last().relay, "119 s in");
+        // The next half-second tick after 120 s notices the end.
+        step(3).await;
+        assert_eq!((last().relay, last().siren), (true, Siren::Steady), "expired: outputs on");
+        stop.cancel();
+        run.await.unwrap().unwrap();
     }
 }

@@ -26,6 +26,8 @@ pub struct AlertRecord {
 struct Inner {
     states: Vec<ZoneState>,
     since_ms: Vec<u64>,
+    /// While a zone's output delay runs: when it ends (wall clock, ms since the epoch).
+    delay_until_ms: Vec<Option<u64>>,
     recent: VecDeque<AlertRecord>,
     total: u64,
 }
@@ -43,6 +45,7 @@ impl ZoneBoard {
             inner: Mutex::new(Inner {
                 states: vec![ZoneState::Normal; n],
                 since_ms: vec![0; n],
+                delay_until_ms: vec![None; n],
                 recent: VecDeque::with_capacity(RECENT),
                 total: 0,
             }),
@@ -78,11 +81,19 @@ impl ZoneBoard {
         g.total += 1;
     }
 
+    /// Sets (`Some(end)`) or clears the zone's running output delay.
+    pub fn set_delay(&self, zone: usize, until_ms: Option<u64>) {
+        if let Some(d) = self.lock().delay_until_ms.get_mut(zone) {
+            *d = until_ms;
+        }
+    }
+
     pub fn state(&self, zone: usize) -> Option<ZoneState> {
         self.lock().states.get(zone).copied()
     }
 
-    /// `[{name, state, level, since_ms}]`.
+    /// `[{name, state, level, since_ms, delay_on, delay_until_ms}]`; `delay_on` while the zone's output delay
+    /// holds its relay and siren.
     pub fn zones_json(&self) -> serde_json::Value {
         let g = self.lock();
         self.names
@@ -90,8 +101,10 @@ impl ZoneBoard {
             .enumerate()
             .map(|(i, n)| {
                 let s = g.states.get(i).copied().unwrap_or(ZoneState::Normal);
+                let delay = g.delay_until_ms.get(i).copied().flatten();
                 serde_json::json!({"name": n, "state": s.label(), "level": s.level(),
-                    "since_ms": g.since_ms.get(i).copied().unwrap_or(0)})
+                    "since_ms": g.since_ms.get(i).copied().unwrap_or(0),
+                    "delay_on": delay.is_some(), "delay_until_ms": delay})
             })
             .collect()
     }
@@ -155,6 +168,14 @@ mod tests {
         let z = b.zones_json();
         assert_eq!(z[1]["state"], "alarm");
         assert_eq!(z[0]["state"], "normal");
+        assert_eq!(z[1]["delay_on"], false);
+        b.set_delay(1, Some(99));
+        assert_eq!(
+            (b.zones_json()[1]["delay_on"].clone(), b.zones_json()[1]["delay_until_ms"].clone()),
+            (true.into(), 99.into())
+        );
+        b.set_delay(1, None);
+        assert_eq!(b.zones_json()[1]["delay_on"], false);
         for i in 0..RECENT + 5 {
             b.record(&t(0, ZoneState::PreAlarm), i as u64);
         }

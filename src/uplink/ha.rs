@@ -278,6 +278,7 @@ impl HaModel {
                 HaButton::Acknowledge => v.push(("acknowledge", "acknowledge")),
                 HaButton::Silence => v.push(("silence", "silence")),
                 HaButton::Test => v.extend([("test-start", "start test"), ("test-end", "end test")]),
+                HaButton::CutDelay => v.push(("cut-delay", "cut output delay")),
             }
         }
         v
@@ -298,6 +299,7 @@ impl HaModel {
             "silence" => (HaButton::Silence, OperatorCmd::Silence),
             "test-start" => (HaButton::Test, OperatorCmd::TestStart),
             "test-end" => (HaButton::Test, OperatorCmd::TestEnd),
+            "cut-delay" => (HaButton::CutDelay, OperatorCmd::CutDelay),
             _ => return Err(format!("`{topic}`: unknown action `{action}`")),
         };
         if !self.buttons.contains(&button) {

@@ -76,6 +76,13 @@ fn configured_buttons_appear_and_others_are_refused() {
     assert!(m.parse_command("ember/7/command/nowhere/acknowledge", b"PRESS").is_err());
     assert!(m.parse_command("ember/7/command/boiler_room/acknowledge", b"ON").is_err());
     assert!(m.parse_command("ember/8/command/boiler_room/acknowledge", b"PRESS").is_err());
+    assert!(m.parse_command("ember/7/command/boiler_room/cut-delay", b"PRESS").is_err(), "not configured");
+    let m = HaModel::from_config(&config(&[HaButton::CutDelay]));
+    assert_eq!(m.discovery()["cmps"]["boiler_room_cut_delay"]["p"], "button");
+    assert_eq!(
+        m.parse_command("ember/7/command/boiler_room/cut-delay", b"PRESS"),
+        Ok(Command { zone: Some(0), cmd: OperatorCmd::CutDelay })
+    );
 }
 
 #[test]

@@ -24,7 +24,7 @@ pub(super) fn operator_command(op: Option<&OperatorPort>, accepted: &Counter, pa
     let Some(op) = op else { return (404, "no zones\n".into()) };
     let mut parts = path.trim_start_matches("/api/zones/").split('/');
     let (Some(zone), Some(cmd), None) = (parts.next(), parts.next(), parts.next()) else {
-        return (404, "use /api/zones/{name|all}/{acknowledge|silence|reset|test-start|test-end}\n".into());
+        return (404, "use /api/zones/{name|all}/{acknowledge|silence|reset|test-start|test-end|cut-delay}\n".into());
     };
     let zone = super::head::segment(zone);
     let cmd = match cmd {
@@ -33,6 +33,7 @@ pub(super) fn operator_command(op: Option<&OperatorPort>, accepted: &Counter, pa
         "reset" => OperatorCmd::Reset,
         "test-start" => OperatorCmd::TestStart,
         "test-end" => OperatorCmd::TestEnd,
+        "cut-delay" => OperatorCmd::CutDelay,
         _ => return (404, format!("unknown command `{cmd}`\n")),
     };
     let zone_index = if zone == "all" {
@@ -53,6 +54,7 @@ pub(super) fn operator_command(op: Option<&OperatorPort>, accepted: &Counter, pa
         let name = match cmd {
             OperatorCmd::TestStart => "test-start".to_owned(),
             OperatorCmd::TestEnd => "test-end".to_owned(),
+            OperatorCmd::CutDelay => "cut-delay".to_owned(),
             c => format!("{c:?}").to_lowercase(),
         };
         let mut ev = Event::now(Kind::Operator, name);
