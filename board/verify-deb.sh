@@ -194,13 +194,21 @@ rm -rf "$unit_dir"
 
 xb_log "upgrade to revision 2 through apt: local config edit, spool and event log kept"
 conf=/etc/ember-edge/ember-edge.toml
-printf '\n# verify-deb: a local edit that an upgrade must keep\n' >>"$root$conf"
+# The site's edit: the uplink on, to a control room that is down (nothing listens on the discard port), so
+# the run below leaves real spool state behind, not just the marker.
+sed -i 's|^enabled = false|# verify-deb: a local edit that an upgrade must keep\nenabled = true\nserver = "127.0.0.1:9"|' "$root$conf"
 conf_sum=$(md5sum <"$root$conf")
+check "the local edit is in place (uplink on)" grep -q '^server = "127.0.0.1:9"' "$root$conf"
+rc=0
+chroot --userspec=ember-edge:ember-edge "$root" /usr/bin/env -i PATH=/usr/bin:/bin \
+  /usr/bin/ember-edge run --config "$conf" --duration 3 >"$WORK/run1b.log" 2>&1 || rc=$?
+check "the edited config runs as the service user with the uplink down (exit $rc)" test "$rc" = 0
 # Marker files beside what the 3 s run left there, then the checksum of every file under /var/lib/ember-edge.
 in_root sh -c 'echo spool-marker >/var/lib/ember-edge/spool/verify-deb-marker; echo events-marker >/var/lib/ember-edge/events/verify-deb-marker; chown ember-edge:ember-edge /var/lib/ember-edge/spool/verify-deb-marker /var/lib/ember-edge/events/verify-deb-marker'
 state_before=$WORK/state-before.md5
 (cd "$root" && find var/lib/ember-edge -type f -print0 | sort -z | xargs -0 md5sum) >"$state_before"
-printf '      state: %s files under /var/lib/ember-edge\n' "$(wc -l <"$state_before")"
+printf '      state: %s files under /var/lib/ember-edge: %s\n' "$(wc -l <"$state_before")" \
+  "$(awk '{sub("^var/lib/ember-edge/", "", $2); printf "%s ", $2}' "$state_before")"
 events_before=$WORK/events-before.json
 in_root /usr/bin/ember-edge events --json >"$events_before" 2>&1 || true
 printf '      event log: %s events before the upgrade\n' "$(wc -l <"$events_before")"
