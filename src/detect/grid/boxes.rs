@@ -234,6 +234,8 @@ mod tests {
     use super::*;
     use crate::pixels::rgb_to_yuyv;
 
+    type Grid = [u8; NS];
+
     /// A frame that is constant over each cell reads exactly its cells' values, whatever the size and format:
     /// every size reads what the first reads, with whole multiples (the uniform loop) and fractional cells (the
     /// weighted one) alike. Colours change every second cell across and down, so that no cell shares a YUYV pair
@@ -246,7 +248,8 @@ mod tests {
             (3, [(320, 240), (400, 300), (480, 360), (1920, 1080)]),
         ];
         for (bpp, sizes) in sizes {
-            let mut first: Option<(Box<[u8; NS]>, Box<[u8; NS]>)> = None;
+            // The first size's class and luma grids.
+            let mut first: Option<(Box<Grid>, Box<Grid>)> = None;
             for (w, h) in sizes {
                 let (cw, ch) = (w as f64 / SW as f64, h as f64 / SH as f64);
                 let mut px = vec![0u8; w * h * 3];
