@@ -30,7 +30,8 @@ pub struct Uplink {
     /// Longest reconnect delay. Default 10000 ms.
     #[serde(default = "default_reconnect_max")]
     pub reconnect_max_ms: u64,
-    /// Seconds between heartbeats. Default 30.
+    /// Seconds between heartbeats (about once a minute: the control room sees a silent appliance within two).
+    /// Default 60.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_secs: u64,
     /// File holding this device's HMAC key (hex or raw bytes), shared with the collector. Unset: frames carry
@@ -178,7 +179,7 @@ fn default_reconnect_max() -> u64 {
     10_000
 }
 fn default_heartbeat() -> u64 {
-    30
+    60
 }
 fn default_transport() -> UplinkTransport {
     UplinkTransport::Tcp

@@ -269,4 +269,14 @@ impl crate::uplink::ha_link::SiteView for Live {
         out.camera_fps
             .extend(self.cameras.iter().map(|c| (self.camera_state(c) == "live").then(|| c.measured_fps() as f32)));
     }
+
+    fn health_bits(&self) -> u32 {
+        use crate::uplink::wire::health;
+        let sources = self.cameras.len() + self.devices.count();
+        let stale = (0..sources).any(|s| !self.source_online(s));
+        let night = self.cameras.iter().any(|c| c.mode() == crate::detect::night::Mode::Night);
+        (if stale { health::STALE } else { 0 })
+            | (if night { health::NIGHT } else { 0 })
+            | (if self.board.any_delay() { health::DELAY } else { 0 })
+    }
 }

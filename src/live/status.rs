@@ -81,6 +81,11 @@ impl ZoneBoard {
         g.total += 1;
     }
 
+    /// Whether any zone's output delay runs.
+    pub fn any_delay(&self) -> bool {
+        self.lock().delay_until_ms.iter().any(Option::is_some)
+    }
+
     /// Sets (`Some(end)`) or clears the zone's running output delay.
     pub fn set_delay(&self, zone: usize, until_ms: Option<u64>) {
         if let Some(d) = self.lock().delay_until_ms.get_mut(zone) {

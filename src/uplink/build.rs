@@ -102,8 +102,9 @@ pub fn from_config(
                 client_cert: resolve(&m.client_cert),
                 client_key: resolve(&m.client_key),
             });
-            let ha =
-                m.home_assistant.then(|| Arc::new(HaSetup::new(HaModel::from_config(c), site, operator, registry)));
+            let ha = m
+                .home_assistant
+                .then(|| Arc::new(HaSetup::new(HaModel::from_config(c), Arc::clone(&site), operator, registry)));
             Transport::Mqtt(MqttTransport { topic_prefix: c.uplink.topic_prefix.clone(), tls, ha })
         }
     };
@@ -120,6 +121,7 @@ pub fn from_config(
         reconnect_max: Duration::from_millis(c.uplink.reconnect_max_ms),
         heartbeat: Duration::from_secs(c.uplink.heartbeat_secs.max(1)),
         counters: UplinkCounters::register(registry),
+        site: Some(site),
     };
     Ok(BuiltUplink { task, temp_spool: (!durable).then_some(spool_dir) })
 }

@@ -112,6 +112,13 @@ struct Slot {
     close: CancellationToken,
 }
 
+/// An alert received later than this after its decision is marked `"late": true`.
+pub const LATE_AFTER_MS: u64 = 60_000;
+
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 pub struct Collector {
     sink: Mutex<Box<dyn Write + Send>>,
     /// Sequence numbers seen per (device, epoch).
@@ -122,6 +129,8 @@ pub struct Collector {
     pub alerts: Counter,
     pub heartbeats: Counter,
     pub duplicates: Counter,
+    /// Alerts received more than `LATE_AFTER_MS` after their decision (a replayed spool).
+    pub late: Counter,
     /// Alerts devices reported lost in their heartbeats.
     pub lost: Counter,
     spool_trouble: Gauge,
@@ -212,6 +221,11 @@ impl Collector {
             rejected: Mutex::new(HashMap::new()),
             alerts: reg.counter("ember_collector_alerts_total", "Alerts accepted by the collector.", &[]),
             heartbeats: reg.counter("ember_collector_heartbeats_total", "Heartbeats received by the collector.", &[]),
+            late: reg.counter(
+                "ember_collector_late_alerts_total",
+                "Alerts received more than 60 s after their decision (spool replay after an outage), marked late.",
+                &[],
+            ),
             duplicates: reg.counter(
                 "ember_collector_duplicates_total",
                 "Alerts already seen (retransmitted or replayed): acknowledged, not written again.",
@@ -284,8 +298,8 @@ impl Collector {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).entry((device, epoch)).or_default().insert(seq)
     }
 
-    /// Handles one decoded message; returns (device, ack) to send, if any.
-    fn handle(&self, msg: Received<'_>) -> Option<(u32, Down)> {
+    /// Handles one decoded message received at `now_ms`; returns (device, ack) to send, if any.
+    fn handle(&self, msg: Received<'_>, now_ms: u64) -> Option<(u32, Down)> {
         let (device, epoch, seq, alert) = match msg {
             Received::V2(Up::Alert(a)) => {
                 let mut value = alert_json(
@@ -317,9 +331,12 @@ impl Collector {
                 self.heartbeats.inc();
                 let trouble = health & wire::health::SPOOL != 0;
                 self.note_losses(device_id, spool_dropped, trouble);
+                let bit = |b: u32| health & b != 0;
                 self.emit(serde_json::json!({
                     "type": "heartbeat", "device_id": device_id, "epoch": epoch, "ts_ms": ts_ms, "health": health,
                     "spool_pending": spool_pending, "spool_dropped": spool_dropped, "spool_trouble": trouble,
+                    "sources_stale": bit(wire::health::STALE), "night": bit(wire::health::NIGHT),
+                    "delay_on": bit(wire::health::DELAY), "received_ms": now_ms,
                 }));
                 return None;
             }
@@ -333,6 +350,15 @@ impl Collector {
         };
         if self.fresh(device, epoch, seq) {
             self.alerts.inc();
+            let mut alert = alert;
+            // A spool replayed after an outage delivers decisions made long ago: they keep their own time, and
+            // the control room must not take them for what is happening now.
+            let late = alert["ts_ms"].as_u64().is_some_and(|ts| now_ms > ts.saturating_add(LATE_AFTER_MS));
+            if late {
+                self.late.inc();
+            }
+            alert["received_ms"] = serde_json::json!(now_ms);
+            alert["late"] = serde_json::json!(late);
             self.emit(alert);
         } else {
             self.duplicates.inc();
@@ -368,12 +394,21 @@ impl Collector {
         self.receive_checked(frame).1
     }
 
+    /// `receive` at a given wall-clock time (ms since the Unix epoch), which decides whether an alert is late.
+    pub fn receive_at(&self, frame: &[u8], now_ms: u64) -> Option<(u32, Down)> {
+        self.receive_checked_at(frame, now_ms).1
+    }
+
     /// `receive`, and whether the frame was valid (a heartbeat is valid and needs no ack).
     fn receive_checked(&self, frame: &[u8]) -> (bool, Option<(u32, Down)>) {
+        self.receive_checked_at(frame, unix_now_ms())
+    }
+
+    fn receive_checked_at(&self, frame: &[u8], now_ms: u64) -> (bool, Option<(u32, Down)>) {
         let key_of = |d: u32| self.keys.as_ref().and_then(|k| k.get(&d).cloned());
         let mut scratch = [0u8; MAX_MESSAGE];
         match wire::decode_up(frame, &mut scratch, key_of, self.keys.is_some()) {
-            Ok(msg) => (true, self.handle(msg)),
+            Ok(msg) => (true, self.handle(msg, now_ms)),
             Err(e) => {
                 self.reject(reason(&e));
                 if let Some(held) = self.warn_frames.allow(Instant::now()) {
@@ -651,6 +686,69 @@ mod seen_tests {
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["spool_trouble"].as_bool().unwrap())
             .collect();
         assert_eq!(troubles, [false, true, true, false]);
+    }
+
+    /// An alert keeps its decision time; one received more than a minute after it (a replayed spool) is
+    /// marked late and counted. Heartbeat site bits come out by name.
+    #[test]
+    fn replayed_alerts_are_marked_late_and_heartbeat_bits_named() {
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let reg = Registry::new();
+        let sink = Sink::default();
+        let c = Collector::new(&reg, Box::new(sink.clone()), None);
+        let mut out = [0u8; MAX_FRAME];
+        let decided = 1_733_526_000_000u64;
+        for (seq, received) in [(1, decided + 500), (2, decided + LATE_AFTER_MS), (3, decided + LATE_AFTER_MS + 1)] {
+            let a = wire::Alert {
+                device_id: 3,
+                epoch: 1,
+                seq,
+                ts_ms: decided,
+                zone: "z",
+                from: 0,
+                to: 3,
+                sources: 0,
+                vision_milli: 0,
+                max_deci_c: wire::UNKNOWN_DECI_C,
+                rise_deci_c_min: wire::UNKNOWN_DECI_C,
+                smoke_deci_pct: wire::UNKNOWN_DECI_PCT,
+                flags: 0,
+            };
+            let n = wire::encode(&Up::Alert(a), &[], &mut out).unwrap();
+            assert!(c.receive_at(&out[..n], received).is_some());
+        }
+        let hb = Up::Heartbeat {
+            device_id: 3,
+            epoch: 1,
+            ts_ms: decided,
+            health: wire::health::NIGHT | wire::health::DELAY,
+            spool_pending: 0,
+            spool_dropped: 0,
+        };
+        let n = wire::encode(&hb, &[], &mut out).unwrap();
+        assert!(c.receive_at(&out[..n], decided).is_none());
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let late: Vec<bool> = lines[..3].iter().map(|l| l["late"].as_bool().unwrap()).collect();
+        assert_eq!(late, [false, false, true]);
+        assert_eq!(lines[2]["ts_ms"], decided, "the decision's own time is kept");
+        assert_eq!(lines[2]["received_ms"], decided + LATE_AFTER_MS + 1);
+        assert_eq!(c.late.get(), 1);
+        let h = &lines[3];
+        assert_eq!(
+            (h["night"].as_bool(), h["delay_on"].as_bool(), h["sources_stale"].as_bool()),
+            (Some(true), Some(true), Some(false))
+        );
     }
 }
 

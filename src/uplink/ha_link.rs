@@ -21,6 +21,8 @@ pub trait SiteView: Send + Sync {
     fn source_online(&self, source: usize) -> bool;
     /// Fills everything but the spool depth.
     fn diagnostics(&self, out: &mut Diagnostics);
+    /// The site's `wire::health` bits for heartbeats (`STALE`, `NIGHT`, `DELAY`); the uplink adds its own.
+    fn health_bits(&self) -> u32;
 }
 
 /// Everything the uplink needs for Home Assistant, built once at start-up.

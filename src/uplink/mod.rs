@@ -161,6 +161,8 @@ pub struct UplinkTask {
     pub reconnect_max: Duration,
     pub heartbeat: Duration,
     pub counters: UplinkCounters,
+    /// The site whose state heartbeats carry (stale sources, night mode, output delay).
+    pub site: Option<Arc<dyn ha_link::SiteView>>,
 }
 
 /// How one connection attempt ended.
@@ -174,11 +176,14 @@ impl UplinkTask {
     /// Connects, sends, and reconnects until `stop`. Transitions keep being spooled while the link is down, so
     /// nothing backs up into fusion.
     pub async fn run(self, part: PartHandle, stop: CancellationToken) -> anyhow::Result<()> {
-        let UplinkTask { transport, server, device_id, key, zone_names, input, spool, place, .. } = self;
+        let UplinkTask { transport, server, device_id, key, zone_names, input, spool, place, site, .. } = self;
         let reconnects = self.counters.reconnects.clone();
         let tls_refused = self.counters.tls_refused.clone();
         let mut outbox = Outbox::new(spool, place, device_id, key, zone_names, self.heartbeat, self.counters);
         outbox.set_part(part.clone());
+        if let Some(site) = site {
+            outbox.set_site(site);
+        }
         let broker = match &transport {
             Transport::Tcp => None,
             Transport::Mqtt(m) => Some(mqtt::Broker::new(&server, m, device_id, tls_refused)?),

@@ -91,6 +91,8 @@ pub struct Outbox {
     /// Next check of a healthy spool's folder (None: at once).
     check_at: Option<Instant>,
     part: Option<PartHandle>,
+    /// Where the heartbeat's site bits (stale sources, night mode, output delay) come from.
+    site: Option<Arc<dyn super::ha_link::SiteView>>,
     device_id: u32,
     /// HMAC key shared with the collector; empty when none is configured.
     key: Vec<u8>,
@@ -139,6 +141,7 @@ impl Outbox {
             retry_at: None,
             check_at: None,
             part: None,
+            site: None,
             device_id,
             key,
             zone_names,
@@ -151,6 +154,11 @@ impl Outbox {
         }
         o.update_gauges();
         o
+    }
+
+    /// The site whose state heartbeats carry beside the uplink's own (`wire::health`).
+    pub fn set_site(&mut self, site: Arc<dyn super::ha_link::SiteView>) {
+        self.site = Some(site);
     }
 
     /// The health part that reports the spool's trouble and unresolved losses.
@@ -455,7 +463,8 @@ impl Outbox {
             epoch: self.spool.as_ref().map_or(self.memory_epoch, Spool::epoch),
             ts_ms: wall_ms(now),
             health: if self.trouble.is_some() { wire::health::SPOOL } else { 0 }
-                | if self.loss_open { wire::health::LOSS } else { 0 },
+                | if self.loss_open { wire::health::LOSS } else { 0 }
+                | self.site.as_ref().map_or(0, |s| s.health_bits()),
             spool_pending: self.pending().min(u32::MAX as usize) as u32,
             spool_dropped: self.lost().min(u32::MAX as u64) as u32,
         };
@@ -666,6 +675,34 @@ mod tests {
             Received::V2(Up::Alert(a)) => (a.epoch, a.seq),
             other => panic!("not an alert: {other:?}"),
         }
+    }
+
+    /// The site's bits (stale sources, night mode, output delay) ride in every heartbeat beside the spool's.
+    #[test]
+    fn heartbeats_carry_the_sites_bits() {
+        struct Site(std::sync::atomic::AtomicU32);
+        impl crate::uplink::ha_link::SiteView for Site {
+            fn zone_state(&self, _: usize) -> crate::event::ZoneState {
+                crate::event::ZoneState::Normal
+            }
+            fn source_online(&self, _: usize) -> bool {
+                true
+            }
+            fn diagnostics(&self, _: &mut crate::uplink::ha::Diagnostics) {}
+            fn health_bits(&self) -> u32 {
+                self.0.load(std::sync::atomic::Ordering::Relaxed)
+            }
+        }
+        let (mut o, dir) = outbox("site-bits");
+        let site = Arc::new(Site(std::sync::atomic::AtomicU32::new(wire::health::DELAY)));
+        o.set_site(site.clone());
+        let t0 = Instant::now();
+        o.on_connected(t0);
+        assert_eq!(heartbeat_of(&mut o, t0).0, wire::health::DELAY);
+        site.0.store(wire::health::STALE | wire::health::NIGHT, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(heartbeat_of(&mut o, t0 + Duration::from_secs(60)).0, wire::health::STALE | wire::health::NIGHT);
+        drop(o);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     fn heartbeat_of(o: &mut Outbox, now: Instant) -> (u32, u32, u32) {

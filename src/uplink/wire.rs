@@ -66,6 +66,12 @@ pub mod health {
     pub const SPOOL: u32 = 1;
     /// Alerts were lost (`spool_dropped` grew) and not every alert pending since is acknowledged yet.
     pub const LOSS: u32 = 2;
+    /// A source (camera or sensor device) is not delivering: stalled, failed, offline or still starting.
+    pub const STALE: u32 = 4;
+    /// A camera is in night mode (grey pictures): its vision gives no fire evidence.
+    pub const NIGHT: u32 = 8;
+    /// A zone's output delay runs: ALARM decided, relay and siren held.
+    pub const DELAY: u32 = 16;
 }
 
 /// Appliance → collector (version 2).

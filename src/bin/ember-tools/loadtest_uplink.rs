@@ -134,6 +134,7 @@ async fn run_async(args: Args) -> anyhow::Result<serde_json::Value> {
         reconnect_max: Duration::from_millis(1000),
         heartbeat: Duration::from_secs_f64(args.heartbeat_secs.max(0.1)),
         counters,
+        site: None,
     };
     let stop = CancellationToken::new();
     let health = ember_edge::telemetry::Health::new();
