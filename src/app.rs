@@ -159,7 +159,12 @@ impl App {
         };
         // The sensor devices first: the live view shows their thermal grids.
         let devices = Arc::new(Devices::new(&c.sensors, &registry, observations.clone()));
-        let live = crate::live::Live::new(c, &registry, &health, &devices, app.stop.clone());
+        let clock = crate::telemetry::clock::ClockWatch::new(&registry);
+        {
+            let clock = Arc::clone(&clock);
+            app.spawn("clock", None, move |_, stop| clock.run(stop));
+        }
+        let live = crate::live::Live::new(c, &registry, &health, &devices, &clock, app.stop.clone());
         live.start().map_err(|e| anyhow::anyhow!("cannot start the live-view encoders: {e}"))?;
         let state = web::HttpState::with_live(
             Arc::clone(&registry),

@@ -38,6 +38,7 @@ pub struct Live {
     devices: Arc<Devices>,
     device_names: Vec<String>,
     health: Arc<Health>,
+    clock: Arc<crate::telemetry::clock::ClockWatch>,
     stop: CancellationToken,
     pub counters: ViewerCounters,
 }
@@ -61,6 +62,7 @@ impl Live {
         registry: &Arc<Registry>,
         health: &Arc<Health>,
         devices: &Arc<Devices>,
+        clock: &Arc<crate::telemetry::clock::ClockWatch>,
         stop: CancellationToken,
     ) -> Arc<Live> {
         let t = &c.telemetry;
@@ -134,6 +136,7 @@ impl Live {
             devices: Arc::clone(devices),
             device_names: c.sensors.devices.iter().map(|d| d.name.clone()).collect(),
             health: Arc::clone(health),
+            clock: Arc::clone(clock),
             stop,
             counters,
         })
@@ -232,6 +235,7 @@ impl Live {
         serde_json::json!({
             "site": self.site,
             "time_ms": status::unix_ms(),
+            "clock_synchronised": self.clock.synchronised(),
             "zones": self.board.zones_json(),
             "cameras": self.cameras_json(),
             "devices": devices,
@@ -275,8 +279,10 @@ impl crate::uplink::ha_link::SiteView for Live {
         let sources = self.cameras.len() + self.devices.count();
         let stale = (0..sources).any(|s| !self.source_online(s));
         let night = self.cameras.iter().any(|c| c.mode() == crate::detect::night::Mode::Night);
+        // CLOCK rides here rather than in the outbox: it is the site's clock the alerts were stamped with.
         (if stale { health::STALE } else { 0 })
             | (if night { health::NIGHT } else { 0 })
             | (if self.board.any_delay() { health::DELAY } else { 0 })
+            | (if self.clock.synchronised() { 0 } else { health::CLOCK })
     }
 }

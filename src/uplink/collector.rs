@@ -136,6 +136,8 @@ pub struct Collector {
     spool_trouble: Gauge,
     /// Per device: the loss count and spool trouble its last heartbeat reported.
     reported: Mutex<HashMap<u32, (u32, bool)>>,
+    /// Devices whose last heartbeat said their wall clock is not synchronised.
+    clock_unsynced: Mutex<std::collections::HashSet<u32>>,
     limits: Limits,
     slots: Mutex<Vec<Slot>>,
     next_slot: AtomicU64,
@@ -242,6 +244,7 @@ impl Collector {
                 &[],
             ),
             reported: Mutex::new(HashMap::new()),
+            clock_unsynced: Mutex::new(Default::default()),
         })
     }
 
@@ -332,11 +335,20 @@ impl Collector {
                 let trouble = health & wire::health::SPOOL != 0;
                 self.note_losses(device_id, spool_dropped, trouble);
                 let bit = |b: u32| health & b != 0;
+                {
+                    let mut u = self.clock_unsynced.lock().unwrap_or_else(|p| p.into_inner());
+                    if bit(wire::health::CLOCK) {
+                        u.insert(device_id);
+                    } else {
+                        u.remove(&device_id);
+                    }
+                }
                 self.emit(serde_json::json!({
                     "type": "heartbeat", "device_id": device_id, "epoch": epoch, "ts_ms": ts_ms, "health": health,
                     "spool_pending": spool_pending, "spool_dropped": spool_dropped, "spool_trouble": trouble,
                     "sources_stale": bit(wire::health::STALE), "night": bit(wire::health::NIGHT),
-                    "delay_on": bit(wire::health::DELAY), "received_ms": now_ms,
+                    "delay_on": bit(wire::health::DELAY), "clock_unsynced": bit(wire::health::CLOCK),
+                    "received_ms": now_ms,
                 }));
                 return None;
             }
@@ -359,6 +371,10 @@ impl Collector {
             }
             alert["received_ms"] = serde_json::json!(now_ms);
             alert["late"] = serde_json::json!(late);
+            // Its `ts_ms` (and so `late`) is the device's guess while its clock is not synchronised.
+            if self.clock_unsynced.lock().unwrap_or_else(|p| p.into_inner()).contains(&device) {
+                alert["device_clock_unsynced"] = serde_json::json!(true);
+            }
             self.emit(alert);
         } else {
             self.duplicates.inc();
@@ -744,6 +760,39 @@ mod seen_tests {
         assert_eq!(lines[2]["ts_ms"], decided, "the decision's own time is kept");
         assert_eq!(lines[2]["received_ms"], decided + LATE_AFTER_MS + 1);
         assert_eq!(c.late.get(), 1);
+        // After a heartbeat that says the device's clock is not synchronised, its alerts say so.
+        let hb = Up::Heartbeat {
+            device_id: 3,
+            epoch: 1,
+            ts_ms: decided,
+            health: wire::health::CLOCK,
+            spool_pending: 0,
+            spool_dropped: 0,
+        };
+        let n = wire::encode(&hb, &[], &mut out).unwrap();
+        assert!(c.receive_at(&out[..n], decided).is_none());
+        let a4 = wire::Alert {
+            device_id: 3,
+            epoch: 1,
+            seq: 4,
+            ts_ms: 0,
+            zone: "z",
+            from: 0,
+            to: 3,
+            sources: 0,
+            vision_milli: 0,
+            max_deci_c: wire::UNKNOWN_DECI_C,
+            rise_deci_c_min: wire::UNKNOWN_DECI_C,
+            smoke_deci_pct: wire::UNKNOWN_DECI_PCT,
+            flags: 0,
+        };
+        let n = wire::encode(&Up::Alert(a4), &[], &mut out).unwrap();
+        assert!(c.receive_at(&out[..n], decided).is_some());
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines[4]["clock_unsynced"], true);
+        assert_eq!(lines[5]["device_clock_unsynced"], true, "{}", lines[5]);
+        assert!(lines[0].get("device_clock_unsynced").is_none());
         let h = &lines[3];
         assert_eq!(
             (h["night"].as_bool(), h["delay_on"].as_bool(), h["sources_stale"].as_bool()),

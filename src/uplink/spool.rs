@@ -155,14 +155,7 @@ impl Spool {
             }
             // A missing or damaged state file starts a new epoch, so the collector cannot mistake new alerts
             // for old ones it already has.
-            _ => (
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs() as u32)
-                    .unwrap_or(1)
-                    .max(1),
-                0,
-            ),
+            _ => (new_epoch(), 0),
         };
         let mut ids: Vec<u64> = std::fs::read_dir(dir)
             .map_err(io(dir))?
@@ -480,9 +473,37 @@ impl Spool {
     }
 }
 
+/// A new spool epoch: random in 1..2^31 (the memory epochs are above). Not the wall clock: a board without a
+/// real-time clock boots at 1970 or at its last saved time, so two wiped spools could get the same clock-made
+/// epoch and the collector would take the second one's alerts for ones it already has, a silent loss.
+fn new_epoch() -> u32 {
+    use std::io::Read;
+    let mut b = [0u8; 4];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_ok();
+    let v = if random { u32::from_le_bytes(b) } else { crate::prng::XorShift64::from_clock(0x5eed).next() as u32 };
+    (v & 0x7FFF_FFFF).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fresh spools get distinct epochs below the memory epochs even when opened within one second (a board
+    /// that boots at the same restored time each time): the wall clock used to make them all the same.
+    #[test]
+    fn new_epochs_are_distinct_whatever_the_clock() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..50 {
+            let dir = std::env::temp_dir().join(format!("ember-spool-epoch-{}-{i}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let (s, _) = Spool::open(&dir, 1 << 16, Fsync::Never).unwrap();
+            let e = s.epoch();
+            assert!((1..1 << 31).contains(&e), "{e}");
+            assert!(seen.insert(e), "epoch {e} repeated");
+            drop(s);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
 
     fn dir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("ember-spool-{name}-{}", std::process::id()));

@@ -72,6 +72,9 @@ pub mod health {
     pub const NIGHT: u32 = 8;
     /// A zone's output delay runs: ALARM decided, relay and siren held.
     pub const DELAY: u32 = 16;
+    /// The wall clock is not synchronised (no NTP yet on a board without a real-time clock): `ts_ms` values are
+    /// the device's guess.
+    pub const CLOCK: u32 = 32;
 }
 
 /// Appliance → collector (version 2).
