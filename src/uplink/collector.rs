@@ -665,17 +665,6 @@ mod seen_tests {
     /// written out. A device counts from its start, so a lower count is a restart and all new.
     #[test]
     fn reported_losses_and_spool_trouble_are_counted_and_written() {
-        #[derive(Clone, Default)]
-        struct Sink(Arc<Mutex<Vec<u8>>>);
-        impl Write for Sink {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let reg = Registry::new();
         let sink = Sink::default();
         let c = Collector::new(&reg, Box::new(sink.clone()), None);
@@ -704,21 +693,24 @@ mod seen_tests {
         assert_eq!(troubles, [false, true, true, false]);
     }
 
+    /// The collector's output, kept for the test to read.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     /// An alert keeps its decision time; one received more than a minute after it (a replayed spool) is
     /// marked late and counted. Heartbeat site bits come out by name.
     #[test]
     fn replayed_alerts_are_marked_late_and_heartbeat_bits_named() {
-        #[derive(Clone, Default)]
-        struct Sink(Arc<Mutex<Vec<u8>>>);
-        impl Write for Sink {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let reg = Registry::new();
         let sink = Sink::default();
         let c = Collector::new(&reg, Box::new(sink.clone()), None);
