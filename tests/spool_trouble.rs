@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{free_port, http_get, http_post, metric};
+use ember_edge::telemetry::clock;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ember-edge");
 const TOOLS: &str = env!("CARGO_BIN_EXE_ember-tools");
@@ -164,12 +165,19 @@ fn the_appliance_starts_without_its_spool_sends_from_memory_and_spools_once_it_c
     let mut dev = TcpStream::connect(("127.0.0.1", s.sensor_port)).unwrap();
     alarm_cycle(&s, &mut dev);
     wait_for("delivery from memory", || output(&s.out).0.len() == 2);
-    assert_eq!(metric(s.telemetry, "ember_uplink_pending"), 0.0);
+    // The collector writes an alert before its acknowledgement reaches the appliance: wait for that too.
+    wait_for("the acknowledgements", || metric(s.telemetry, "ember_uplink_pending") == 0.0);
     let (alerts, heartbeats) = output(&s.out);
     assert!(alerts.keys().all(|(epoch, _)| *epoch >= 1 << 31), "sent under the memory epoch: {alerts:?}");
     // Bit 0 is SPOOL; the site bits beside it (a sensor not yet connected sets STALE) are other tests' business.
     let spool_bit = |h: &serde_json::Value| h["health"].as_u64().is_some_and(|b| b & 1 == 1);
     assert!(heartbeats.iter().any(|h| h["spool_trouble"] == true && spool_bit(h)), "{heartbeats:?}");
+    // The site's own bits ride along: once its one device delivers, heartbeats say no source is stale, and the
+    // clock bit says what the kernel says of this machine's clock.
+    wait_for("a heartbeat with the device online", || output(&s.out).1.iter().any(|h| h["sources_stale"] == false));
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let synced = clock::judge(clock::kernel_synchronised(), secs);
+    assert!(output(&s.out).1.iter().all(|h| h["clock_unsynced"] == !synced), "clock synchronised: {synced}");
 
     // With the collector gone, the next alerts wait in memory; once the disk is fixed they move to the spool.
     drop(_collector);
