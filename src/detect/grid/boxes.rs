@@ -51,14 +51,20 @@ impl SmallMean {
         SmallMean { inv: 1.0 / n as f32, half: n / 2, shift: n.is_power_of_two().then(|| n.trailing_zeros()) }
     }
 
-    #[inline(always)]
+    /// The mean by whichever path `new` chose (the band loop branches once instead).
+    #[cfg(test)]
     fn of(self, s: u32) -> u32 {
-        let a = s + self.half;
         match self.shift {
-            Some(k) => (a >> k).min(255),
-            // Through i32 both ways: x86 converts i32 and f32 natively, not u32 (the value is 0..2^17 and 0..257).
-            None => ((a as i32 as f32 * self.inv + 1.0 / 4096.0) as i32).clamp(0, 255) as u32,
+            Some(k) => ((s + self.half) >> k).min(255),
+            None => self.of_float(s),
         }
+    }
+
+    /// The float path alone, for loops that branch on `shift` once.
+    #[inline(always)]
+    fn of_float(self, s: u32) -> u32 {
+        // Through i32 both ways: x86 converts i32 and f32 natively, not u32 (the value is 0..2^17 and 0..257).
+        (((s + self.half) as i32 as f32 * self.inv + 1.0 / 4096.0) as i32).clamp(0, 255) as u32
     }
 }
 
@@ -133,9 +139,18 @@ impl GridDetector {
                     }
                 }
             }
-            // One vectorised pass of means (`SmallMean`), then the words.
-            for (s, w) in sums.iter().zip(words.iter_mut()) {
-                *w = word(yuyv, s.map(|s| mean.of(s)));
+            // One pass of means, the branch outside it (inside, the compiler computed both kinds for every cell).
+            match mean.shift {
+                Some(k) => {
+                    for (s, w) in sums.iter().zip(words.iter_mut()) {
+                        *w = word(yuyv, s.map(|s| ((s + mean.half) >> k).min(255)));
+                    }
+                }
+                None => {
+                    for (s, w) in sums.iter().zip(words.iter_mut()) {
+                        *w = word(yuyv, s.map(|s| mean.of_float(s)));
+                    }
+                }
             }
             self.store_words(j, &words, yuyv);
         }
