@@ -707,67 +707,21 @@ mod seen_tests {
         }
     }
 
-    /// An alert keeps its decision time; one received more than a minute after it (a replayed spool) is
-    /// marked late and counted. Heartbeat site bits come out by name.
-    #[test]
-    fn replayed_alerts_are_marked_late_and_heartbeat_bits_named() {
-        let reg = Registry::new();
-        let sink = Sink::default();
-        let c = Collector::new(&reg, Box::new(sink.clone()), None);
-        let mut out = [0u8; MAX_FRAME];
-        let decided = 1_733_526_000_000u64;
-        for (seq, received) in [(1, decided + 500), (2, decided + LATE_AFTER_MS), (3, decided + LATE_AFTER_MS + 1)] {
-            let a = wire::Alert {
-                device_id: 3,
-                epoch: 1,
-                seq,
-                ts_ms: decided,
-                zone: "z",
-                from: 0,
-                to: 3,
-                sources: 0,
-                vision_milli: 0,
-                max_deci_c: wire::UNKNOWN_DECI_C,
-                rise_deci_c_min: wire::UNKNOWN_DECI_C,
-                smoke_deci_pct: wire::UNKNOWN_DECI_PCT,
-                flags: 0,
-            };
-            let n = wire::encode(&Up::Alert(a), &[], &mut out).unwrap();
-            assert!(c.receive_at(&out[..n], received).is_some());
+    impl Sink {
+        /// The JSON lines written so far.
+        fn lines(&self) -> Vec<serde_json::Value> {
+            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
         }
-        let hb = Up::Heartbeat {
+    }
+
+    /// Device 3's alert number `seq`, decided at `ts_ms`, as a frame.
+    fn alert_frame(seq: u32, ts_ms: u64) -> Vec<u8> {
+        let a = wire::Alert {
             device_id: 3,
             epoch: 1,
-            ts_ms: decided,
-            health: wire::health::NIGHT | wire::health::DELAY,
-            spool_pending: 0,
-            spool_dropped: 0,
-        };
-        let n = wire::encode(&hb, &[], &mut out).unwrap();
-        assert!(c.receive_at(&out[..n], decided).is_none());
-        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        let late: Vec<bool> = lines[..3].iter().map(|l| l["late"].as_bool().unwrap()).collect();
-        assert_eq!(late, [false, false, true]);
-        assert_eq!(lines[2]["ts_ms"], decided, "the decision's own time is kept");
-        assert_eq!(lines[2]["received_ms"], decided + LATE_AFTER_MS + 1);
-        assert_eq!(c.late.get(), 1);
-        // After a heartbeat that says the device's clock is not synchronised, its alerts say so.
-        let hb = Up::Heartbeat {
-            device_id: 3,
-            epoch: 1,
-            ts_ms: decided,
-            health: wire::health::CLOCK,
-            spool_pending: 0,
-            spool_dropped: 0,
-        };
-        let n = wire::encode(&hb, &[], &mut out).unwrap();
-        assert!(c.receive_at(&out[..n], decided).is_none());
-        let a4 = wire::Alert {
-            device_id: 3,
-            epoch: 1,
-            seq: 4,
-            ts_ms: 0,
+            seq,
+            ts_ms,
             zone: "z",
             from: 0,
             to: 3,
@@ -778,10 +732,41 @@ mod seen_tests {
             smoke_deci_pct: wire::UNKNOWN_DECI_PCT,
             flags: 0,
         };
-        let n = wire::encode(&Up::Alert(a4), &[], &mut out).unwrap();
-        assert!(c.receive_at(&out[..n], decided).is_some());
-        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let mut out = [0u8; MAX_FRAME];
+        let n = wire::encode(&Up::Alert(a), &[], &mut out).unwrap();
+        out[..n].to_vec()
+    }
+
+    /// Device 3's heartbeat with `health` bits, as a frame.
+    fn heartbeat_frame(health: u32) -> Vec<u8> {
+        let hb = Up::Heartbeat { device_id: 3, epoch: 1, ts_ms: 1, health, spool_pending: 0, spool_dropped: 0 };
+        let mut out = [0u8; MAX_FRAME];
+        let n = wire::encode(&hb, &[], &mut out).unwrap();
+        out[..n].to_vec()
+    }
+
+    /// An alert keeps its decision time; one received more than a minute after it (a replayed spool) is
+    /// marked late and counted. Heartbeat site bits come out by name.
+    #[test]
+    fn replayed_alerts_are_marked_late_and_heartbeat_bits_named() {
+        let reg = Registry::new();
+        let sink = Sink::default();
+        let c = Collector::new(&reg, Box::new(sink.clone()), None);
+        let decided = 1_733_526_000_000u64;
+        for (seq, received) in [(1, decided + 500), (2, decided + LATE_AFTER_MS), (3, decided + LATE_AFTER_MS + 1)] {
+            assert!(c.receive_at(&alert_frame(seq, decided), received).is_some());
+        }
+        assert!(c.receive_at(&heartbeat_frame(wire::health::NIGHT | wire::health::DELAY), decided).is_none());
+        let lines = sink.lines();
+        let late: Vec<bool> = lines[..3].iter().map(|l| l["late"].as_bool().unwrap()).collect();
+        assert_eq!(late, [false, false, true]);
+        assert_eq!(lines[2]["ts_ms"], decided, "the decision's own time is kept");
+        assert_eq!(lines[2]["received_ms"], decided + LATE_AFTER_MS + 1);
+        assert_eq!(c.late.get(), 1);
+        // After a heartbeat that says the device's clock is not synchronised, its alerts say so.
+        assert!(c.receive_at(&heartbeat_frame(wire::health::CLOCK), decided).is_none());
+        assert!(c.receive_at(&alert_frame(4, 0), decided).is_some());
+        let lines = sink.lines();
         assert_eq!(lines[4]["clock_unsynced"], true);
         assert_eq!(lines[5]["device_clock_unsynced"], true, "{}", lines[5]);
         assert!(lines[0].get("device_clock_unsynced").is_none());
