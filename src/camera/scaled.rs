@@ -34,24 +34,29 @@ const ZIGZAG: [u8; 64] = [
     47, 55, 62, 63,
 ];
 
-const LOOKUP_BITS: u32 = 9;
+const LOOKUP_BITS: u32 = 10;
 
-/// A Huffman table: a 9-bit lookup (length << 8 | symbol, 0 = longer code) and the canonical tables for the rest.
+/// In a fast entry: the run may end the block (EOB, or ZRL past coefficient 63), and then it is not an error.
+const MAY_END: u32 = 0x8000;
+
+/// A Huffman table: a 10-bit lookup (length << 8 | symbol, 0 = longer code), the canonical tables for the rest,
+/// and `fast`: for the symbols whose code and extra bits fit those bits together, the whole decode in one entry
+/// (value << 16 | flags and run << 8 | bits used; 0 = not).
 #[derive(Clone)]
 struct Huffman {
     lookup: [u16; 1 << LOOKUP_BITS],
-    /// AC symbols whose code and extra bits fit the 9 bits together: value << 16 | run << 8 | bits used; 0 = not.
-    fast_ac: [u32; 1 << LOOKUP_BITS],
+    fast: [u32; 1 << LOOKUP_BITS],
     maxcode: [i32; 18],
     valoffset: [i32; 17],
     vals: [u8; 256],
 }
 
 impl Huffman {
-    fn new(bits: &[u8; 16], vals: &[u8]) -> Result<Self, ScaledError> {
+    /// `ac`: the table codes run/size symbols (class 1), else DC sizes (class 0).
+    fn new(bits: &[u8; 16], vals: &[u8], ac: bool) -> Result<Self, ScaledError> {
         let mut h = Huffman {
             lookup: [0; 1 << LOOKUP_BITS],
-            fast_ac: [0; 1 << LOOKUP_BITS],
+            fast: [0; 1 << LOOKUP_BITS],
             maxcode: [-1; 18],
             valoffset: [0; 17],
             vals: [0; 256],
@@ -80,92 +85,147 @@ impl Huffman {
             code <<= 1;
         }
         h.maxcode[17] = i32::MAX;
-        for (p, f) in h.fast_ac.iter_mut().enumerate() {
+        for (p, f) in h.fast.iter_mut().enumerate() {
             let e = h.lookup[p];
-            let (len, r, s) = (u32::from(e >> 8), u32::from((e >> 4) & 15), u32::from(e & 15));
-            if len > 0 && s > 0 && len + s <= LOOKUP_BITS {
-                let raw = ((p as u32) >> (LOOKUP_BITS - len - s)) & ((1 << s) - 1);
-                let v = if raw < 1 << (s - 1) { raw as i32 - (1 << s) + 1 } else { raw as i32 };
-                *f = (u32::from(v as i16 as u16) << 16) | (r << 8) | (len + s);
+            let len = u32::from(e >> 8);
+            let (r, s) = if ac { (u32::from((e >> 4) & 15), u32::from(e & 15)) } else { (0, u32::from(e & 0xFF)) };
+            if len == 0 || len + s > LOOKUP_BITS {
+                continue;
             }
+            let raw = ((p as u32) >> (LOOKUP_BITS - len - s)) & ((1 << s) - 1);
+            let v = extend(raw, s);
+            // A run/size symbol of size 0 is EOB, except ZRL (15/0): sixteen zeros, as a run of 15 and a zero.
+            let run = match (ac, r, s) {
+                (true, 15, 0) => 15 | MAY_END >> 8,
+                (true, _, 0) => 64 | MAY_END >> 8,
+                _ => r,
+            };
+            *f = (u32::from(v as i16 as u16) << 16) | (run << 8) | (len + s);
         }
         Ok(h)
     }
+
+    /// A symbol from the top of `word`, for codes the fast entry does not cover: (code length, symbol).
+    #[inline(always)]
+    fn symbol(&self, word: u64) -> Result<(u32, u8), ScaledError> {
+        let e = self.lookup[(word >> (64 - LOOKUP_BITS)) as usize];
+        if e != 0 {
+            return Ok((u32::from(e >> 8), e as u8));
+        }
+        for len in LOOKUP_BITS + 1..=16 {
+            let code = (word >> (64 - len)) as i32;
+            if code <= self.maxcode[len as usize] {
+                let i = (code + self.valoffset[len as usize]) as usize;
+                return self.vals.get(i).map(|&v| (len, v)).ok_or(ScaledError::Corrupt("bad Huffman code"));
+            }
+        }
+        Err(ScaledError::Corrupt("bad Huffman code"))
+    }
 }
 
-/// Reads the entropy-coded bytes: unstuffs FF 00, stops at any other marker and then feeds zero bits, counting
-/// them so a scan that needed them can be refused.
-struct Bits<'a> {
-    data: &'a [u8],
-    pos: usize,
+/// The signed value of an `s`-bit magnitude category (T.81 F.2.2.1) read as `raw`; `s` <= 16.
+#[inline(always)]
+fn extend(raw: u32, s: u32) -> i32 {
+    if s == 0 {
+        return 0;
+    }
+    let v = raw as i32;
+    if v < 1 << (s - 1) { v - (1 << s) + 1 } else { v }
+}
+
+/// The `s` bits after the top `len` bits of `word`; `len + s` <= 57.
+#[inline(always)]
+fn extra(word: u64, len: u32, s: u32) -> u32 {
+    if s == 0 { 0 } else { ((word << len) >> (64 - s)) as u32 }
+}
+
+/// The entropy-coded data with the byte stuffing (FF 00) taken out, one restart interval after the other, and
+/// eight zero bytes after the end, so that [`Reader`] can load eight bytes anywhere in the real data without a
+/// test for stuffing or markers. Reused from frame to frame (no allocation once it has grown).
+#[derive(Default)]
+struct Entropy {
+    data: Vec<u8>,
+    /// Per interval, where its bytes end in `data` and whether a restart marker followed it.
+    ends: Vec<(usize, bool)>,
+}
+
+impl Entropy {
+    /// Takes the scan's bytes up to the first marker that is not a restart marker (or the end).
+    fn load(&mut self, d: &[u8]) {
+        self.data.clear();
+        self.ends.clear();
+        let mut i = 0;
+        loop {
+            let start = i;
+            // Eight bytes at a time while none is FF (the usual case), then byte by byte to the FF.
+            while let Some(chunk) = d.get(i..).and_then(|r| r.first_chunk::<8>()) {
+                let x = !u64::from_ne_bytes(*chunk);
+                if x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080 != 0 {
+                    break;
+                }
+                i += 8;
+            }
+            while d.get(i).is_some_and(|&b| b != 0xFF) {
+                i += 1;
+            }
+            self.data.extend_from_slice(&d[start..i.min(d.len())]);
+            if i >= d.len() {
+                self.ends.push((self.data.len(), false));
+                break;
+            }
+            if d.get(i + 1) == Some(&0x00) {
+                self.data.push(0xFF);
+                i += 2;
+                continue;
+            }
+            // A marker, maybe after fill bytes (FF FF ...).
+            while d.get(i) == Some(&0xFF) && d.get(i + 1) == Some(&0xFF) {
+                i += 1;
+            }
+            let rst = d.get(i + 1).is_some_and(|m| (0xD0..=0xD7).contains(m));
+            self.ends.push((self.data.len(), rst));
+            if !rst {
+                break;
+            }
+            i += 2;
+        }
+        self.data.extend_from_slice(&[0; 8]);
+    }
+}
+
+/// Reads the unstuffed entropy data: a bit buffer whose top `n` bits are the next ones, refilled without a
+/// branch before every symbol (at least 56 bits after a refill; a symbol with its extra bits takes at most 32),
+/// so the chain from one symbol to the next is a table lookup and a shift.
+struct Reader<'a> {
+    d: &'a [u8],
+    /// The next byte to load.
+    at: usize,
     buf: u64,
     n: u32,
-    at_marker: bool,
-    fill_bits: u32,
 }
 
-impl<'a> Bits<'a> {
-    fn new(data: &'a [u8]) -> Self {
-        Bits { data, pos: 0, buf: 0, n: 0, at_marker: false, fill_bits: 0 }
-    }
-
-    /// Makes at least 32 bits available (a symbol and its extra bits).
+impl<'a> Reader<'a> {
+    /// Bits consumed so far.
     #[inline(always)]
-    fn refill(&mut self) {
-        if self.n >= 32 {
-            return;
-        }
-        // Fast path: the next 8 bytes hold no 0xFF (no stuffing, no marker), so whole bytes go in at once.
-        if let Some(&chunk) = self.data.get(self.pos..).and_then(|d| d.first_chunk::<8>()) {
-            let v = u64::from_be_bytes(chunk);
-            let x = !v;
-            if x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080 == 0 {
-                let k = (63 - self.n) / 8;
-                self.buf |= (v >> (64 - 8 * k)) << (64 - 8 * k - self.n);
-                self.pos += k as usize;
-                self.n += 8 * k;
-                return;
-            }
-        }
-        self.refill_slow();
+    fn pos(&self) -> usize {
+        self.at * 8 - self.n as usize
     }
 
-    #[cold]
-    fn refill_slow(&mut self) {
-        while self.n <= 56 {
-            let mut byte = 0u8;
-            if self.at_marker {
-                self.fill_bits += 8;
-            } else {
-                match self.data.get(self.pos..self.pos + 2) {
-                    Some(&[0xFF, 0x00]) => {
-                        byte = 0xFF;
-                        self.pos += 2;
-                    }
-                    Some(&[0xFF, _]) => {
-                        self.at_marker = true;
-                        self.fill_bits += 8;
-                    }
-                    _ => match self.data.get(self.pos) {
-                        Some(&b) => {
-                            byte = b;
-                            self.pos += 1;
-                        }
-                        None => {
-                            self.at_marker = true;
-                            self.fill_bits += 8;
-                        }
-                    },
-                }
-            }
-            self.buf |= u64::from(byte) << (56 - self.n);
-            self.n += 8;
-        }
+    /// Starts over at byte `at` (a restart interval's first byte).
+    fn seek(&mut self, at: usize) {
+        (self.at, self.buf, self.n) = (at, 0, 0);
     }
 
     #[inline(always)]
-    fn peek(&self, len: u32) -> u32 {
-        (self.buf >> (64 - len)) as u32
+    fn refill(&mut self) {
+        // Past the padded end the zero fill; the scan is refused once its position passes the real bits.
+        let v = match self.d.get(self.at..).and_then(|s| s.first_chunk::<8>()) {
+            Some(c) => u64::from_be_bytes(*c),
+            None => 0,
+        };
+        self.buf |= v >> self.n;
+        self.at += ((63 - self.n) >> 3) as usize;
+        self.n |= 56;
     }
 
     #[inline(always)]
@@ -173,62 +233,94 @@ impl<'a> Bits<'a> {
         self.buf <<= len;
         self.n -= len;
     }
+}
 
-    /// One Huffman symbol; the caller has refilled (at least 32 bits buffered).
-    #[inline(always)]
-    fn symbol(&mut self, h: &Huffman) -> Result<u8, ScaledError> {
-        let e = h.lookup[self.peek(LOOKUP_BITS) as usize & ((1 << LOOKUP_BITS) - 1)];
-        if e != 0 {
-            self.consume(u32::from(e >> 8));
-            return Ok(e as u8);
+/// [`block`] with `NN` tiles, from a component's weight rows and the shared accumulator.
+fn block_n<const NN: usize>(
+    r: &mut Reader,
+    tables: (&Huffman, &Huffman),
+    pred: &mut i32,
+    w: &[f32],
+    acc: &mut [f32; 64],
+) -> Result<(), ScaledError> {
+    let rows: &[[f32; NN]; 64] = w.as_chunks::<NN>().0.try_into().map_err(|_| ScaledError::Corrupt("weights"))?;
+    let acc: &mut [f32; NN] = (&mut acc[..NN]).try_into().map_err(|_| ScaledError::Corrupt("tiles"))?;
+    block(r, tables, pred, rows, acc)
+}
+
+/// Decodes one block from `r` into the tile values `acc` (128 + the coefficients times their weight
+/// rows `w`, 64 rows in zigzag order; rows that contribute nothing are zero). `NN` tiles per block is a constant
+/// so the row arithmetic is straight-line vector code.
+#[inline(always)]
+fn block<const NN: usize>(
+    r: &mut Reader,
+    (dc, ac): (&Huffman, &Huffman),
+    pred: &mut i32,
+    w: &[[f32; NN]; 64],
+    acc: &mut [f32; NN],
+) -> Result<(), ScaledError> {
+    r.refill();
+    let wd = r.buf;
+    let f = dc.fast[(wd >> (64 - LOOKUP_BITS)) as usize];
+    let diff = if f != 0 {
+        r.consume(f & 0xFF);
+        i32::from((f >> 16) as u16 as i16)
+    } else {
+        let (len, s) = dc.symbol(wd)?;
+        let s = u32::from(s);
+        if s > 16 {
+            return Err(ScaledError::Corrupt("bad DC size"));
         }
-        for len in LOOKUP_BITS + 1..=16 {
-            let code = self.peek(len) as i32;
-            if code <= h.maxcode[len as usize] {
-                self.consume(len);
-                let i = (code + h.valoffset[len as usize]) as usize;
-                return h.vals.get(i).copied().ok_or(ScaledError::Corrupt("bad Huffman code"));
+        r.consume(len + s);
+        extend(extra(wd, len, s), s)
+    };
+    *pred = pred.wrapping_add(diff);
+    let dcv = *pred as f32;
+    // A local accumulator stays in registers; through `acc` every coefficient would store and reload it.
+    let mut sum = [0f32; NN];
+    for (a, &x) in sum.iter_mut().zip(&w[0]) {
+        *a = 128.0 + dcv * x;
+    }
+    let mut k = 1usize;
+    while k < 64 {
+        r.refill();
+        let wd = r.buf;
+        let f = ac.fast[(wd >> (64 - LOOKUP_BITS)) as usize];
+        let (run, v) = if f != 0 {
+            r.consume(f & 0xFF);
+            let run = ((f >> 8) & 0x7F) as usize;
+            if k + run > 63 {
+                if f & MAY_END != 0 {
+                    break;
+                }
+                return Err(ScaledError::Corrupt("coefficient past the block"));
             }
+            (run, f32::from((f >> 16) as u16 as i16))
+        } else {
+            let (len, rs) = ac.symbol(wd)?;
+            let (run, s) = (usize::from(rs >> 4), u32::from(rs & 15));
+            if s == 0 {
+                r.consume(len);
+                if run != 15 {
+                    break;
+                }
+                k += 16;
+                continue;
+            }
+            if k + run > 63 {
+                return Err(ScaledError::Corrupt("coefficient past the block"));
+            }
+            r.consume(len + s);
+            (run, extend(extra(wd, len, s), s) as f32)
+        };
+        k += run;
+        for (a, &x) in sum.iter_mut().zip(&w[k & 63]) {
+            *a += v * x;
         }
-        Err(ScaledError::Corrupt("bad Huffman code"))
+        k += 1;
     }
-
-    /// The signed value of an `s`-bit magnitude category (T.81 F.2.2.1); `s` <= 16.
-    #[inline(always)]
-    fn extend(&mut self, s: u32) -> i32 {
-        if s == 0 {
-            return 0;
-        }
-        let v = self.peek(s) as i32;
-        self.consume(s);
-        if v < 1 << (s - 1) { v - (1 << s) + 1 } else { v }
-    }
-
-    /// Whether the scan so far used only real bits (not the zero fill after its end).
-    fn real(&self) -> bool {
-        self.fill_bits <= self.n
-    }
-
-    /// At a restart interval's end: drop the partial byte (fewer than 8 real bits may be left: the reader never
-    /// loads a marker, so everything else buffered is padding), step over the RSTn marker.
-    fn restart(&mut self) -> Result<(), ScaledError> {
-        if !self.real() || (!self.at_marker && self.n >= 8) {
-            return Err(ScaledError::Corrupt("restart marker missing or misplaced"));
-        }
-        let mut p = self.pos;
-        while self.data.get(p) == Some(&0xFF) && self.data.get(p + 1) == Some(&0xFF) {
-            p += 1;
-        }
-        match self.data.get(p..p + 2) {
-            Some(&[0xFF, m]) if (0xD0..=0xD7).contains(&m) => self.pos = p + 2,
-            _ => return Err(ScaledError::Corrupt("missing restart marker")),
-        }
-        self.buf = 0;
-        self.n = 0;
-        self.at_marker = false;
-        self.fill_bits = 0;
-        Ok(())
-    }
+    *acc = sum;
+    Ok(())
 }
 
 #[derive(Clone, Copy, Default)]
@@ -254,15 +346,16 @@ pub struct ScaledDecoder {
     width: usize,
     height: usize,
     restart: usize,
-    /// Per component: 64 rows (zigzag order) of nx·ny weights, and whether each row is non-zero.
+    /// Per component: 64 rows (zigzag order) of nx·ny weights; a row whose weights are all rounding noise is
+    /// zero, so the coefficient adds nothing.
     weights: [Vec<f32>; 3],
-    used: [[bool; 64]; 3],
     /// What each component's weights were built from (quantiser, nx, ny): most streams never change it.
     built: [([u16; 64], usize, usize); 3],
     /// Tile means of the IDCT basis (see [`tile_mean`]) for 1, 2, 4 and 8 tiles per block: [log2 n][tile][u].
     basis: Box<[[[f32; 8]; 8]; 4]>,
     planes: [Vec<u8>; 3],
     planes_width: usize,
+    entropy: Entropy,
 }
 
 impl Default for ScaledDecoder {
@@ -277,13 +370,13 @@ impl Default for ScaledDecoder {
             height: 0,
             restart: 0,
             weights: Default::default(),
-            used: [[false; 64]; 3],
             built: [([0; 64], 0, 0); 3],
             basis: Box::new(std::array::from_fn(|l| {
                 std::array::from_fn(|o| std::array::from_fn(|u| if o < 1 << l { tile_mean(1 << l, o, u) } else { 0.0 }))
             })),
             planes: Default::default(),
             planes_width: 0,
+            entropy: Entropy::default(),
         }
     }
 }
@@ -411,7 +504,7 @@ impl ScaledDecoder {
             if class > 1 || id > 3 || count > 256 {
                 return Err(ScaledError::Corrupt("bad DHT"));
             }
-            let t = Some(Box::new(Huffman::new(bits, vals)?));
+            let t = Some(Box::new(Huffman::new(bits, vals, class == 1)?));
             if class == 0 {
                 self.dc[id] = t
             } else {
@@ -495,7 +588,9 @@ impl ScaledDecoder {
                             row[oy * c.nx + ox] = f32::from(q[k]) * by[oy][v] * bx[ox][u];
                         }
                     }
-                    self.used[ci][k] = row.iter().any(|x| x.abs() > 1e-6);
+                    if row.iter().all(|x| x.abs() <= 1e-6) {
+                        row.fill(0.0);
+                    }
                 }
             }
             let plane = &mut self.planes[ci];
@@ -503,7 +598,12 @@ impl ScaledDecoder {
             plane.resize(pw * ph, 0);
         }
         let comps = self.comps;
-        let mut bits = Bits::new(data);
+        self.entropy.load(data);
+        let (d, ends) = (&self.entropy.data[..], &self.entropy.ends[..]);
+        let mut r = Reader { d, at: 0, buf: 0, n: 0 };
+        // The current restart interval, and where its real bits end.
+        let mut seg = 0usize;
+        let mut end = ends.first().map_or(0, |e| e.0 * 8);
         let mut pred = [0i32; 3];
         let mut acc = [0f32; 64];
         // A single-component scan is not interleaved: its MCU is one block (T.81 A.2.2).
@@ -511,72 +611,37 @@ impl ScaledDecoder {
         let total = mx * my;
         for m in 0..total {
             if self.restart > 0 && m > 0 && m % self.restart == 0 {
-                bits.restart()?;
+                // An interval ends inside its last byte (the encoder pads fewer than 8 bits), at a restart marker.
+                let pos = r.pos();
+                if pos > end || end - pos >= 8 || !ends.get(seg).is_some_and(|e| e.1) {
+                    return Err(ScaledError::Corrupt("restart marker missing or misplaced"));
+                }
+                r.seek(end / 8);
+                seg += 1;
+                end = ends.get(seg).map_or(end, |e| e.0 * 8);
                 pred = [0; 3];
             }
             let (mcx, mcy) = (m % mx, m / mx);
             for (ci, c) in comps[..self.ncomp].iter().enumerate() {
                 let (bh, bv) = if single { (1, 1) } else { (c.h, c.v) };
-                let (dc, ac) = match (&self.dc[c.td], &self.ac[c.ta]) {
-                    (Some(dc), Some(ac)) => (dc, ac),
+                let tables = match (&self.dc[c.td], &self.ac[c.ta]) {
+                    (Some(dc), Some(ac)) => (&**dc, &**ac),
                     _ => return Err(ScaledError::Corrupt("missing Huffman table")),
                 };
                 let nn = c.nx * c.ny;
                 let w = &self.weights[ci];
-                let used = &self.used[ci];
                 for by in 0..bv {
                     for bx in 0..bh {
-                        acc[..nn].fill(128.0);
-                        bits.refill();
-                        let s = u32::from(bits.symbol(dc)?);
-                        if s > 16 {
-                            return Err(ScaledError::Corrupt("bad DC size"));
-                        }
-                        pred[ci] = pred[ci].wrapping_add(bits.extend(s));
-                        let dcv = pred[ci] as f32;
-                        for (a, &x) in acc[..nn].iter_mut().zip(&w[..nn]) {
-                            *a += dcv * x;
-                        }
-                        let mut k = 1;
-                        while k < 64 {
-                            bits.refill();
-                            let fast = ac.fast_ac[bits.peek(LOOKUP_BITS) as usize & ((1 << LOOKUP_BITS) - 1)];
-                            if fast != 0 {
-                                bits.consume(fast & 0xFF);
-                                k += ((fast >> 8) & 0xFF) as usize;
-                                if k > 63 {
-                                    return Err(ScaledError::Corrupt("coefficient past the block"));
-                                }
-                                if used[k] {
-                                    let v = f32::from((fast >> 16) as u16 as i16);
-                                    for (a, &x) in acc[..nn].iter_mut().zip(&w[k * nn..(k + 1) * nn]) {
-                                        *a += v * x;
-                                    }
-                                }
-                                k += 1;
-                                continue;
-                            }
-                            let rs = bits.symbol(ac)?;
-                            let (r, s) = (usize::from(rs >> 4), u32::from(rs & 15));
-                            if s == 0 {
-                                if r != 15 {
-                                    break;
-                                }
-                                k += 16;
-                                continue;
-                            }
-                            k += r;
-                            if k > 63 {
-                                return Err(ScaledError::Corrupt("coefficient past the block"));
-                            }
-                            let v = bits.extend(s);
-                            if used[k] {
-                                let v = v as f32;
-                                for (a, &x) in acc[..nn].iter_mut().zip(&w[k * nn..(k + 1) * nn]) {
-                                    *a += v * x;
-                                }
-                            }
-                            k += 1;
+                        let p = &mut pred[ci];
+                        match nn {
+                            1 => block_n::<1>(&mut r, tables, p, w, &mut acc)?,
+                            2 => block_n::<2>(&mut r, tables, p, w, &mut acc)?,
+                            4 => block_n::<4>(&mut r, tables, p, w, &mut acc)?,
+                            8 => block_n::<8>(&mut r, tables, p, w, &mut acc)?,
+                            16 => block_n::<16>(&mut r, tables, p, w, &mut acc)?,
+                            32 => block_n::<32>(&mut r, tables, p, w, &mut acc)?,
+                            64 => block_n::<64>(&mut r, tables, p, w, &mut acc)?,
+                            _ => return Err(ScaledError::Unsupported("sampling factors")),
                         }
                         let (x0, y0) = ((mcx * bh + bx) * c.nx, (mcy * bv + by) * c.ny);
                         let plane = &mut self.planes[ci];
@@ -591,9 +656,10 @@ impl ScaledDecoder {
                     }
                 }
             }
-        }
-        if !bits.real() {
-            return Err(ScaledError::Corrupt("truncated scan"));
+            // A scan that reads past its real bits is truncated: stop now rather than decode the zero fill.
+            if r.pos() > end {
+                return Err(ScaledError::Corrupt("truncated scan"));
+            }
         }
         self.planes_width = pw;
         Ok(())
