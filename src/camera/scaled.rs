@@ -284,43 +284,60 @@ fn block<const NN: usize>(
     let mut k = 1usize;
     while k < 64 {
         r.refill();
-        let wd = r.buf;
-        let f = ac.fast[(wd >> (64 - LOOKUP_BITS)) as usize];
-        let (run, v) = if f != 0 {
-            r.consume(f & 0xFF);
-            let run = ((f >> 8) & 0x7F) as usize;
-            if k + run > 63 {
-                if f & MAY_END != 0 {
-                    break;
-                }
-                return Err(ScaledError::Corrupt("coefficient past the block"));
-            }
-            (run, f32::from((f >> 16) as u16 as i16))
-        } else {
-            let (len, rs) = ac.symbol(wd)?;
-            let (run, s) = (usize::from(rs >> 4), u32::from(rs & 15));
-            if s == 0 {
-                r.consume(len);
-                if run != 15 {
-                    break;
-                }
-                k += 16;
-                continue;
-            }
-            if k + run > 63 {
-                return Err(ScaledError::Corrupt("coefficient past the block"));
-            }
-            r.consume(len + s);
-            (run, extend(extra(wd, len, s), s) as f32)
-        };
-        k += run;
-        for (a, &x) in sum.iter_mut().zip(&w[k & 63]) {
-            *a += v * x;
+        if !ac_symbol(r, ac, w, &mut k, &mut sum)? {
+            break;
         }
-        k += 1;
+        // A refill leaves at least 56 bits and a symbol takes at most 32: when the first took at most 24, a
+        // second one is decoded without refilling (almost always, so the test predicts well).
+        if k < 64 && r.n >= 32 && !ac_symbol(r, ac, w, &mut k, &mut sum)? {
+            break;
+        }
     }
     *acc = sum;
     Ok(())
+}
+
+/// One AC symbol (at least 32 bits buffered) added into the tile sums; false at the end of the block.
+#[inline(always)]
+fn ac_symbol<const NN: usize>(
+    r: &mut Reader,
+    ac: &Huffman,
+    w: &[[f32; NN]; 64],
+    k: &mut usize,
+    sum: &mut [f32; NN],
+) -> Result<bool, ScaledError> {
+    let wd = r.buf;
+    let f = ac.fast[(wd >> (64 - LOOKUP_BITS)) as usize];
+    let (run, v) = if f != 0 {
+        r.consume(f & 0xFF);
+        let run = ((f >> 8) & 0x7F) as usize;
+        if *k + run > 63 {
+            if f & MAY_END != 0 {
+                return Ok(false);
+            }
+            return Err(ScaledError::Corrupt("coefficient past the block"));
+        }
+        (run, f32::from((f >> 16) as u16 as i16))
+    } else {
+        let (len, rs) = ac.symbol(wd)?;
+        let (run, s) = (usize::from(rs >> 4), u32::from(rs & 15));
+        if s == 0 {
+            r.consume(len);
+            *k += 16;
+            return Ok(run == 15);
+        }
+        if *k + run > 63 {
+            return Err(ScaledError::Corrupt("coefficient past the block"));
+        }
+        r.consume(len + s);
+        (run, extend(extra(wd, len, s), s) as f32)
+    };
+    *k += run;
+    for (a, &x) in sum.iter_mut().zip(&w[*k & 63]) {
+        *a += v * x;
+    }
+    *k += 1;
+    Ok(true)
 }
 
 #[derive(Clone, Copy, Default)]
