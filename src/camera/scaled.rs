@@ -340,6 +340,22 @@ fn ac_symbol<const NN: usize>(
     Ok(true)
 }
 
+/// A Huffman table and the DHT bytes (bit counts, then symbols) it was built from: cameras send the same tables
+/// in every frame, so they are built once, not per frame.
+struct Slot {
+    key: [u8; 16 + 256],
+    key_len: usize,
+    table: Huffman,
+}
+
+type Slots = [[Option<Box<Slot>>; 4]; 2];
+
+/// This frame's Huffman table of `class` (0 DC, 1 AC) and `id`.
+fn table<'a>(huff: &'a Slots, present: &[[bool; 4]; 2], class: usize, id: usize) -> Option<&'a Huffman> {
+    let slot = huff.get(class)?.get(id)?.as_deref()?;
+    present[class][id].then_some(&slot.table)
+}
+
 #[derive(Clone, Copy, Default)]
 struct Component {
     id: u8,
@@ -356,8 +372,9 @@ struct Component {
 /// Reusable state of the scaled decoder: tables, the weight rows and the output planes (grown once).
 pub struct ScaledDecoder {
     qt: [[u16; 64]; 4],
-    dc: [Option<Box<Huffman>>; 4],
-    ac: [Option<Box<Huffman>>; 4],
+    /// Huffman tables by class (DC, AC) and id, kept from frame to frame; `present` says which this frame has.
+    huff: Slots,
+    present: [[bool; 4]; 2],
     comps: [Component; 3],
     ncomp: usize,
     width: usize,
@@ -379,8 +396,8 @@ impl Default for ScaledDecoder {
     fn default() -> Self {
         ScaledDecoder {
             qt: [[0; 64]; 4],
-            dc: Default::default(),
-            ac: Default::default(),
+            huff: Default::default(),
+            present: [[false; 4]; 2],
             comps: [Component::default(); 3],
             ncomp: 0,
             width: 0,
@@ -447,8 +464,7 @@ impl ScaledDecoder {
     fn headers(&mut self, d: &[u8]) -> Result<usize, ScaledError> {
         self.ncomp = 0;
         self.restart = 0;
-        self.dc = Default::default();
-        self.ac = Default::default();
+        self.present = [[false; 4]; 2];
         if d.get(..2) != Some(&[0xFF, 0xD8]) {
             return Err(ScaledError::Corrupt("no SOI"));
         }
@@ -521,12 +537,17 @@ impl ScaledDecoder {
             if class > 1 || id > 3 || count > 256 {
                 return Err(ScaledError::Corrupt("bad DHT"));
             }
-            let t = Some(Box::new(Huffman::new(bits, vals, class == 1)?));
-            if class == 0 {
-                self.dc[id] = t
-            } else {
-                self.ac[id] = t
+            let key = &s[1..17 + count];
+            let slot = &mut self.huff[usize::from(class)][id];
+            if !slot.as_ref().is_some_and(|t| t.key.get(..t.key_len) == Some(key)) {
+                let table = Huffman::new(bits, vals, class == 1)?;
+                let slot =
+                    slot.get_or_insert_with(|| Box::new(Slot { key: [0; 16 + 256], key_len: 0, table: table.clone() }));
+                slot.table = table;
+                slot.key[..key.len()].copy_from_slice(key);
+                slot.key_len = key.len();
             }
+            self.present[usize::from(class)][id] = true;
             s = &s[17 + count..];
         }
         Ok(())
@@ -585,7 +606,9 @@ impl ScaledDecoder {
                 return Err(ScaledError::Unsupported("sampling factors"));
             }
             (c.nx, c.ny) = if single { (n, n) } else { (n * hmax / c.h, n * vmax / c.v) };
-            if self.dc[c.td].is_none() || self.ac[c.ta].is_none() {
+            if table(&self.huff, &self.present, 0, c.td).is_none()
+                || table(&self.huff, &self.present, 1, c.ta).is_none()
+            {
                 return Err(ScaledError::Corrupt("missing Huffman table"));
             }
             let q = &self.qt[c.tq];
@@ -641,10 +664,11 @@ impl ScaledDecoder {
             let (mcx, mcy) = (m % mx, m / mx);
             for (ci, c) in comps[..self.ncomp].iter().enumerate() {
                 let (bh, bv) = if single { (1, 1) } else { (c.h, c.v) };
-                let tables = match (&self.dc[c.td], &self.ac[c.ta]) {
-                    (Some(dc), Some(ac)) => (&**dc, &**ac),
-                    _ => return Err(ScaledError::Corrupt("missing Huffman table")),
-                };
+                let tables =
+                    match (table(&self.huff, &self.present, 0, c.td), table(&self.huff, &self.present, 1, c.ta)) {
+                        (Some(dc), Some(ac)) => (dc, ac),
+                        _ => return Err(ScaledError::Corrupt("missing Huffman table")),
+                    };
                 let nn = c.nx * c.ny;
                 let w = &self.weights[ci];
                 for by in 0..bv {
