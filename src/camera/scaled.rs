@@ -539,7 +539,7 @@ impl ScaledDecoder {
             }
             let key = &s[1..17 + count];
             let slot = &mut self.huff[usize::from(class)][id];
-            if !slot.as_ref().is_some_and(|t| t.key.get(..t.key_len) == Some(key)) {
+            if slot.as_ref().is_none_or(|t| t.key.get(..t.key_len) != Some(key)) {
                 let table = Huffman::new(bits, vals, class == 1)?;
                 let slot =
                     slot.get_or_insert_with(|| Box::new(Slot { key: [0; 16 + 256], key_len: 0, table: table.clone() }));
