@@ -5,7 +5,7 @@
 # verdict. See board/qemu/README.md and ../shared/docs/cross-and-qemu.md §6.
 #
 # usage: board/qemu-system.sh [--tests DIR_OR_LIST] [--tests-json FILE] [--bin PATH]
-#                             [--skip NAME]... [--machine virt|raspi3b|all] [--setup-only]
+#                             [--skip NAME]... [--reboot-test NAME] [--machine virt|raspi3b|all] [--setup-only]
 #   --tests       a directory (every aarch64 ELF executable in it) or a comma/space separated
 #                 list of executables; each runs as `BIN --include-ignored --test-threads=1 [--skip ..]`
 #   --tests-json  output of `cargo test --no-run --message-format=json --target aarch64-unknown-linux-gnu`;
@@ -16,6 +16,9 @@
 #   --fixtures DIR  fixtures folder packed at the guest path <checkout>/../shared/fixtures, where
 #                 tests/common/fixtures.rs looks for the shared sets (default: ../shared/fixtures if
 #                 present; only tests/acceptance.rs reads them); --no-fixtures
+#   --reboot-test NAME  the test (exact libtest name) that must reset the board through the watchdog: skipped in
+#                 the normal runs, run alone last; on virt QEMU then reboots instead of exiting, and the machine
+#                 passes only if the second boot reports a watchdog reset (i6300esb bootstatus) after it started
 #   --cargo-lib   build the crate's lib unit-test binary for aarch64 with board/lib/cross-env.sh
 #                 (`cargo test --no-run --lib`) and add it to the tests
 #   --machine     default virt; all = virt then raspi3b
@@ -31,11 +34,11 @@ CACHE=$ROOT/target/qemu          # everything downloaded/built lives here (rebui
 HOST_TIMEOUT=${QEMU_RIG_TIMEOUT:-240}
 GUEST_TIMEOUT=${QEMU_RIG_GUEST_TIMEOUT:-120}
 
-TESTS=() SKIPS=() BIN="" MACHINE=virt SETUP_ONLY=0 DEFAULT_SKIPS=1 CARGO_LIB=0
+TESTS=() SKIPS=() BIN="" MACHINE=virt SETUP_ONLY=0 DEFAULT_SKIPS=1 CARGO_LIB=0 REBOOT_TEST=""
 FIXTURES=$(cd "$ROOT/.." && pwd)/shared/fixtures; [[ -d $FIXTURES ]] || FIXTURES=""
 log() { printf '[qemu-system] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
-usage() { sed -n '7,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '7,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 add_tests() {  # a directory, or a comma/space separated list of files
     local arg=$1 f
@@ -71,6 +74,7 @@ while (($#)); do
             shift 2 ;;
         --bin) BIN=${2:?}; [[ -f $BIN ]] || die "no such binary: $BIN"; shift 2 ;;
         --skip) SKIPS+=("${2:?}"); shift 2 ;;
+        --reboot-test) REBOOT_TEST=${2:?}; shift 2 ;;
         --no-default-skips) DEFAULT_SKIPS=0; shift ;;
         --fixtures) FIXTURES=$(cd "${2:?}" && pwd); shift 2 ;;
         --no-fixtures) FIXTURES=""; shift ;;
@@ -257,6 +261,8 @@ add_mod configfs
 add_mod vivid
 add_mod gpio-sim
 add_mod gpio-mockup "gpio_mockup_ranges=-1,8"
+# the watchdog QEMU emulates on virt (-device i6300esb below); on raspi3b it loads and finds no device
+add_mod i6300esb
 
 # aarch64 glibc runtime from the cross toolchain (ld.so and libc must come from the same build, F4)
 XLIB=/usr/aarch64-linux-gnu/lib
@@ -294,6 +300,7 @@ if ((${#TESTS[@]})); then
         while read -r s; do SKIPS+=("$s"); done < <(sed 's/#.*//; s/[[:space:]]*$//; /^$/d' "$RIG/guest-skips.txt")
     fi
     if ((${#SKIPS[@]})); then printf '%s\n' "${SKIPS[@]}" > "$IR/tests/skip"; fi
+    [[ -n $REBOOT_TEST ]] && printf '%s\n' "$REBOOT_TEST" > "$IR/tests/reboot-test"
     # fixture tests resolve ../shared from the compile-time CARGO_MANIFEST_DIR (= this checkout), so
     # recreate that path in the guest
     if [[ -n $FIXTURES ]]; then
@@ -306,7 +313,9 @@ if ((${#TESTS[@]})); then
     fi
 fi
 (cd "$IR" && find . | cpio -o -H newc --quiet | gzip -1) > "$CACHE/run/initrd.gz"
-EXPECT=$((1 + ${#TESTS[@]} + (${#BIN} ? 1 : 0)))    # GUEST-EXIT lines each boot must print
+[[ -z $REBOOT_TEST || ${#TESTS[@]} -gt 0 ]] || die "--reboot-test needs test binaries"
+# GUEST-EXIT lines each machine must print (the reboot test's comes from the second boot on virt)
+EXPECT=$((1 + ${#TESTS[@]} + (${#BIN} ? 1 : 0) + (${#REBOOT_TEST} ? 1 : 0)))
 log "initramfs $(du -h "$CACHE/run/initrd.gz" | cut -f1) with ${#TESTS[@]} test binaries, packed in $((SECONDS - tpack)) s"
 
 # --------------------------------------------------------------------------------------
@@ -315,9 +324,13 @@ log "initramfs $(du -h "$CACHE/run/initrd.gz" | cut -f1) with ${#TESTS[@]} test 
 KERNEL=$KD/k/boot/vmlinuz-$KVER
 APPEND="console=ttyAMA0 panic=-1 quiet rig.timeout=$GUEST_TIMEOUT"
 boot() {  # $1 = machine; prints the verdict, returns 0/1
-    local mach=$1 logf=$CACHE/console-$1.log qpid start rc=0 args
+    local mach=$1 logf=$CACHE/console-$1.log qpid start rc=0 args boots=1 reboot=(-no-reboot) why=""
     case $mach in
-        virt) args=(-M virt -cpu cortex-a72 -smp 2 -m 1024 -append "$APPEND rig.machine=virt") ;;
+        # i6300esb: Intel's PCI watchdog, on virt's PCIe bus; QEMU resets the machine when it fires (the default
+        # -action watchdog=reset). -no-reboot would turn that reset into an exit, so the reboot test goes without it
+        # and the second boot is watched for (below).
+        virt) args=(-M virt -cpu cortex-a72 -smp 2 -m 1024 -device i6300esb -append "$APPEND rig.machine=virt")
+              [[ -n $REBOOT_TEST ]] && boots=2 reboot=() ;;
         # raspi3b: fixed 4 cores/1 GiB; rppal needs /dev/mem on real GPIO registers (CONFIG_IO_STRICT_DEVMEM=y)
         raspi3b) args=(-M raspi3b -m 1G -dtb "$KD/k/usr/lib/linux-image-$KVER/broadcom/bcm2837-rpi-3-b.dtb"
                        -append "$APPEND iomem=relaxed rig.machine=raspi3b") ;;
@@ -325,11 +338,17 @@ boot() {  # $1 = machine; prints the verdict, returns 0/1
     : > "$logf"
     start=$SECONDS
     # -nic none: no default NIC, so no efi-virtio.rom needed (F7); the guest only uses lo
-    timeout -k 5 "$HOST_TIMEOUT" qemu-system-aarch64 "${args[@]}" -nic none -nographic -no-reboot \
+    timeout -k 5 "$HOST_TIMEOUT" qemu-system-aarch64 "${args[@]}" -nic none -nographic "${reboot[@]}" \
         -kernel "$KERNEL" -initrd "$CACHE/run/initrd.gz" < /dev/null > "$logf" 2>&1 &
     qpid=$!
     # raspi3b never exits on poweroff (F9): stop QEMU ourselves once the sentinel is printed
+    local n
     while kill -0 "$qpid" 2>/dev/null; do
+        # without -no-reboot a panic also reboots: stop at a boot the reboot test did not announce
+        n=$(grep -c '^INIT: machine=' "$logf" || true)
+        if ((n > boots)) || { ((n > 1)) && ! grep -q '^REBOOT-TEST: start' "$logf"; }; then
+            why="unexpected reboot (boot $n)"; kill "$qpid" 2>/dev/null || true; break
+        fi
         if grep -q 'INIT: done' "$logf"; then
             for _ in 1 2 3 4; do kill -0 "$qpid" 2>/dev/null || break; sleep 0.5; done   # let virt power off
             kill "$qpid" 2>/dev/null || true
@@ -339,11 +358,19 @@ boot() {  # $1 = machine; prints the verdict, returns 0/1
     done
     wait "$qpid" 2>/dev/null || true
     local secs=$((SECONDS - start))
-    grep -E '^(RIG-(PASS|FAIL)|PROBE-(PASS|FAIL)|GUEST-EXIT):' "$logf" | sed "s/^/[$mach] /" | tr -d '\r'
+    grep -E '^(RIG-(PASS|FAIL)|PROBE-(PASS|FAIL)|GUEST-EXIT|REBOOT-TEST|WDOG-STALL):' "$logf" | sed "s/^/[$mach] /" | tr -d '\r'
+    # the reboot: announced on the first boot, reported as the watchdog's by the second, nothing after it
+    if ((boots == 2)) && [[ -z $why ]] &&
+        ! tr -d '\r' < "$logf" | awk '/^INIT: machine=/ {b++} /^REBOOT-TEST: start/ && b == 1 {s = 1}
+            /^RIG-PASS: watchdog reset/ && b == 2 {r = 1} END {exit !(b == 2 && s && r)}'; then
+        why="no watchdog reboot after the reboot test started ($(grep -c '^INIT: machine=' "$logf" || true) boots)"
+    fi
     local n_exit n_bad
     n_exit=$(grep -c '^GUEST-EXIT: ' "$logf" || true)
     n_bad=$(grep '^GUEST-EXIT: ' "$logf" | grep -vc '^GUEST-EXIT: 0 ' || true)
-    if ! grep -q 'INIT: done' "$logf"; then
+    if [[ -n $why ]]; then
+        log "[$mach] FAIL: $why (${secs} s); tail of $logf:"; tail -n 25 "$logf" >&2; rc=1
+    elif ! grep -q 'INIT: done' "$logf"; then
         log "[$mach] FAIL: no 'INIT: done' after ${secs} s (timeout ${HOST_TIMEOUT} s or guest crash); tail of $logf:"
         tail -n 25 "$logf" >&2; rc=1
     elif ((n_bad > 0 || n_exit != EXPECT)); then

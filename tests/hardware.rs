@@ -257,3 +257,184 @@ mod v4l2 {
         }
     }
 }
+
+/// The board's hardware watchdog: the i6300esb PCI watchdog on the virt machine (the rig adds `-device i6300esb`,
+/// loads its driver and exports EMBER_WATCHDOG_DEVICE (`/dev/watchdog0`) and EMBER_WATCHDOG_SYSFS (its
+/// `/sys/class/watchdog/watchdogN`, where the kernel shows whether it is armed and with what timeout). raspi3b has
+/// no watchdog QEMU emulates, so there the tests say so and pass. The reboot itself is observed by the rig: the
+/// stall test never returns (board/qemu/init runs it alone, last, and the next boot reports the watchdog reset).
+mod watchdog {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    use ember_edge::alarm::{AlarmOutput, Outputs};
+    use ember_edge::app::{App, Overrides};
+
+    /// Short, so "several timeouts" stays a few seconds of CI; three feeds per timeout leave 1.3 s between feeds.
+    const SECS: u64 = 4;
+
+    fn rig() -> Option<(String, std::path::PathBuf)> {
+        let dev = std::env::var("EMBER_WATCHDOG_DEVICE").ok().filter(|d| !d.is_empty());
+        let sysfs = std::env::var("EMBER_WATCHDOG_SYSFS").ok().filter(|d| !d.is_empty());
+        match (dev, sysfs) {
+            (Some(d), Some(s)) => Some((d, s.into())),
+            _ => {
+                assert_ne!(
+                    std::env::var("EMBER_QEMU_MACHINE").as_deref(),
+                    Ok("virt"),
+                    "the virt machine has the i6300esb: EMBER_WATCHDOG_DEVICE must be set"
+                );
+                eprintln!("no hardware watchdog on this machine: checked on the virt pass");
+                None
+            }
+        }
+    }
+
+    fn attr(sysfs: &std::path::Path, name: &str) -> String {
+        std::fs::read_to_string(sysfs.join(name)).map(|s| s.trim().to_owned()).unwrap_or_default()
+    }
+
+    fn wait_for_state(sysfs: &std::path::Path, want: &str, within: Duration) {
+        let t0 = Instant::now();
+        while attr(sysfs, "state") != want {
+            assert!(t0.elapsed() < within, "watchdog state {:?}, want {want:?}", attr(sysfs, "state"));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The appliance with only a sensor device (no camera: cheap under emulation) and the hardware watchdog on.
+    fn config(dev: &str) -> String {
+        format!(
+            "[telemetry]\nlisten = \"127.0.0.1:0\"\n[runtime]\nhardware_watchdog = \"{dev}\"\n\
+             hardware_watchdog_secs = {SECS}\n[sensors]\nlisten = [\"127.0.0.1:0\"]\n\
+             [[sensors.devices]]\nname = \"dev\"\nloc_id = \"1234\"\n[[zones]]\nname = \"room\"\ndevices = [\"dev\"]\n"
+        )
+    }
+
+    /// The shipped binary (`ember-edge run`, as the service starts it): it arms the device with the configured
+    /// timeout, keeps the board up for several timeouts while healthy, and a SIGTERM (systemd's stop) ends with the
+    /// magic close: the kernel shows the watchdog inactive and no reset follows in several more timeouts.
+    #[test]
+    fn a_healthy_appliance_keeps_the_board_up_and_a_clean_stop_disarms_the_watchdog() {
+        let Some((dev, sysfs)) = rig() else { return };
+        let bin = std::env::var("EMBER_QEMU_BIN").ok().filter(|b| !b.is_empty()).expect("EMBER_QEMU_BIN: --bin");
+        let dir = std::env::temp_dir().join(format!("ember-wdog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("wdog.toml");
+        std::fs::write(&cfg, config(&dev)).unwrap();
+        assert_eq!(attr(&sysfs, "state"), "inactive", "nobody holds the watchdog before the appliance");
+        let mut child = Command::new(&bin)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::thread::spawn(move || {
+            let mut all = String::new();
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                all.push_str(&l);
+                all.push('\n');
+            }
+            all
+        });
+        wait_for_state(&sysfs, "active", Duration::from_secs(60));
+        assert_eq!(attr(&sysfs, "timeout"), SECS.to_string(), "the configured timeout is in force");
+        // Several timeouts: were the feeding to stop, the board would reset and this test would never end.
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(4 * SECS) {
+            assert!(child.try_wait().unwrap().is_none(), "the appliance exited");
+            assert_eq!(attr(&sysfs, "state"), "active");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        eprintln!("healthy for {:.1} s = {} timeouts of {SECS} s, no reset", t0.elapsed().as_secs_f64(), 4);
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        let log = log.join().unwrap();
+        assert_eq!(status.code(), Some(0), "log:\n{log}");
+        assert!(log.contains(&format!("hardware watchdog {dev} armed: {SECS} s")), "{log}");
+        assert!(log.contains(&format!("hardware watchdog {dev} disarmed")), "{log}");
+        assert!(!log.contains("not feeding the hardware watchdog"), "{log}");
+        // The magic close: the driver stopped the timer; nothing feeds it now and nothing may reset the board.
+        assert_eq!(attr(&sysfs, "state"), "inactive", "the magic close disarmed the watchdog");
+        std::thread::sleep(Duration::from_secs(3 * SECS));
+        assert_eq!(attr(&sysfs, "state"), "inactive");
+        eprintln!("clean stop: disarmed, no reset in {} s", 3 * SECS);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An alarm output driver that hangs (a relay board that never answers) once `hang` is set: the fusion loop
+    /// calls it every half second, so the loop itself stalls, as it would on a real hung driver. The hang is
+    /// wrapped in `block_in_place`, which hands the rest of this worker's tasks to another thread: only the fusion
+    /// loop stalls, so the test shows the health gate stopping the feed, not a runtime worker that took the
+    /// watchdog's task down with it (that would reset the board too, but without naming the part).
+    struct HangingOutput {
+        hang: Arc<AtomicBool>,
+    }
+
+    impl AlarmOutput for HangingOutput {
+        fn name(&self) -> &'static str {
+            "hanging"
+        }
+        fn apply(&mut self, _: Outputs) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn tick(&mut self) -> std::io::Result<()> {
+            if self.hang.load(Ordering::Relaxed) {
+                tokio::task::block_in_place(|| {
+                    while self.hang.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                });
+            }
+            Ok(())
+        }
+    }
+
+    /// The appliance (in this process, with a hanging output driver) stalls its fusion loop: fusion stops beating,
+    /// the health gate names it, the feeding stops and the i6300esb resets the board. The test never returns
+    /// when that works; board/qemu/init runs it last and alone (it is in the rig's `--reboot-test`) and the next
+    /// boot prints the kernel's reset reason. Returning is a failure.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_stalled_fusion_loop_reboots_the_board() {
+        let Some((dev, sysfs)) = rig() else { return };
+        let loaded = ember_edge::config::load_str("wdog.toml", &config(&dev), std::path::Path::new("."))
+            .unwrap_or_else(|p| panic!("{p:?}"));
+        let hang = Arc::new(AtomicBool::new(false));
+        let app = App::start(
+            &loaded,
+            Overrides { alarm: Some(Box::new(HangingOutput { hang: Arc::clone(&hang) })), ..Default::default() },
+        )
+        .await
+        .unwrap();
+        let s = sysfs.clone();
+        tokio::task::spawn_blocking(move || wait_for_state(&s, "active", Duration::from_secs(60))).await.unwrap();
+        // Healthy first: one timeout and more, fed.
+        tokio::time::sleep(Duration::from_secs(2 * SECS)).await;
+        assert!(app.health.dead(tokio::time::Instant::now()).is_empty(), "healthy before the stall");
+        eprintln!("WDOG-STALL: fusion loop stalled now (watchdog {dev}, {SECS} s)");
+        hang.store(true, Ordering::Relaxed);
+        let t0 = Instant::now();
+        let mut named = false;
+        let mut said = 0;
+        while t0.elapsed() < Duration::from_secs(60) {
+            let dead = app.health.dead(tokio::time::Instant::now());
+            if !named && !dead.is_empty() {
+                eprintln!("WDOG-STALL: +{:.1} s health gate closed: {}", t0.elapsed().as_secs_f64(), dead.join(", "));
+                named = true;
+            }
+            // A timeline on the console: the last line before the reset says how long the board lived on.
+            if t0.elapsed().as_secs() > said {
+                said = t0.elapsed().as_secs();
+                eprintln!("WDOG-STALL: +{said} s, watchdog {}", attr(&sysfs, "state"));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("the board was not reset 60 s after the fusion loop stalled (gate closed: {named})");
+    }
+}

@@ -48,7 +48,9 @@ pub fn feed_period(timeout: Duration) -> Duration {
     (timeout / 3).max(Duration::from_millis(100))
 }
 
-/// Feeds `dev` every `period` while every part of `health` is healthy; disarms it when `stop` is cancelled.
+/// Feeds `dev` every `period` while no part of `health` is dead; disarms it when `stop` is cancelled. The gate is
+/// `Health::dead`, the one `sdnotify::feed_watchdog` uses for `WATCHDOG=1`: a part only in trouble (the spool's
+/// disk) keeps it fed, because a reset would not mend a disk and would drop what the appliance holds in memory.
 pub async fn run(
     mut dev: HwWatchdog,
     health: Arc<Health>,
@@ -62,7 +64,7 @@ pub async fn run(
             _ = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let failing = health.failing(tokio::time::Instant::now());
+        let failing = health.dead(tokio::time::Instant::now());
         if failing.is_empty() {
             if let Err(e) = dev.feed() {
                 log::error!("hardware watchdog {}: cannot feed it: {e}; the board will reset", dev.path.display());
@@ -109,9 +111,13 @@ mod tests {
         part.set(PartState::Running);
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(std::fs::read(&path).unwrap(), b"\0\0\0\0", "fed again once healthy");
+        // Trouble (the systemd gate feeds through it) keeps the board's watchdog fed too.
+        part.set(PartState::Trouble("spool disk full".into()));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(std::fs::read(&path).unwrap(), b"\0\0\0\0\0", "fed while only in trouble");
         stop.cancel();
         task.await.unwrap().unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"\0\0\0\0V", "magic close last");
+        assert_eq!(std::fs::read(&path).unwrap(), b"\0\0\0\0\0V", "magic close last");
         let _ = std::fs::remove_file(&path);
     }
 
