@@ -256,6 +256,10 @@ impl App {
             let (gpio, q) = (b.gpio.clone(), observations.clone());
             let long = Duration::from_secs_f64(c.alarm.long_press_secs);
             app.spawn("ack-button", None, move |_, stop| crate::alarm::gpio::watch_button(gpio, long, q, stop));
+            if b.gpio.manual_input.is_some() {
+                let (gpio, q) = (b.gpio.clone(), observations.clone());
+                app.spawn("manual-input", None, move |_, stop| crate::alarm::gpio::watch_manual_input(gpio, q, stop));
+            }
         }
         if let Some(period) = sdnotify::watchdog_interval() {
             let health = Arc::clone(&health);

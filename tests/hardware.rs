@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ember_edge::alarm::gpio::{GpioOutputs, LONG_PRESS, watch_button};
+use ember_edge::alarm::gpio::{GpioOutputs, LONG_PRESS, watch_button, watch_manual_input};
 use ember_edge::alarm::{AlarmOutput, Outputs, Siren};
 use ember_edge::board::{Gpio, Line};
 use ember_edge::event::{Observation, OperatorCmd};
@@ -34,6 +34,7 @@ fn profile(chip: &str) -> Gpio {
         siren: line(1, false),
         trouble_led: line(2, false),
         ack_button: line(3, true),
+        manual_input: Some(line(4, true)),
     }
 }
 
@@ -77,6 +78,26 @@ async fn a_button_press_injected_by_the_harness_becomes_an_operator_command() {
     task.await.unwrap().unwrap();
 }
 
+#[tokio::test]
+async fn the_manual_input_cuts_the_output_delays() {
+    let (chip, sysfs) = rig();
+    let pull = |v: &str| std::fs::write(sysfs.join("sim_gpio4/pull"), v).unwrap();
+    pull("pull-up"); // inactive (active-low key switch)
+    let q: Queue<Observation> = Queue::new("t", 16, Overflow::DropOldest);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(watch_manual_input(profile(&chip), q.clone(), stop.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(q.is_empty(), "nothing before the input is operated");
+    pull("pull-down"); // operated
+    let ev = tokio::time::timeout(Duration::from_secs(5), q.pop()).await.expect("no manual input event");
+    assert!(matches!(ev, Observation::Operator { zone: None, cmd: OperatorCmd::CutDelay, .. }), "{ev:?}");
+    pull("pull-up"); // released: no second command
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(q.is_empty(), "release is not an activation");
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
 /// rppal on QEMU's raspi3b machine (BCM2837 registers through /dev/mem; the rig boots with iomem=relaxed).
 #[cfg(feature = "rppal")]
 #[test]
@@ -94,6 +115,7 @@ fn rppal_toggles_pins_on_raspi3b() {
         siren: bcm(27, false),
         trouble_led: bcm(22, false),
         ack_button: bcm(23, true),
+        manual_input: None,
     };
     let mut out = ember_edge::alarm::rppal_backend::RppalOutputs::open(&g).unwrap();
     assert_eq!(out.levels(), [true, false, false], "safe: active-low relay high, others low");

@@ -125,6 +125,25 @@ pub fn classify_press(held: Duration, long: Duration) -> OperatorCmd {
     if held >= long { OperatorCmd::LongPress } else { OperatorCmd::Button }
 }
 
+/// An input line of `g` with both edges reported after the kernel's debounce, active as the wiring says.
+fn request_input(g: &Gpio, line: &Line, what: &str) -> anyhow::Result<gpiocdev::tokio::AsyncRequest> {
+    let off = resolve(&g.chip, line)?;
+    let mut b = Request::builder();
+    b.on_chip(&g.chip)
+        .with_consumer(g.consumer.clone())
+        .with_line(off)
+        .as_input()
+        .with_bias(Bias::PullUp)
+        .with_edge_detection(EdgeDetection::BothEdges)
+        .with_debounce_period(Duration::from_millis(line.debounce_ms.max(1) as u64));
+    if line.active_low {
+        b.as_active_low();
+    }
+    let req = b.request().map_err(|source| GpioError::Request { chip: g.chip.clone(), source })?;
+    log::info!("{what} on {} line {off}", g.chip);
+    Ok(gpiocdev::tokio::AsyncRequest::new(req))
+}
+
 /// Watches the ack button (edge events with the kernel's debounce) and turns presses into operator commands
 /// for every zone; `long` is `[alarm] long_press_secs`. Runs until `stop`.
 pub async fn watch_button(
@@ -133,21 +152,7 @@ pub async fn watch_button(
     out: Queue<Observation>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let off = resolve(&g.chip, &g.ack_button)?;
-    let mut b = Request::builder();
-    b.on_chip(&g.chip)
-        .with_consumer(g.consumer.clone())
-        .with_line(off)
-        .as_input()
-        .with_bias(Bias::PullUp)
-        .with_edge_detection(EdgeDetection::BothEdges)
-        .with_debounce_period(Duration::from_millis(g.ack_button.debounce_ms.max(1) as u64));
-    if g.ack_button.active_low {
-        b.as_active_low();
-    }
-    let req = b.request().map_err(|source| GpioError::Request { chip: g.chip.clone(), source })?;
-    let req = gpiocdev::tokio::AsyncRequest::new(req);
-    log::info!("ack button on {} line {off}", g.chip);
+    let req = request_input(&g, &g.ack_button, "ack button")?;
     let mut pressed_at: Option<tokio::time::Instant> = None;
     loop {
         let ev = tokio::select! {
@@ -164,6 +169,24 @@ pub async fn watch_button(
                     out.push(Observation::Operator { zone: None, cmd, at: now });
                 }
             }
+        }
+    }
+}
+
+/// Watches the board's manual input (`[gpio] manual_input`): each activation cuts every running output delay
+/// (`CutDelay` for every zone; nothing happens where no delay runs). Runs until `stop`; nothing to do without
+/// the line.
+pub async fn watch_manual_input(g: Gpio, out: Queue<Observation>, stop: CancellationToken) -> anyhow::Result<()> {
+    let Some(line) = g.manual_input.clone() else { return Ok(()) };
+    let req = request_input(&g, &line, "manual input")?;
+    loop {
+        let ev = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            ev = req.read_edge_event() => ev?,
+        };
+        if ev.kind == EdgeKind::Rising {
+            log::info!("manual input: cut the output delays");
+            out.push(Observation::Operator { zone: None, cmd: OperatorCmd::CutDelay, at: tokio::time::Instant::now() });
         }
     }
 }

@@ -52,6 +52,10 @@ pub struct Gpio {
     pub siren: Line,
     pub trouble_led: Line,
     pub ack_button: Line,
+    /// Optional manual input (a key switch or a second button, EN 54-2 §7.11): while an output delay runs, its
+    /// activation cuts the delay in every zone (outputs on at once), as the ack button's long press does.
+    #[serde(default)]
+    pub manual_input: Option<Line>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,12 +106,13 @@ fn validate(b: &Board) -> Vec<(Vec<PathSeg>, String)> {
     if !glibc_ok {
         out.push((vec![key("glibc_max")], format!("glibc_max must look like 2.34, got `{}`", b.glibc_max)));
     }
-    let lines = [
+    let mut lines = vec![
         ("relay", &b.gpio.relay),
         ("siren", &b.gpio.siren),
         ("trouble_led", &b.gpio.trouble_led),
         ("ack_button", &b.gpio.ack_button),
     ];
+    lines.extend(b.gpio.manual_input.as_ref().map(|l| ("manual_input", l)));
     for (i, (n, l)) in lines.iter().enumerate() {
         if lines[..i].iter().any(|(_, o)| o.name == l.name) {
             out.push((vec![key("gpio"), key(n), key("name")], format!("gpio {n} reuses line `{}`", l.name)));
