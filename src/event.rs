@@ -242,4 +242,7 @@ pub struct Transition {
     /// The newest frame that counted as vision evidence in the zone, while vision is among `sources`. The log
     /// names it; the wire alert does not carry it (that would change the wire format).
     pub vision_frame: Option<FrameRef>,
+    /// The device whose thermal frames last confirmed thermal evidence in the zone, while thermal is among
+    /// `sources`: its grid is kept with the event's snapshot.
+    pub thermal_device: Option<usize>,
 }

@@ -8,6 +8,10 @@
 //! gone) the writer keeps the newest events in a fixed in-memory ring (older ones counted as lost), raises
 //! TROUBLE (the trouble output, `/health` and the status page, a metric) and writes the held events out, in order, as soon as
 //! the disk takes them again.
+//!
+//! An alarm's picture (`crate::snapshot`) is named by its event's id: a transition recorded with
+//! `record_with_snapshot` carries the request to the writer, which offers it to the snapshot writer once the
+//! id is given (again without waiting).
 
 pub mod record;
 pub mod store;
@@ -15,7 +19,7 @@ pub mod store;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use crate::event::SourceRef;
@@ -121,7 +125,8 @@ impl Event {
 }
 
 enum Msg {
-    Event(Event),
+    /// An event, and what to keep of the alarm moment once it has its id.
+    Event(Event, Option<crate::snapshot::Request>),
     /// Answered once everything sent before it is written (or held in memory).
     Flush(SyncSender<()>),
 }
@@ -153,6 +158,8 @@ struct Shared {
     zones: Vec<String>,
     cameras: Vec<String>,
     devices: Vec<String>,
+    /// The alarm snapshot store, once the cameras exist (`attach_snapshots`).
+    snapshots: OnceLock<crate::snapshot::Snapshots>,
 }
 
 /// The handle every part records through; cheap to clone.
@@ -175,6 +182,9 @@ pub struct Page {
     pub lost: u64,
     /// True while the disk refuses events (they are held in memory).
     pub trouble: bool,
+    /// The alarm snapshots held for events of this page (`GET /api/events/{id}/snapshot.jpg`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<crate::snapshot::Info>,
 }
 
 /// The names events use for zones and sources, in config order.
@@ -270,6 +280,7 @@ impl EventLog {
             zones: names.zones,
             cameras: names.cameras,
             devices: names.devices,
+            snapshots: OnceLock::new(),
         });
         let (tx, rx) = std::sync::mpsc::sync_channel(CHANNEL);
         let writer = Arc::clone(&shared);
@@ -289,7 +300,26 @@ impl EventLog {
 
     /// Offers `ev` to the writer; never blocks (a full queue loses the event, counted).
     pub fn record(&self, ev: Event) {
-        match self.tx.try_send(Msg::Event(ev)) {
+        self.send(Msg::Event(ev, None));
+    }
+
+    /// Like `record`, and once the event has its id the snapshot `snap` asks for is offered to the snapshot
+    /// writer under that id (dropped without a snapshot store).
+    pub fn record_with_snapshot(&self, ev: Event, snap: crate::snapshot::Request) {
+        self.send(Msg::Event(ev, Some(snap)));
+    }
+
+    /// Gives the log the snapshot store its alarm events' pictures go to (once; later calls are ignored).
+    pub fn attach_snapshots(&self, s: crate::snapshot::Snapshots) {
+        let _ = self.shared.snapshots.set(s);
+    }
+
+    pub fn snapshots(&self) -> Option<&crate::snapshot::Snapshots> {
+        self.shared.snapshots.get()
+    }
+
+    fn send(&self, m: Msg) {
+        match self.tx.try_send(m) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.shared.counters.overflow.inc(),
         }
@@ -330,7 +360,9 @@ impl EventLog {
         let first = inner.store.as_ref().and_then(Store::first_id).or_else(|| inner.memory.front().map(|e| e.id));
         drop(inner);
         let c = &self.shared.counters;
+        let snapshots = self.snapshots().map(|s| s.infos(events.iter().map(|e| e.id))).unwrap_or_default();
         Page {
+            snapshots,
             next: events.last().map_or(q.since, |e| e.id),
             events,
             first,
@@ -360,9 +392,14 @@ impl Shared {
     fn run(&self, rx: Receiver<Msg>) {
         loop {
             match rx.recv_timeout(RETRY) {
-                Ok(Msg::Event(ev)) => {
+                Ok(Msg::Event(ev, snap)) => {
                     let mut inner = lock(&self.inner);
-                    self.put(&mut inner, ev);
+                    let id = self.put(&mut inner, ev);
+                    drop(inner);
+                    if let (Some(mut r), Some(s)) = (snap, self.snapshots.get()) {
+                        r.event = id;
+                        s.request(r);
+                    }
                 }
                 Ok(Msg::Flush(done)) => {
                     let mut inner = lock(&self.inner);
@@ -423,18 +460,19 @@ impl Shared {
         true
     }
 
-    /// Gives `ev` the next id and writes it, or holds it in memory while the disk refuses.
-    fn put(&self, inner: &mut Inner, mut ev: Event) {
+    /// Gives `ev` the next id and writes it, or holds it in memory while the disk refuses; returns the id.
+    fn put(&self, inner: &mut Inner, mut ev: Event) -> u64 {
         // Held events (and the log's own note on recovery) take their ids before this one: ids stay in order.
         let drained = self.drain_memory(inner);
         ev.id = inner.next_id;
+        let id = ev.id;
         inner.next_id += 1;
         if drained && let Some(store) = inner.store.as_mut() {
             match store.append(&ev) {
                 Ok(dropped) => {
                     self.counters.dropped.add(dropped);
                     self.counters.written.inc();
-                    return;
+                    return id;
                 }
                 Err(e) => {
                     if !self.trouble.load(Ordering::Relaxed) {
@@ -457,6 +495,7 @@ impl Shared {
             inner.next_id += 1;
             self.hold(inner, note);
         }
+        id
     }
 
     fn show_trouble(&self, on: bool) {

@@ -237,7 +237,21 @@ fn log_transition(log: &EventLog, t: &Transition) {
     detail.push_str(&frame_note(t));
     let mut ev = Event::now(Kind::Zone, detail);
     ev.zone = Some(log.zone_name(t.zone));
-    log.record(ev);
+    match snapshot_of(t) {
+        Some(r) => log.record_with_snapshot(ev, r),
+        None => log.record(ev),
+    }
+}
+
+/// What to keep of the moment a zone went to PRE_ALARM or ALARM on vision or thermal evidence: the deciding
+/// frame and its device grid. The log's writer gives it the event's id; the snapshot writer does the rest.
+fn snapshot_of(t: &Transition) -> Option<crate::snapshot::Request> {
+    let rising = matches!(t.to, ZoneState::PreAlarm | ZoneState::Alarm) && t.from != t.to;
+    (rising && (t.vision_frame.is_some() || t.thermal_device.is_some())).then_some(crate::snapshot::Request {
+        event: 0,
+        frame: t.vision_frame,
+        device: t.thermal_device,
+    })
 }
 
 /// An output delay's change as a zone event: "delay on (300 s)", "delay cut by operator", "delay expired".

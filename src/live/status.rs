@@ -162,6 +162,7 @@ mod tests {
             test: false,
             reason: reason::SMOKE_ALONE,
             vision_frame: None,
+            thermal_device: None,
         }
     }
 

@@ -536,6 +536,7 @@ mod tests {
             test: false,
             reason: reason::SINGLE_SOURCE,
             vision_frame: None,
+            thermal_device: None,
         }
     }
 

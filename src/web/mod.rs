@@ -215,8 +215,13 @@ async fn handle(
     if method != "GET" && method != "HEAD" {
         return respond(&mut stream, 405, "text/plain", "", b"method not allowed\n", false).await;
     }
-    let (status, ctype, body) =
-        if path == "/api/events" { api::events(state.operator.as_ref(), query) } else { api::telemetry(state, path) };
+    let (status, ctype, body) = if path == "/api/events" {
+        api::events(state.operator.as_ref(), query)
+    } else if let Some(rest) = path.strip_prefix("/api/events/") {
+        api::snapshot(state.operator.as_ref(), rest)
+    } else {
+        api::telemetry(state, path)
+    };
     // HEAD here announces an empty body (Content-Length 0), as this listener always has.
     respond(&mut stream, status, ctype, "", if method == "HEAD" { &[] } else { &body }, false).await
 }
