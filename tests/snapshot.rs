@@ -1,6 +1,7 @@
 //! The picture of the alarm moment through the running appliance: the demo camera's alarm has a snapshot whose
 //! JPEG decodes and shows the detector's boxes (drawn where `snapshot.json` says, absent from the same frame in
-//! `frames/0.jpg`), with the frames before it; a zone of a thermal device only keeps the device's 32×24 grid.
+//! `frames/0.jpg`), with the frames before it, and the alert for it names the event and the frame; a zone of a
+//! thermal device only keeps the device's 32×24 grid.
 
 mod common;
 
@@ -66,7 +67,8 @@ fn with_events_dir(toml: String, dir: &std::path::Path) -> String {
 async fn a_demo_camera_alarm_has_a_snapshot_that_shows_the_boxes() {
     let dir = start_dir("camera");
     let loaded = load(&with_events_dir(site_toml(""), &dir));
-    let ov = Overrides { collector_sink: Some(Box::new(SharedBuf::default())), ..Default::default() };
+    let sink = SharedBuf::default();
+    let ov = Overrides { collector_sink: Some(Box::new(sink.clone())), ..Default::default() };
     let app = App::start(&loaded, ov).await.unwrap();
     let addr = app.telemetry_addr;
     let snap = wait_snapshot(addr, |s| s["camera"] == true).await;
@@ -114,6 +116,14 @@ async fn a_demo_camera_alarm_has_a_snapshot_that_shows_the_boxes() {
     .await
     .unwrap();
     assert_eq!(missing, [404, 400]);
+    // The control room's alert for that transition names the event and the frame, to ask for the picture.
+    let deadline = Instant::now() + common::scaled(Duration::from_secs(10));
+    while !sink.alerts().iter().any(|a| a["event_id"] == id) {
+        assert!(Instant::now() < deadline, "no alert with event_id {id}: {:?}", sink.alerts());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let alert = sink.alerts().into_iter().find(|a| a["event_id"] == id).unwrap();
+    assert_eq!((&alert["camera"], &alert["frame"]), (&Value::from(0), &meta["frame"]), "{alert}");
     app.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

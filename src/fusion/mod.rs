@@ -393,6 +393,7 @@ impl Fusion {
             reason: why,
             vision_frame: if active & evidence::VISION != 0 { z.vision_frame } else { None },
             thermal_device: if active & evidence::THERMAL != 0 { z.thermal_device } else { None },
+            event_id: None,
         };
         z.state = to;
         out(t);

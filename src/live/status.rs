@@ -163,6 +163,7 @@ mod tests {
             reason: reason::SMOKE_ALONE,
             vision_frame: None,
             thermal_device: None,
+            event_id: None,
         }
     }
 
