@@ -147,7 +147,7 @@ impl App {
             Queue::new("observations", c.runtime.observation_queue, Overflow::DropOldest);
         metrics::register_queue(&registry, "observations", observations.capacity(), observations.stats());
 
-        let events = app.start_event_log(loaded, &registry);
+        let (events, events_dir) = app.start_event_log(loaded, &registry);
 
         // Telemetry next, so a failing start-up can still be observed.
         let listener = bind("telemetry", c.telemetry.listen).await?;
@@ -166,6 +166,7 @@ impl App {
         }
         let live = crate::live::Live::new(c, &registry, &health, &devices, &clock, app.stop.clone());
         live.start().map_err(|e| anyhow::anyhow!("cannot start the live-view encoders: {e}"))?;
+        events.attach_snapshots(start_snapshots(loaded, &events_dir, &live, &devices, &registry));
         let state = web::HttpState::with_live(
             Arc::clone(&registry),
             Arc::clone(&health),
@@ -272,7 +273,7 @@ impl App {
     }
 
     /// Opens the event log (a temporary folder when `events_dir` is unset) and records start and the config.
-    fn start_event_log(&mut self, loaded: &Loaded, registry: &Registry) -> EventLog {
+    fn start_event_log(&mut self, loaded: &Loaded, registry: &Registry) -> (EventLog, std::path::PathBuf) {
         let c = &loaded.config;
         let dir = match &c.uplink.events_dir {
             Some(d) => loaded.resolve(d),
@@ -289,7 +290,7 @@ impl App {
         let note = format!("{} sha256 {}", loaded.source_name, loaded.sha256);
         let part = self.health.register("event log", None);
         let log = EventLog::start(
-            dir,
+            dir.clone(),
             c.uplink.events_max_bytes,
             c.uplink.fsync.into(),
             Names::from_config(c),
@@ -298,7 +299,7 @@ impl App {
             &note,
         );
         self.events = Some(log.clone());
-        log
+        (log, dir)
     }
 
     /// The hardware watchdog, when configured. A missing or unusable device is an ERROR but does not stop the
@@ -413,4 +414,37 @@ impl App {
         }
         ShutdownReport { joined, aborted, elapsed: started.elapsed() }
     }
+}
+
+/// The alarm snapshot store (`snapshots_dir`, or `snapshots` inside the event log's folder), fed from the
+/// cameras' frame rings and the devices' thermal grids.
+fn start_snapshots(
+    loaded: &Loaded,
+    events_dir: &std::path::Path,
+    live: &crate::live::Live,
+    devices: &Arc<Devices>,
+    registry: &Registry,
+) -> crate::snapshot::Snapshots {
+    let c = &loaded.config;
+    let dir = match &c.uplink.snapshots_dir {
+        Some(d) => loaded.resolve(d),
+        None => events_dir.join("snapshots"),
+    };
+    let cameras = live
+        .cameras
+        .iter()
+        .map(|cam| crate::snapshot::Camera { name: cam.name.clone(), ring: Arc::clone(&cam.ring) })
+        .collect();
+    let max_len =
+        c.cameras.iter().map(|cam| crate::frame::PixelFormat::Rgb24.frame_len(cam.max_width, cam.max_height)).max();
+    crate::snapshot::Snapshots::start(
+        dir,
+        c.uplink.snapshots_max_bytes,
+        c.uplink.snapshots_max_count as usize,
+        cameras,
+        Some(Arc::clone(devices)),
+        c.sensors.devices.iter().map(|d| d.name.clone()).collect(),
+        max_len.unwrap_or(0),
+        registry,
+    )
 }

@@ -240,6 +240,12 @@ pub struct Transition {
     /// `reason::*`: why.
     pub reason: u8,
     /// The newest frame that counted as vision evidence in the zone, while vision is among `sources`. The log
-    /// names it; the wire alert does not carry it (that would change the wire format).
+    /// names it, the snapshot keeps it, and the alert carries it after its body (`wire::AlertExt`).
     pub vision_frame: Option<FrameRef>,
+    /// The device whose thermal frames last confirmed thermal evidence in the zone, while thermal is among
+    /// `sources`: its grid is kept with the event's snapshot.
+    pub thermal_device: Option<usize>,
+    /// The event log's id of this transition's event, given after the outputs are set and before the alert is
+    /// queued: the alert carries it, so the control room can ask for the event's snapshot. None without a log.
+    pub event_id: Option<u64>,
 }

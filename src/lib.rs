@@ -41,6 +41,7 @@ pub mod prng;
 pub mod queue;
 pub mod retry;
 pub mod sensor;
+pub mod snapshot;
 
 /// Test-only global allocator that counts allocations made by the current thread, so tests can
 /// prove the per-frame paths do not allocate (tests run on parallel threads, hence per-thread).

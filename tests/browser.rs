@@ -10,7 +10,8 @@
 //! The operator page that acts: with the listener open (loopback) and with a token, an alarm shows the banner, and
 //! the page's buttons acknowledge, silence and reset the zone (reset only after its confirmation); a command sent
 //! without the token is refused and the page says so; the page's event log lists each command with who sent it;
-//! each thermal grid has its colour scale with min and max.
+//! each thermal grid has its colour scale with min and max; the alarm's snapshot (the camera frame that decided
+//! it) shows beside its event.
 
 mod common;
 
@@ -343,6 +344,21 @@ fn operate(b: &mut Browser, addr: std::net::SocketAddr, token: Option<&str>) {
         wait_page(b, &s, "no alarm banner", |v| v["banner"].as_str().unwrap_or("").starts_with("ALARM: room"))
     };
     assert!(seen["banner"].as_str().unwrap().contains("room"), "{seen}");
+    // The alarm moment's picture is on the page beside its event, loaded with the page's credential.
+    let deadline = Instant::now() + scaled(Duration::from_secs(20));
+    loop {
+        let pics = b.eval(
+            &s,
+            "JSON.stringify([...document.querySelectorAll('#events td.snap img')]\
+             .map(i => [i.closest('tr').dataset.kind, i.dataset.file, i.complete && i.naturalWidth > 0]))",
+        );
+        let pics: Vec<(String, String, bool)> = serde_json::from_str(pics.as_str().unwrap_or("[]")).unwrap_or_default();
+        if pics.iter().any(|(kind, file, loaded)| kind == "zone" && file == "snapshot.jpg" && *loaded) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no alarm snapshot shown on the page: {pics:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let mut presses = 0;
     if token.is_some() {
         // Without the token the appliance refuses the command, and the page says so; the zone stays in alarm.

@@ -41,6 +41,7 @@ const WORKING_VALUES: &[&str] = &[
     "uplink.key_file",
     "uplink.spool_dir",
     "uplink.events_dir",
+    "uplink.snapshots_dir",
     "runtime.hardware_watchdog",
     "uplink.mqtt.ca_file",
     "uplink.mqtt.client_cert",

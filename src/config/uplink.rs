@@ -54,6 +54,18 @@ pub struct Uplink {
     /// and counted. Default 1 MiB.
     #[serde(default = "default_events_bytes")]
     pub events_max_bytes: u64,
+    /// Folder of the alarm snapshots (relative to the config file): the deciding camera frame with its boxes and
+    /// the frames before it, or the thermal grid, per PRE_ALARM/ALARM event. Unset: `snapshots` inside the
+    /// event log's folder.
+    #[serde(default)]
+    pub snapshots_dir: Option<String>,
+    /// Most bytes the snapshot store may hold; beyond it the oldest snapshots are removed and counted.
+    /// Default 8 MiB.
+    #[serde(default = "default_snapshots_bytes")]
+    pub snapshots_max_bytes: u64,
+    /// Most snapshots kept (one per alarm event), oldest removed first. Default 64.
+    #[serde(default = "default_snapshots_count")]
+    pub snapshots_max_count: u32,
     /// "always": fsync every alert (default; alerts are rare, so SD-card wear is negligible and a power cut
     /// loses nothing acknowledged to fusion). "never": leave it to the kernel (survives crashes, not power loss).
     #[serde(default = "default_fsync")]
@@ -155,6 +167,9 @@ impl Default for Uplink {
             spool_max_bytes: default_spool_bytes(),
             events_dir: None,
             events_max_bytes: default_events_bytes(),
+            snapshots_dir: None,
+            snapshots_max_bytes: default_snapshots_bytes(),
+            snapshots_max_count: default_snapshots_count(),
             fsync: default_fsync(),
             mqtt: MqttSettings::default(),
         }
@@ -189,6 +204,12 @@ fn default_topic_prefix() -> String {
 }
 fn default_events_bytes() -> u64 {
     1 << 20
+}
+fn default_snapshots_bytes() -> u64 {
+    8 << 20
+}
+fn default_snapshots_count() -> u32 {
+    64
 }
 fn default_spool_bytes() -> u64 {
     8 << 20
@@ -247,6 +268,12 @@ pub(super) fn validate(
     }
     if !(4096..=(1u64 << 30)).contains(&u.events_max_bytes) {
         push(vec![key("uplink"), key("events_max_bytes")], "events_max_bytes must be 4096..=1 GiB".into());
+    }
+    if !(65536..=(1u64 << 34)).contains(&u.snapshots_max_bytes) {
+        push(vec![key("uplink"), key("snapshots_max_bytes")], "snapshots_max_bytes must be 65536..=16 GiB".into());
+    }
+    if !(1..=4096).contains(&u.snapshots_max_count) {
+        push(vec![key("uplink"), key("snapshots_max_count")], "snapshots_max_count must be 1..=4096".into());
     }
     validate_mqtt(&u.mqtt, base_dir, push);
     if let Some(k) = &u.key_file

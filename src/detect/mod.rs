@@ -122,6 +122,12 @@ impl Detections {
 /// must not block.
 pub trait DetectionSink: Send + Sync {
     fn offer(&self, d: &Detections);
+
+    /// `offer`, with the analysed frame the detections belong to (the live view keeps the last few for the
+    /// alarm snapshot). Called before fusion hears the frame's score.
+    fn offer_frame(&self, _frame: &Frame, d: &Detections) {
+        self.offer(d);
+    }
 }
 
 impl Detector {
@@ -346,7 +352,7 @@ impl DetectTask {
             self.counters.frames.inc();
             self.counters.score.set(score as f64);
             if let Some(sink) = &self.sink {
-                sink.offer(&a.detections(frame.meta.seq));
+                sink.offer_frame(&frame, &a.detections(frame.meta.seq));
             }
             self.output.push(Observation::Vision(VisionScore {
                 camera: self.camera,

@@ -8,14 +8,18 @@
 //! gone) the writer keeps the newest events in a fixed in-memory ring (older ones counted as lost), raises
 //! TROUBLE (the trouble output, `/health` and the status page, a metric) and writes the held events out, in order, as soon as
 //! the disk takes them again.
+//!
+//! An alarm's picture (`crate::snapshot`) is named by its event's id: a transition recorded with
+//! `record_with_snapshot` carries the request to the writer, which offers it to the snapshot writer once the
+//! id is given (again without waiting).
 
 pub mod record;
 pub mod store;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use crate::event::SourceRef;
@@ -94,7 +98,8 @@ impl Kind {
     }
 }
 
-/// One logged event. `id` rises by one per event for the life of the log (across restarts).
+/// One logged event. `id` rises by one per event for the life of the log (across restarts); it is given when the
+/// event is recorded, so an event lost to a full queue leaves a gap.
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Event {
     pub id: u64,
@@ -121,7 +126,8 @@ impl Event {
 }
 
 enum Msg {
-    Event(Event),
+    /// An event, and what to keep of the alarm moment once it has its id.
+    Event(Event, Option<crate::snapshot::Request>),
     /// Answered once everything sent before it is written (or held in memory).
     Flush(SyncSender<()>),
 }
@@ -129,7 +135,9 @@ enum Msg {
 struct Inner {
     store: Option<Store>,
     memory: heapless::Deque<Event, MEMORY_CAP>,
-    next_id: u64,
+    /// The log's own notes (disk refused, disk back), with their ids, waiting until every event with a lower id
+    /// has been taken from the queue.
+    notes: heapless::Deque<Event, 4>,
 }
 
 struct Counters {
@@ -143,6 +151,10 @@ struct Counters {
 
 struct Shared {
     inner: Mutex<Inner>,
+    /// The next id. Ids are given when an event is recorded (so a caller knows its event's id at once, e.g. for
+    /// the alert of a transition), under `send` together with the queueing, so the queue holds them in order.
+    next_id: AtomicU64,
+    send: Mutex<()>,
     trouble: AtomicBool,
     /// The log's part in `/health`: in TROUBLE (reported, the watchdog still fed) while the disk refuses.
     part: Option<PartHandle>,
@@ -153,6 +165,8 @@ struct Shared {
     zones: Vec<String>,
     cameras: Vec<String>,
     devices: Vec<String>,
+    /// The alarm snapshot store, once the cameras exist (`attach_snapshots`).
+    snapshots: OnceLock<crate::snapshot::Snapshots>,
 }
 
 /// The handle every part records through; cheap to clone.
@@ -175,6 +189,9 @@ pub struct Page {
     pub lost: u64,
     /// True while the disk refuses events (they are held in memory).
     pub trouble: bool,
+    /// The alarm snapshots held for events of this page (`GET /api/events/{id}/snapshot.jpg`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<crate::snapshot::Info>,
 }
 
 /// The names events use for zones and sources, in config order.
@@ -257,10 +274,12 @@ impl EventLog {
                 (None, false)
             }
         };
-        let next_id = store.as_ref().map(Store::next_id).unwrap_or(1);
+        let next_id = AtomicU64::new(store.as_ref().map(Store::next_id).unwrap_or(1));
         let trouble = store.is_none();
         let shared = Arc::new(Shared {
-            inner: Mutex::new(Inner { store, memory: heapless::Deque::new(), next_id }),
+            inner: Mutex::new(Inner { store, memory: heapless::Deque::new(), notes: heapless::Deque::new() }),
+            next_id,
+            send: Mutex::new(()),
             trouble: AtomicBool::new(trouble),
             part,
             counters,
@@ -270,6 +289,7 @@ impl EventLog {
             zones: names.zones,
             cameras: names.cameras,
             devices: names.devices,
+            snapshots: OnceLock::new(),
         });
         let (tx, rx) = std::sync::mpsc::sync_channel(CHANNEL);
         let writer = Arc::clone(&shared);
@@ -289,10 +309,40 @@ impl EventLog {
 
     /// Offers `ev` to the writer; never blocks (a full queue loses the event, counted).
     pub fn record(&self, ev: Event) {
-        match self.tx.try_send(Msg::Event(ev)) {
+        self.send(ev, None);
+    }
+
+    /// Like `record`, and returns the id the event has (also when the queue was full and it is lost: ids then
+    /// skip it).
+    pub fn record_id(&self, ev: Event) -> u64 {
+        self.send(ev, None)
+    }
+
+    /// Like `record`, and once the event has its id the snapshot `snap` asks for is offered to the snapshot
+    /// writer under that id (dropped without a snapshot store).
+    pub fn record_with_snapshot(&self, ev: Event, snap: crate::snapshot::Request) -> u64 {
+        self.send(ev, Some(snap))
+    }
+
+    /// Gives the log the snapshot store its alarm events' pictures go to (once; later calls are ignored).
+    pub fn attach_snapshots(&self, s: crate::snapshot::Snapshots) {
+        let _ = self.shared.snapshots.set(s);
+    }
+
+    pub fn snapshots(&self) -> Option<&crate::snapshot::Snapshots> {
+        self.shared.snapshots.get()
+    }
+
+    /// Gives `ev` its id and queues it; never waits for the writer (the lock only orders ids with queueing).
+    fn send(&self, mut ev: Event, snap: Option<crate::snapshot::Request>) -> u64 {
+        let _order = self.shared.send.lock().unwrap_or_else(|p| p.into_inner());
+        ev.id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = ev.id;
+        match self.tx.try_send(Msg::Event(ev, snap)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.shared.counters.overflow.inc(),
         }
+        id
     }
 
     /// Waits (at most `timeout`) until everything recorded before is written or held; false on timeout.
@@ -330,7 +380,9 @@ impl EventLog {
         let first = inner.store.as_ref().and_then(Store::first_id).or_else(|| inner.memory.front().map(|e| e.id));
         drop(inner);
         let c = &self.shared.counters;
+        let snapshots = self.snapshots().map(|s| s.infos(events.iter().map(|e| e.id))).unwrap_or_default();
         Page {
+            snapshots,
             next: events.last().map_or(q.since, |e| e.id),
             events,
             first,
@@ -358,17 +410,41 @@ fn send_within(tx: &SyncSender<Msg>, mut m: Msg, timeout: Duration) -> bool {
 
 impl Shared {
     fn run(&self, rx: Receiver<Msg>) {
+        // Flushes answered once the queue is empty and the notes are written too.
+        let mut flushed: Vec<SyncSender<()>> = Vec::new();
         loop {
-            match rx.recv_timeout(RETRY) {
-                Ok(Msg::Event(ev)) => {
+            let got = match rx.try_recv() {
+                Ok(m) => Ok(m),
+                Err(TryRecvError::Empty) => {
+                    // Every event with a lower id than a waiting note has been taken: the notes go now.
+                    self.put_notes(&mut lock(&self.inner), u64::MAX);
+                    for done in flushed.drain(..) {
+                        let _ = done.try_send(());
+                    }
+                    rx.recv_timeout(RETRY)
+                }
+                Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+            };
+            match got {
+                Ok(Msg::Event(ev, snap)) => {
                     let mut inner = lock(&self.inner);
+                    let id = ev.id;
+                    self.put_notes(&mut inner, id);
                     self.put(&mut inner, ev);
+                    drop(inner);
+                    if let (Some(mut r), Some(s)) = (snap, self.snapshots.get()) {
+                        r.event = id;
+                        s.request(r);
+                    }
                 }
                 Ok(Msg::Flush(done)) => {
                     let mut inner = lock(&self.inner);
                     self.drain_memory(&mut inner);
                     drop(inner);
-                    let _ = done.try_send(());
+                    // Bounded: a flush waits with a timeout, and its answer channel is dropped with it.
+                    if flushed.len() < 64 {
+                        flushed.push(done);
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let mut inner = lock(&self.inner);
@@ -376,7 +452,34 @@ impl Shared {
                         self.drain_memory(&mut inner);
                     }
                 }
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.put_notes(&mut lock(&self.inner), u64::MAX);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A note of the log itself, with the next id; written once every event with a lower id is.
+    fn note(&self, inner: &mut Inner, detail: &str) {
+        let mut ev = Event::now(Kind::Log, detail);
+        {
+            // Under the same lock as `send`: every event with a lower id is in the queue already.
+            let _order = self.send.lock().unwrap_or_else(|p| p.into_inner());
+            ev.id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        }
+        if inner.notes.is_full() {
+            inner.notes.pop_front();
+            self.counters.lost.inc();
+        }
+        let _ = inner.notes.push_back(ev);
+    }
+
+    /// Writes (or holds) the waiting notes with ids below `before`.
+    fn put_notes(&self, inner: &mut Inner, before: u64) {
+        while inner.notes.front().is_some_and(|n| n.id < before) {
+            if let Some(n) = inner.notes.pop_front() {
+                self.put(inner, n);
             }
         }
     }
@@ -411,24 +514,15 @@ impl Shared {
         if self.trouble.swap(false, Ordering::Relaxed) {
             self.show_trouble(false);
             log::warn!("event log {} writable again: held events written", self.dir.display());
-            let mut ev = Event::now(Kind::Log, "the disk takes events again: those held in memory are written");
-            ev.id = inner.next_id;
-            if let Some(store) = inner.store.as_mut()
-                && store.append(&ev).is_ok()
-            {
-                inner.next_id += 1;
-                self.counters.written.inc();
-            }
+            self.note(inner, "the disk takes events again: those held in memory are written");
         }
         true
     }
 
-    /// Gives `ev` the next id and writes it, or holds it in memory while the disk refuses.
-    fn put(&self, inner: &mut Inner, mut ev: Event) {
-        // Held events (and the log's own note on recovery) take their ids before this one: ids stay in order.
+    /// Writes `ev` (its id given by `send` or `note`), or holds it in memory while the disk refuses.
+    fn put(&self, inner: &mut Inner, ev: Event) {
+        // Held events have lower ids than this one: they go first, so ids stay in order.
         let drained = self.drain_memory(inner);
-        ev.id = inner.next_id;
-        inner.next_id += 1;
         if drained && let Some(store) = inner.store.as_mut() {
             match store.append(&ev) {
                 Ok(dropped) => {
@@ -452,10 +546,7 @@ impl Shared {
         }
         self.hold(inner, ev);
         if raised {
-            let mut note = Event::now(Kind::Log, "the disk refuses events: TROUBLE; the newest are held in memory");
-            note.id = inner.next_id;
-            inner.next_id += 1;
-            self.hold(inner, note);
+            self.note(inner, "the disk refuses events: TROUBLE; the newest are held in memory");
         }
     }
 

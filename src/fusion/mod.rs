@@ -111,6 +111,8 @@ struct ZoneRuntime {
     vision_score: f32,
     /// The newest frame that confirmed vision evidence.
     vision_frame: Option<FrameRef>,
+    /// The device whose frames last confirmed thermal evidence.
+    thermal_device: Option<usize>,
     max_c: f32,
     rise_c_per_min: f32,
     smoke_pct: f32,
@@ -176,6 +178,7 @@ impl Fusion {
                 handled_kinds: 0,
                 vision_score: 0.0,
                 vision_frame: None,
+                thermal_device: None,
                 max_c: f32::NAN,
                 rise_c_per_min: f32::NAN,
                 smoke_pct: f32::NAN,
@@ -271,9 +274,11 @@ impl Fusion {
                         if t.max_c >= z.rule.thermal_alarm_c || rising { s.thermal.saturating_add(1) } else { 0 };
                     if s.thermal >= z.rule.thermal_frames {
                         z.last_seen[kind_index(evidence::THERMAL)] = Some(t.at);
+                        z.thermal_device = Some(t.device);
                     }
                     if t.max_c >= z.rule.thermal_critical_c {
                         z.critical_seen = Some(t.at);
+                        z.thermal_device = Some(t.device);
                     }
                 }
                 self.settle_zones(t.device, false, t.at, out);
@@ -387,6 +392,8 @@ impl Fusion {
             test: to == ZoneState::Test || z.state == ZoneState::Test,
             reason: why,
             vision_frame: if active & evidence::VISION != 0 { z.vision_frame } else { None },
+            thermal_device: if active & evidence::THERMAL != 0 { z.thermal_device } else { None },
+            event_id: None,
         };
         z.state = to;
         out(t);

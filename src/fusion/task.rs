@@ -1,7 +1,8 @@
 //! The fusion task: the IO loop around the pure machine. It takes observations from the queue, ticks the
 //! machine twice a second, sets the local alarm outputs directly (no queue, no network between them; a zone whose
 //! output delay runs holds its relay and siren), and hands each transition and delay change to the status page,
-//! the metrics, the log and the uplink queue (transitions only: a delay is local).
+//! the metrics, the log and then the uplink queue (transitions only: a delay is local), after the outputs: the
+//! alert carries the id its event got from the log (so the control room can ask for the alarm's snapshot).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,9 +113,7 @@ impl FusionTask {
             log_trouble = trouble_now;
             let mut changes: Vec<Transition> = Vec::new();
             for t in pending.drain(..) {
-                if events.is_some() {
-                    changes.push(t);
-                }
+                changes.push(t);
                 states[t.zone] = t.to;
                 zone_status.record(&t, crate::live::status::unix_ms());
                 transitions.inc();
@@ -144,11 +143,6 @@ impl FusionTask {
                         t.to.label(),
                         crate::event::reason::label(t.reason)
                     ),
-                }
-                if let Some(q) = &uplink
-                    && q.push(t) == crate::queue::Pushed::Refused
-                {
-                    log::warn!("uplink queue full: alert for zone {zone} not queued");
                 }
             }
             for n in &notes {
@@ -185,14 +179,23 @@ impl FusionTask {
                 if let Some(o) = noted {
                     log_observation(log, &o);
                 }
-                for t in &changes {
-                    log_transition(log, t);
+                for t in &mut changes {
+                    t.event_id = Some(log_transition(log, t));
                 }
                 for n in &notes {
                     log_note(log, n);
                 }
                 if changed {
                     log.record(Event::now(Kind::Output, describe_outputs(&outputs)));
+                }
+            }
+            // The alerts after the log: each carries its event's id (queueing never waits either).
+            if let Some(q) = &uplink {
+                for t in &changes {
+                    if q.push(*t) == crate::queue::Pushed::Refused {
+                        let zone = zone_names.get(t.zone).map(String::as_str).unwrap_or("?");
+                        log::warn!("uplink queue full: alert for zone {zone} not queued");
+                    }
                 }
             }
             last_outputs = outputs;
@@ -224,7 +227,8 @@ fn log_observation(log: &EventLog, o: &Observation) {
     }
 }
 
-fn log_transition(log: &EventLog, t: &Transition) {
+/// Records a transition (with its snapshot request where it has one); returns the event's id.
+fn log_transition(log: &EventLog, t: &Transition) -> u64 {
     let why: Vec<&str> = crate::event::evidence::names(t.sources).collect();
     let mut detail = format!("{} → {} ({}", t.from.label(), t.to.label(), crate::event::reason::label(t.reason));
     if !why.is_empty() {
@@ -237,7 +241,21 @@ fn log_transition(log: &EventLog, t: &Transition) {
     detail.push_str(&frame_note(t));
     let mut ev = Event::now(Kind::Zone, detail);
     ev.zone = Some(log.zone_name(t.zone));
-    log.record(ev);
+    match snapshot_of(t) {
+        Some(r) => log.record_with_snapshot(ev, r),
+        None => log.record_id(ev),
+    }
+}
+
+/// What to keep of the moment a zone went to PRE_ALARM or ALARM on vision or thermal evidence: the deciding
+/// frame and its device grid. The log's writer gives it the event's id; the snapshot writer does the rest.
+fn snapshot_of(t: &Transition) -> Option<crate::snapshot::Request> {
+    let rising = matches!(t.to, ZoneState::PreAlarm | ZoneState::Alarm) && t.from != t.to;
+    (rising && (t.vision_frame.is_some() || t.thermal_device.is_some())).then_some(crate::snapshot::Request {
+        event: 0,
+        frame: t.vision_frame,
+        device: t.thermal_device,
+    })
 }
 
 /// An output delay's change as a zone event: "delay on (300 s)", "delay cut by operator", "delay expired".

@@ -52,6 +52,7 @@ pub struct LiveCounters {
     pub exhausted: Counter,
     pub errors: Counter,
     pub passed: Counter,
+    pub ring_skipped: Counter,
 }
 
 impl LiveCounters {
@@ -84,6 +85,7 @@ impl LiveCounters {
                 "Camera JPEGs published to plain live viewers as the camera sent them (no decode or encode).",
                 &l,
             ),
+            ring_skipped: crate::snapshot::ring_counter(reg, camera),
         }
     }
 }
@@ -116,6 +118,8 @@ pub struct CameraLive {
     devices: Arc<Devices>,
     quality: u8,
     counters: LiveCounters,
+    /// The last analysed frames with their boxes, for the alarm snapshot (`crate::snapshot`).
+    pub ring: Arc<crate::snapshot::FrameRing>,
 }
 
 impl CameraLive {
@@ -157,6 +161,7 @@ impl CameraLive {
             thermal,
             devices,
             quality: quality.clamp(1, 100),
+            ring: Arc::new(crate::snapshot::FrameRing::new(max_frame_len, counters.ring_skipped.clone())),
             counters,
         }
     }
@@ -419,6 +424,13 @@ impl crate::detect::DetectionSink for CameraLive {
         let boxes = Boxes::from_detections(d);
         *self.boxes.lock().unwrap_or_else(|p| p.into_inner()) = boxes;
         self.night.store(d.night, Ordering::Relaxed);
+    }
+
+    fn offer_frame(&self, frame: &Frame, d: &crate::detect::Detections) {
+        let boxes = Boxes::from_detections(d);
+        *self.boxes.lock().unwrap_or_else(|p| p.into_inner()) = boxes;
+        self.night.store(d.night, Ordering::Relaxed);
+        self.ring.push(frame, &boxes);
     }
 }
 

@@ -162,6 +162,8 @@ mod tests {
             test: false,
             reason: reason::SMOKE_ALONE,
             vision_frame: None,
+            thermal_device: None,
+            event_id: None,
         }
     }
 

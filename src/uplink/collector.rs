@@ -302,7 +302,7 @@ impl Collector {
     }
 
     /// Handles one decoded message received at `now_ms`; returns (device, ack) to send, if any.
-    fn handle(&self, msg: Received<'_>, now_ms: u64) -> Option<(u32, Down)> {
+    fn handle(&self, msg: Received<'_>, ext: Option<wire::AlertExt>, now_ms: u64) -> Option<(u32, Down)> {
         let (device, epoch, seq, alert) = match msg {
             Received::V2(Up::Alert(a)) => {
                 let mut value = alert_json(
@@ -327,6 +327,16 @@ impl Collector {
                 value["reason"] = serde_json::json!(crate::event::reason::label(a.flags >> 2));
                 value["test"] = serde_json::json!(a.flags & wire::flags::TEST != 0);
                 value["operator"] = serde_json::json!(a.flags & wire::flags::OPERATOR != 0);
+                // The control room's handle on the alarm's picture: GET /api/events/{event_id}/snapshot.jpg.
+                if let Some(x) = ext {
+                    if let Some(id) = x.event_id {
+                        value["event_id"] = serde_json::json!(id);
+                    }
+                    if let Some((camera, frame)) = x.frame {
+                        value["camera"] = serde_json::json!(camera);
+                        value["frame"] = serde_json::json!(frame);
+                    }
+                }
                 (a.device_id, a.epoch, a.seq, value)
             }
             Received::V1(wire::UpV1::Alert(a)) => (a.device_id, 0, a.seq, alert_json(1, 0, &a)),
@@ -423,8 +433,8 @@ impl Collector {
     fn receive_checked_at(&self, frame: &[u8], now_ms: u64) -> (bool, Option<(u32, Down)>) {
         let key_of = |d: u32| self.keys.as_ref().and_then(|k| k.get(&d).cloned());
         let mut scratch = [0u8; MAX_MESSAGE];
-        match wire::decode_up(frame, &mut scratch, key_of, self.keys.is_some()) {
-            Ok(msg) => (true, self.handle(msg, now_ms)),
+        match wire::decode_up_ext(frame, &mut scratch, key_of, self.keys.is_some()) {
+            Ok((msg, ext)) => (true, self.handle(msg, ext, now_ms)),
             Err(e) => {
                 self.reject(reason(&e));
                 if let Some(held) = self.warn_frames.allow(Instant::now()) {

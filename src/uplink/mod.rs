@@ -45,6 +45,14 @@ fn deci_i16(v: f32) -> i16 {
 }
 
 /// Builds the wire alert for a transition.
+/// The event id and deciding camera frame an alert carries after its body (`wire::AlertExt`).
+pub fn alert_ext(t: &Transition) -> wire::AlertExt {
+    wire::AlertExt {
+        event_id: t.event_id,
+        frame: t.vision_frame.and_then(|f| Some((u16::try_from(f.camera).ok()?, f.frame))),
+    }
+}
+
 pub fn alert<'a>(device_id: u32, epoch: u32, seq: u32, zone: &'a str, t: &Transition) -> Alert<'a> {
     Alert {
         device_id,

@@ -253,7 +253,8 @@ impl Outbox {
         if let Some(spool) = self.spool.as_mut().filter(|_| self.memory.is_empty()) {
             let (epoch, key) = (spool.epoch(), &self.key);
             let r = spool.append(|seq, buf| {
-                let n = wire::encode(&Up::Alert(alert(device, epoch, seq, zone, t)), key, &mut frame.bytes).ok()?;
+                let a = alert(device, epoch, seq, zone, t);
+                let n = wire::encode_alert(&a, &super::alert_ext(t), key, &mut frame.bytes).ok()?;
                 buf.get_mut(..n)?.copy_from_slice(&frame.bytes[..n]);
                 frame.len = n;
                 Some(n)
@@ -280,7 +281,7 @@ impl Outbox {
                     }
                 };
                 let a = alert(device, self.memory_epoch, seq, zone, t);
-                let Ok(n) = wire::encode(&Up::Alert(a), &self.key, &mut frame.bytes) else {
+                let Ok(n) = wire::encode_alert(&a, &super::alert_ext(t), &self.key, &mut frame.bytes) else {
                     log::error!("alert for zone {zone} cannot be encoded; lost");
                     self.count_lost(1);
                     return None;
@@ -536,6 +537,8 @@ mod tests {
             test: false,
             reason: reason::SINGLE_SOURCE,
             vision_frame: None,
+            thermal_device: None,
+            event_id: None,
         }
     }
 

@@ -47,6 +47,18 @@ pub struct Alert<'a> {
     pub flags: u8,
 }
 
+/// What a version-2 alert carries after its body, inside the authenticated part: the event log's id of the
+/// transition and the camera frame that decided it, so the control room can ask for the alarm's snapshot
+/// (`GET /api/events/{id}/snapshot.jpg`). Decoders that predate it read the alert as before (postcard ignores
+/// the bytes after a message and the tag covers them either way), so older collectors keep working; an alert
+/// from an older appliance has none (`decode_up_ext` gives `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AlertExt {
+    pub event_id: Option<u64>,
+    /// The camera's index (config order) and the frame's number (`FrameMeta::seq`).
+    pub frame: Option<(u16, u64)>,
+}
+
 /// The alert's flags byte: two flag bits, and `event::reason` in the upper six bits.
 pub mod flags {
     /// Caused by, or during, an operator's output test.
@@ -162,9 +174,33 @@ fn tag(key: &[u8], data: &[u8]) -> [u8; TAG_LEN] {
 
 /// Encodes a version-2 message, tagged with `key`, as a COBS frame (terminator included); returns its length.
 pub fn encode<T: Serialize>(msg: &T, key: &[u8], out: &mut [u8; MAX_FRAME]) -> Result<usize, WireError> {
+    encode_with(msg, None, key, out)
+}
+
+/// Encodes an alert with its `AlertExt` after the body. An alert too long for both (a long zone name and huge
+/// numbers) goes without the extension rather than not at all.
+pub fn encode_alert(a: &Alert<'_>, ext: &AlertExt, key: &[u8], out: &mut [u8; MAX_FRAME]) -> Result<usize, WireError> {
+    let msg = Up::Alert(*a);
+    if *ext == AlertExt::default() {
+        return encode_with(&msg, None, key, out);
+    }
+    encode_with(&msg, Some(ext), key, out).or_else(|_| encode_with(&msg, None, key, out))
+}
+
+fn encode_with<T: Serialize>(
+    msg: &T,
+    ext: Option<&AlertExt>,
+    key: &[u8],
+    out: &mut [u8; MAX_FRAME],
+) -> Result<usize, WireError> {
     let mut raw = [0u8; MAX_MESSAGE];
     raw[0] = VERSION;
-    let body_len = postcard::to_slice(msg, &mut raw[1..MAX_MESSAGE - TAG_LEN]).map_err(|_| WireError::TooLong)?.len();
+    let mut body_len =
+        postcard::to_slice(msg, &mut raw[1..MAX_MESSAGE - TAG_LEN]).map_err(|_| WireError::TooLong)?.len();
+    if let Some(ext) = ext {
+        let at = 1 + body_len;
+        body_len += postcard::to_slice(ext, &mut raw[at..MAX_MESSAGE - TAG_LEN]).map_err(|_| WireError::TooLong)?.len();
+    }
     let signed = 1 + body_len;
     let t = tag(key, &raw[..signed]);
     raw[signed..signed + TAG_LEN].copy_from_slice(&t);
@@ -226,12 +262,27 @@ pub fn decode_up<'s>(
     key_of: impl Fn(u32) -> Option<Vec<u8>>,
     keys_required: bool,
 ) -> Result<Received<'s>, WireError> {
+    decode_up_ext(frame, scratch, key_of, keys_required).map(|(m, _)| m)
+}
+
+/// `decode_up`, with the alert's `AlertExt` when it carries one (bytes after the body that do not decode as one
+/// are ignored, as older decoders ignore them: the tag has been checked over them all the same).
+pub fn decode_up_ext<'s>(
+    frame: &[u8],
+    scratch: &'s mut [u8; MAX_MESSAGE],
+    key_of: impl Fn(u32) -> Option<Vec<u8>>,
+    keys_required: bool,
+) -> Result<(Received<'s>, Option<AlertExt>), WireError> {
     let n = unframe(frame, scratch)?;
     let raw: &'s [u8] = &scratch[..n];
     match raw[0] {
         VERSION => {
             let signed = n.checked_sub(TAG_LEN).filter(|s| *s > 1).ok_or(WireError::NoTag)?;
-            let msg: Up<'s> = postcard::from_bytes(&raw[1..signed]).map_err(WireError::Body)?;
+            let (msg, rest): (Up<'s>, &[u8]) = postcard::take_from_bytes(&raw[1..signed]).map_err(WireError::Body)?;
+            let ext = match msg {
+                Up::Alert(_) if !rest.is_empty() => postcard::from_bytes::<AlertExt>(rest).ok(),
+                _ => None,
+            };
             let device = match msg {
                 Up::Alert(a) => a.device_id,
                 Up::Heartbeat { device_id, .. } => device_id,
@@ -239,11 +290,11 @@ pub fn decode_up<'s>(
             match key_of(device) {
                 Some(key) if tag(&key, &raw[..signed]) != raw[signed..n] => Err(WireError::BadTag),
                 None if keys_required => Err(WireError::BadTag),
-                _ => Ok(Received::V2(msg)),
+                _ => Ok((Received::V2(msg), ext)),
             }
         }
         1 if keys_required => Err(WireError::Unauthenticated),
-        1 => postcard::from_bytes(&raw[1..]).map(Received::V1).map_err(WireError::Body),
+        1 => postcard::from_bytes(&raw[1..]).map(|m| (Received::V1(m), None)).map_err(WireError::Body),
         v => Err(WireError::Version(v)),
     }
 }
@@ -407,6 +458,47 @@ mod tests {
             "version 2 encoding changed: bump VERSION and keep a decoder for the old one"
         );
         assert!(n <= 64, "a typical alert including its tag is {n} bytes");
+    }
+
+    #[test]
+    fn an_alert_with_its_event_id_and_frame_still_decodes_as_before_by_older_decoders() {
+        let ext = AlertExt { event_id: Some(4711), frame: Some((0, 1234)) };
+        let mut out = [0u8; MAX_FRAME];
+        let n = encode_alert(&typical(), &ext, KEY, &mut out).unwrap();
+        assert_eq!(
+            hex(&out[..n]),
+            "0202262ac08df6d706d20980bcd9f29e340b626f696c65722d726f6f6d020303ac06d40dae03b6020501e7240113d209fe\
+             e45b8024d3c9f3bccef3e155864a8b00",
+            "the extension's encoding changed: older collectors and this one must agree"
+        );
+        let mut scratch = [0u8; MAX_MESSAGE];
+        assert_eq!(
+            decode_up_ext(&out[..n], &mut scratch, device_key, true),
+            Ok((Received::V2(Up::Alert(typical())), Some(ext)))
+        );
+        // The decoder before the extension: the tag over everything, then `from_bytes` of the body, which reads
+        // the alert and ignores what follows.
+        let mut raw = [0u8; MAX_MESSAGE];
+        let m = unframe(&out[..n], &mut raw).unwrap();
+        assert_eq!(tag(KEY, &raw[..m - TAG_LEN]), raw[m - TAG_LEN..m]);
+        assert_eq!(postcard::from_bytes::<Up<'_>>(&raw[1..m - TAG_LEN]), Ok(Up::Alert(typical())));
+        // An alert without one (an older appliance, or no event log) decodes with none, in the same bytes as ever.
+        let n = encode_alert(&typical(), &AlertExt::default(), KEY, &mut out).unwrap();
+        let mut plain = [0u8; MAX_FRAME];
+        let p = encode(&Up::Alert(typical()), KEY, &mut plain).unwrap();
+        assert_eq!(&out[..n], &plain[..p]);
+        let mut scratch = [0u8; MAX_MESSAGE];
+        assert_eq!(
+            decode_up_ext(&out[..n], &mut scratch, device_key, true),
+            Ok((Received::V2(Up::Alert(typical())), None))
+        );
+        // The largest alert still has room for the largest extension.
+        let zone = "z".repeat(MAX_ZONE_NAME);
+        let big = Alert { epoch: u32::MAX, seq: u32::MAX, ts_ms: u64::MAX, zone: &zone, ..typical() };
+        let ext = AlertExt { event_id: Some(u64::MAX), frame: Some((u16::MAX, u64::MAX)) };
+        let n = encode_alert(&big, &ext, KEY, &mut out).unwrap();
+        let mut scratch = [0u8; MAX_MESSAGE];
+        assert_eq!(decode_up_ext(&out[..n], &mut scratch, device_key, true).map(|r| r.1), Ok(Some(ext)));
     }
 
     #[test]

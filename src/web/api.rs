@@ -103,6 +103,26 @@ pub(super) fn events(op: Option<&OperatorPort>, query: &str) -> (u16, &'static s
     }
 }
 
+/// `GET /api/events/{id}/snapshot.jpg` (the deciding frame with the boxes), `.../frames/{n}.jpg` (0 the same frame
+/// without boxes, then the frames before it), `.../thermal.jpg` and `.../snapshot.json` (what was kept, with
+/// the thermal grid): `rest` is the path after `/api/events/`. 404 when the event has no such file.
+pub(super) fn snapshot(op: Option<&OperatorPort>, rest: &str) -> (u16, &'static str, Vec<u8>) {
+    let Some(snaps) = op.and_then(|o| o.events.as_ref()).and_then(|l| l.snapshots()) else {
+        return (404, "text/plain", b"no snapshot store\n".to_vec());
+    };
+    let Some((id, name)) = rest.split_once('/') else {
+        return (404, "text/plain", b"not found\n".to_vec());
+    };
+    let Ok(id) = id.parse::<u64>() else {
+        return (400, "text/plain", b"the event id must be a number\n".to_vec());
+    };
+    // `file` knows only its own names: nothing else of the disk can be asked for.
+    match snaps.file(id, name) {
+        Some((ctype, body)) => (200, ctype, body),
+        None => (404, "text/plain", b"no such snapshot\n".to_vec()),
+    }
+}
+
 /// `GET /metrics` and `GET /health` (404 for anything else): status, content type and body.
 pub(super) fn telemetry(state: &HttpState, path: &str) -> (u16, &'static str, Vec<u8>) {
     match path {

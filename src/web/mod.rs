@@ -215,10 +215,21 @@ async fn handle(
     if method != "GET" && method != "HEAD" {
         return respond(&mut stream, 405, "text/plain", "", b"method not allowed\n", false).await;
     }
-    let (status, ctype, body) =
-        if path == "/api/events" { api::events(state.operator.as_ref(), query) } else { api::telemetry(state, path) };
+    let mut headers = "";
+    let (status, ctype, body) = if path == "/api/events" {
+        api::events(state.operator.as_ref(), query)
+    } else if let Some(rest) = path.strip_prefix("/api/events/") {
+        let (status, ctype, body) = api::snapshot(state.operator.as_ref(), rest);
+        // A snapshot never changes once written: the page's images load once (a 404 may change: not cached).
+        if status == 200 {
+            headers = "Cache-Control: private, max-age=86400\r\n";
+        }
+        (status, ctype, body)
+    } else {
+        api::telemetry(state, path)
+    };
     // HEAD here announces an empty body (Content-Length 0), as this listener always has.
-    respond(&mut stream, status, ctype, "", if method == "HEAD" { &[] } else { &body }, false).await
+    respond(&mut stream, status, ctype, headers, if method == "HEAD" { &[] } else { &body }, false).await
 }
 
 /// Who sent a command, for the event log: `page` (the status page's buttons mark their requests) or `api`, with

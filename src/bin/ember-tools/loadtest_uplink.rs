@@ -167,6 +167,8 @@ async fn run_async(args: Args) -> anyhow::Result<serde_json::Value> {
             test: false,
             reason: ember_edge::event::reason::SINGLE_SOURCE,
             vision_frame: None,
+            thermal_device: None,
+            event_id: None,
         };
         // The queue refuses when the uplink is busy; wait rather than lose a synthetic alert.
         while input.push(t) == Pushed::Refused {

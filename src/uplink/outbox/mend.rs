@@ -152,12 +152,14 @@ impl Outbox {
 /// `f` re-encoded under `epoch` and `seq` (same content).
 fn renumber(f: &Frame, seq: u32, epoch: u32, key: &[u8]) -> Option<Frame> {
     let mut scratch = [0u8; MAX_MESSAGE];
-    let Ok(Received::V2(Up::Alert(mut a))) = wire::decode_up(f.bytes(), &mut scratch, |_| Some(key.to_vec()), true)
+    let Ok((Received::V2(Up::Alert(mut a)), ext)) =
+        wire::decode_up_ext(f.bytes(), &mut scratch, |_| Some(key.to_vec()), true)
     else {
         return None;
     };
     (a.epoch, a.seq) = (epoch, seq);
     let mut out = Frame { seq, len: 0, bytes: [0u8; MAX_FRAME] };
-    out.len = wire::encode(&Up::Alert(a), key, &mut out.bytes).ok()?;
+    // The event id and deciding frame stay with the alert.
+    out.len = wire::encode_alert(&a, &ext.unwrap_or_default(), key, &mut out.bytes).ok()?;
     Some(out)
 }
