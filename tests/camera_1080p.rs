@@ -123,6 +123,19 @@ impl Drop for Proc {
     }
 }
 
+/// Stops the camera and removes the site's folder when the test ends, passed or failed.
+struct Cleanup {
+    dir: std::path::PathBuf,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Peak resident set (VmHWM) of a process, in kB.
 fn vm_hwm_kb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -202,6 +215,8 @@ fn a_1080p_mjpeg_camera_is_captured_scored_and_viewed_within_20_mb() {
     let dir = std::env::temp_dir().join(format!("ember-1080p-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    // Declared before the appliance, so dropped after it is killed, on a failed assertion too.
+    let _cleanup = Cleanup { dir: dir.clone(), stop: Arc::clone(&stop) };
     let telemetry: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let config = dir.join("site.toml");
     std::fs::write(
@@ -342,6 +357,4 @@ events_dir = "events"
     );
 
     drop(app);
-    stop.store(true, Ordering::Relaxed);
-    let _ = std::fs::remove_dir_all(&dir);
 }
