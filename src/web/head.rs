@@ -84,7 +84,9 @@ fn canonical_path(raw: &str) -> Option<String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let v = raw.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())?;
+            // Two hex digits, checked as such: `from_str_radix` alone also takes a sign (`%+F` would be 0x0F).
+            let h = b.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
+            let v = std::str::from_utf8(h).ok().and_then(|h| u8::from_str_radix(h, 16).ok())?;
             match v {
                 b'/' => out.extend_from_slice(b"%2F"),
                 b'%' => out.extend_from_slice(b"%25"),
@@ -148,6 +150,10 @@ mod tests {
         assert_eq!(p("/x%zz"), Err(Bad::Path));
         assert_eq!(p("/x%4"), Err(Bad::Path));
         assert_eq!(p("/x%ff"), Err(Bad::Path));
+        // Found by fuzzing (fuzz/, target http_head): a sign is not a hex digit.
+        assert_eq!(p("/x%+F"), Err(Bad::Path));
+        assert_eq!(p("/x%-1"), Err(Bad::Path));
+        assert_eq!(p("/x%+"), Err(Bad::Path));
         assert_eq!(parse(b"GET").unwrap_err(), Bad::RequestLine);
         assert_eq!(parse(b"").unwrap_err(), Bad::RequestLine);
     }
