@@ -24,6 +24,10 @@ pub struct Args {
     pub zone: String,
     #[arg(long, default_value_t = 300)]
     pub iterations: u32,
+    /// Milliseconds to wait after each reset before the next smoke packet: time for a camera in the zone to
+    /// see fire again, so that each ALARM carries vision evidence and writes a snapshot.
+    #[arg(long, default_value_t = 0)]
+    pub pause_ms: u64,
 }
 
 fn http(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<String> {
@@ -70,6 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<serde_json::Value> {
                 anyhow::bail!("iteration {i}: zone {} did not reset", args.zone);
             }
         }
+        std::thread::sleep(Duration::from_millis(args.pause_ms));
     }
     let after = prom::buckets(&http(args.telemetry, "GET", "/metrics")?, HIST);
     let d = prom::delta(&before, &after);
