@@ -350,11 +350,17 @@ events_dir = "events"
     assert_eq!(metric(telemetry, &series("ember_live_encodes_total")), 0.0, "no encode for plain viewers");
     assert!(metric(telemetry, &series("ember_live_passthrough_total")) >= viewed as f64);
 
-    // (4) The memory budget, after more than 10 s of 1080p frames.
-    assert!(
-        hwm_kb <= RSS_BUDGET_KB,
-        "peak RSS {hwm_kb} kB over the {RSS_BUDGET_KB} kB budget after {captured} 1080p frames"
-    );
+    // (4) The memory budget, after more than 10 s of 1080p frames. Under qemu-user the appliance's RSS is
+    // QEMU's, translation buffers included (42 MB measured for the same run), so the bound holds natively and
+    // on the board, not there.
+    if let Ok(q) = std::env::var("EMBER_TEST_QEMU_USER") {
+        eprintln!("RSS bound not checked under {q}: {hwm_kb} kB is the emulator's, not the appliance's");
+    } else {
+        assert!(
+            hwm_kb <= RSS_BUDGET_KB,
+            "peak RSS {hwm_kb} kB over the {RSS_BUDGET_KB} kB budget after {captured} 1080p frames"
+        );
+    }
 
     drop(app);
 }
