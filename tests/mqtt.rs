@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{exactly_once, free_port, written};
+use common::{exactly_once, free_port, scaled, written};
 
 const TOOLS: &str = env!("CARGO_BIN_EXE_ember-tools");
 
@@ -158,7 +158,7 @@ fn broker_fault(tls: bool, fault: Fault) {
             "--heartbeat-secs",
             "0.5",
             "--wait-secs",
-            "120",
+            &scaled(Duration::from_secs(120)).as_secs().to_string(),
             "--spool",
         ])
         .arg(d.join("spool"))
@@ -169,7 +169,7 @@ fn broker_fault(tls: bool, fault: Fault) {
         .spawn()
         .unwrap();
     let mut b2 = if fault == Fault::Outage {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + scaled(Duration::from_secs(60));
         while spool_bytes(&d.join("spool")) < alerts as u64 * 50 {
             assert!(Instant::now() < deadline, "spool did not fill: {} bytes", spool_bytes(&d.join("spool")));
             std::thread::sleep(Duration::from_millis(50));
@@ -197,7 +197,7 @@ fn broker_fault(tls: bool, fault: Fault) {
         assert!(r["reconnects"].as_f64().unwrap() >= 1.0, "the producer saw the broker go: {r}");
     }
 
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + scaled(Duration::from_secs(90));
     while written(&out).len() < alerts && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
