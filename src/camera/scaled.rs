@@ -45,7 +45,6 @@ const MAY_END: u32 = 0x8000;
 /// A Huffman table: a 10-bit lookup (length << 8 | symbol, 0 = longer code), the canonical tables for the rest,
 /// and `fast`: for the symbols whose code and extra bits fit those bits together, the whole decode in one entry
 /// (value << 16 | flags and run << 8 | bits used; 0 = not).
-#[derive(Clone)]
 struct Huffman {
     lookup: [u16; 1 << LOOKUP_BITS],
     fast: [u32; 1 << LOOKUP_BITS],
@@ -625,12 +624,13 @@ impl ScaledDecoder {
             let key = &s[1..17 + count];
             let slot = &mut self.huff[usize::from(class)][id];
             if slot.as_ref().is_none_or(|t| t.key.get(..t.key_len) != Some(key)) {
-                let table = Huffman::new(bits, vals, class == 1)?;
-                let slot =
-                    slot.get_or_insert_with(|| Box::new(Slot { key: [0; 16 + 256], key_len: 0, table: table.clone() }));
-                slot.table = table;
-                slot.key[..key.len()].copy_from_slice(key);
-                slot.key_len = key.len();
+                let mut new = [0; 16 + 256];
+                new[..key.len()].copy_from_slice(key);
+                let built = Slot { key: new, key_len: key.len(), table: Huffman::new(bits, vals, class == 1)? };
+                match slot {
+                    Some(b) => **b = built,
+                    None => *slot = Some(Box::new(built)),
+                }
             }
             self.present[usize::from(class)][id] = true;
             s = &s[17 + count..];
