@@ -5,7 +5,8 @@
 # verdict. See board/qemu/README.md and ../shared/docs/cross-and-qemu.md §6.
 #
 # usage: board/qemu-system.sh [--tests DIR_OR_LIST] [--tests-json FILE] [--bin PATH]
-#                             [--skip NAME]... [--reboot-test NAME] [--machine virt|raspi3b|all] [--setup-only]
+#                             [--skip NAME]... [--reboot-test NAME] [--power-cut TOOLS] [--machine virt|raspi3b|all]
+#                             [--setup-only]
 #   --tests       a directory (every aarch64 ELF executable in it) or a comma/space separated
 #                 list of executables; each runs as `BIN --include-ignored --test-threads=1 [--skip ..]`
 #   --tests-json  output of `cargo test --no-run --message-format=json --target aarch64-unknown-linux-gnu`;
@@ -19,12 +20,17 @@
 #   --reboot-test NAME  the test (exact libtest name) that must reset the board through the watchdog: skipped in
 #                 the normal runs, run alone last; on virt QEMU then reboots instead of exiting, and the machine
 #                 passes only if the second boot reports a watchdog reset (i6300esb bootstatus) after it started
+#   --power-cut TOOLS  after the machines, a power-cut run on virt: TOOLS (the aarch64 ember-tools) spools alerts to
+#                 an ext4 virtio disk until the host resets the VM from the QEMU monitor (system_reset) at a random
+#                 moment; the second boot delivers the spool to a collector; every alert the first boot said was
+#                 spooled (fsync'd) must arrive exactly once (QEMU_RIG_CUT_MIN/MAX: the cut's window in s, default 2-6)
 #   --cargo-lib   build the crate's lib unit-test binary for aarch64 with board/lib/cross-env.sh
 #                 (`cargo test --no-run --lib`) and add it to the tests
 #   --machine     default virt; all = virt then raspi3b
 # env: QEMU_RIG_TIMEOUT (host timeout per boot, s, default 240), QEMU_RIG_GUEST_TIMEOUT (per test
 #      binary inside the guest, s, default 120), QEMU_RIG_KVER (pin a kernel ABI, e.g. 6.1.0-56-arm64)
-# exit: 0 if every GUEST-EXIT is 0 and INIT: done appeared on every machine; 1 otherwise; 2 usage.
+# exit: 0 if every GUEST-EXIT is 0 and INIT: done appeared on every machine (and the power cut passed); 1 otherwise;
+#       2 usage.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,11 +40,11 @@ CACHE=$ROOT/target/qemu          # everything downloaded/built lives here (rebui
 HOST_TIMEOUT=${QEMU_RIG_TIMEOUT:-240}
 GUEST_TIMEOUT=${QEMU_RIG_GUEST_TIMEOUT:-120}
 
-TESTS=() SKIPS=() BIN="" MACHINE=virt SETUP_ONLY=0 DEFAULT_SKIPS=1 CARGO_LIB=0 REBOOT_TEST=""
+TESTS=() SKIPS=() BIN="" MACHINE=virt SETUP_ONLY=0 DEFAULT_SKIPS=1 CARGO_LIB=0 REBOOT_TEST="" POWER_CUT=""
 FIXTURES=$(cd "$ROOT/.." && pwd)/shared/fixtures; [[ -d $FIXTURES ]] || FIXTURES=""
 log() { printf '[qemu-system] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
-usage() { sed -n '7,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '7,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 add_tests() {  # a directory, or a comma/space separated list of files
     local arg=$1 f
@@ -75,6 +81,7 @@ while (($#)); do
         --bin) BIN=${2:?}; [[ -f $BIN ]] || die "no such binary: $BIN"; shift 2 ;;
         --skip) SKIPS+=("${2:?}"); shift 2 ;;
         --reboot-test) REBOOT_TEST=${2:?}; shift 2 ;;
+        --power-cut) POWER_CUT=${2:?}; [[ -f $POWER_CUT ]] || die "no such binary: $POWER_CUT"; shift 2 ;;
         --no-default-skips) DEFAULT_SKIPS=0; shift ;;
         --fixtures) FIXTURES=$(cd "${2:?}" && pwd); shift 2 ;;
         --no-fixtures) FIXTURES=""; shift ;;
@@ -107,7 +114,7 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >&2
 }
 missing=()
-for p in qemu-system-arm cpio kmod xz-utils make gcc-aarch64-linux-gnu libc6-dev-arm64-cross file; do
+for p in qemu-system-arm cpio kmod xz-utils make gcc-aarch64-linux-gnu libc6-dev-arm64-cross file e2fsprogs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
 done
 # Only arm64 as a foreign architecture: bookworm-security's armhf index is stale on the mirror (F2).
@@ -263,6 +270,12 @@ add_mod gpio-sim
 add_mod gpio-mockup "gpio_mockup_ranges=-1,8"
 # the watchdog QEMU emulates on virt (-device i6300esb below); on raspi3b it loads and finds no device
 add_mod i6300esb
+# the power-cut run's spool disk: virtio-blk on virt's PCIe bus, ext4 (crc32c first: ext4 asks the crypto API for
+# it, and there is no modprobe in the guest to load it on demand)
+add_mod virtio_pci
+add_mod virtio_blk
+add_mod crc32c_generic
+add_mod ext4
 
 # aarch64 glibc runtime from the cross toolchain (ld.so and libc must come from the same build, F4)
 XLIB=/usr/aarch64-linux-gnu/lib
@@ -282,6 +295,11 @@ if [[ -n $BIN ]]; then
     mkdir -p "$IR/opt/ember/bin"
     cp "$BIN" "$IR/opt/ember/bin/" && check_needed "$BIN"
     echo "/opt/ember/bin/$(basename "$BIN")" > "$IR/opt/ember/bin-path"
+fi
+if [[ -n $POWER_CUT ]]; then
+    mkdir -p "$IR/opt/ember/bin"
+    # without debug info (~50 MB of it), as the test binaries below
+    aarch64-linux-gnu-strip --strip-debug -o "$IR/opt/ember/bin/ember-tools" "$POWER_CUT" && check_needed "$POWER_CUT"
 fi
 if ((${#TESTS[@]})); then
     : > "$IR/tests/list"
@@ -381,7 +399,120 @@ boot() {  # $1 = machine; prints the verdict, returns 0/1
     return $rc
 }
 
+# --------------------------------------------------------------------------------------
+# 5. the power cut (--power-cut): virt with an ext4 spool disk, reset from the QEMU monitor mid-writing
+# --------------------------------------------------------------------------------------
+# The reset (system_reset) drops whatever the guest kernel had not yet handed to the virtual disk (page cache,
+# queued requests), as a power cut does; what QEMU had completed stays in the image (QEMU's own cache is the host's
+# page cache, which the reset does not touch), so a drive's volatile write cache is not modelled. Console lines
+# that were still in the guest's tty buffer are lost too, which only makes the host's list of promises shorter.
+power_cut() {
+    local logf=$CACHE/console-powercut.log img=$CACHE/run/spool.img sock=$CACHE/run/qmp.sock
+    local qpid start=$SECONDS why="" cut_at="" cut_min=${QEMU_RIG_CUT_MIN:-2} cut_max=${QEMU_RIG_CUT_MAX:-6}
+    rm -f "$img" "$sock"
+    truncate -s 64M "$img"
+    mkfs.ext4 -q -F -L ember-spool "$img" || { log "[power-cut] FAIL: mkfs.ext4"; return 1; }
+    # a random moment, in ms, after the first alert the guest reports spooled
+    local delay_ms=$((cut_min * 1000 + RANDOM % ((cut_max - cut_min) * 1000 + 1)))
+    : > "$logf"
+    # no -no-reboot: with it QEMU would exit on the reset instead of booting again; no watchdog device
+    timeout -k 5 "$HOST_TIMEOUT" qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 -nic none -nographic \
+        -drive "file=$img,format=raw,if=none,id=spool" -device virtio-blk-pci,drive=spool \
+        -qmp "unix:$sock,server=on,wait=off" -kernel "$KERNEL" -initrd "$CACHE/run/initrd.gz" \
+        -append "$APPEND rig.machine=virt rig.powercut=1" < /dev/null > "$logf" 2>&1 &
+    qpid=$!
+    local first="" n
+    while kill -0 "$qpid" 2>/dev/null; do
+        n=$(grep -c '^INIT: machine=' "$logf" || true)
+        if ((n > 2)); then why="a third boot"; break; fi
+        if [[ -z $cut_at ]]; then
+            if [[ -z $first ]] && grep -q 'spooled seq=[0-9]* synced=1' "$logf"; then first=$(date +%s%3N); fi
+            if grep -q '^POWERCUT: the writer returned\|^GUEST-EXIT' "$logf"; then why="boot 1 ended before the cut"; break; fi
+            if [[ -n $first ]] && (($(date +%s%3N) - first >= delay_ms)); then
+                # the count the host has seen when it pulls the plug (more may still be in flight: all are checked)
+                cut_at=$(grep -c 'spooled seq=[0-9]* synced=1' "$logf" || true)
+                # QMP: the greeting, capabilities, then the reset, each answered before the next (so it is done)
+                python3 -c 'import json,socket,sys
+s=socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(sys.argv[1]); f=s.makefile("rw")
+def answer():
+    while True:
+        m=json.loads(f.readline())
+        if "return" in m or "error" in m: return m
+json.loads(f.readline())
+for c in ("qmp_capabilities", "system_reset"):
+    f.write(json.dumps({"execute": c}) + "\n"); f.flush()
+    m=answer()
+    if "error" in m: sys.exit(c + ": " + str(m["error"]))' "$sock" || { why="the QEMU monitor (QMP) did not reset"; break; }
+                log "[power-cut] system_reset ${delay_ms} ms after the first spooled alert ($cut_at seen spooled)"
+            fi
+        elif grep -q 'INIT: done' "$logf"; then
+            for _ in 1 2 3 4; do kill -0 "$qpid" 2>/dev/null || break; sleep 0.5; done
+            break
+        fi
+        sleep 0.2
+    done
+    kill "$qpid" 2>/dev/null || true
+    wait "$qpid" 2>/dev/null || true
+    local secs=$((SECONDS - start))
+    tr -d '\r' < "$logf" | grep -E '^(POWERCUT|GUEST-EXIT)' | grep -v '^POWERCUT-DELIVERED' | sed 's/^/[power-cut] /' >&2
+    # every seq the first boot promised (lines before the second boot), and what the collector wrote after it
+    local verdict
+    verdict=$(tr -d '\r' < "$logf" | python3 -c '
+import json, re, sys
+boots, spooled, delivered, dups, epochs, report, exitc = 0, [], None, None, None, None, None
+for line in sys.stdin:
+    if "INIT: machine=" in line: boots += 1   # may follow a line the reset cut short
+    m = re.search(r"spooled seq=(\d+) synced=1", line)
+    if m and boots == 1: spooled.append(int(m.group(1)))
+    if line.startswith("POWERCUT-DELIVERED: "):
+        delivered = []
+        for r in line.split(": ", 1)[1].split(","):
+            if "-" in r:
+                a, b = r.split("-"); delivered.append((int(a), int(b)))
+    if line.startswith("POWERCUT-DUPLICATES:"): dups = line.split(":", 1)[1].split()
+    if line.startswith("POWERCUT-EPOCHS:"): epochs = line.split(":", 1)[1].split()
+    if line.startswith("POWERCUT-REPORT: "): report = line.split(": ", 1)[1].strip()
+    if line.startswith("GUEST-EXIT: ") and line.split()[-1] == "power-cut": exitc = int(line.split()[1])
+def fail(why): print("FAIL: " + why); sys.exit(0)
+if boots != 2: fail(f"{boots} boots, expected 2 (the reset must reboot once)")
+if not spooled: fail("the first boot reported no alert spooled before the reset")
+if delivered is None or exitc is None: fail("the second boot did not report a delivery")
+if exitc != 0: fail(f"the delivery run exited {exitc} (report: {report})")
+if dups: fail(f"written twice by the collector: {dups[:10]}")
+if epochs is None or len(epochs) != 1: fail(f"alerts under {epochs} epochs, expected one")
+if len(delivered) != 1 or delivered[0][0] != 1: fail(f"delivered seqs not one run from 1: {delivered[:10]}")
+top = delivered[0][1]
+lost = [s for s in spooled if s > top]
+if lost: fail(f"{len(lost)} alerts reported spooled before the cut never arrived (first {lost[:10]}, delivered 1-{top})")
+if sorted(spooled) != list(range(1, max(spooled) + 1)): fail("the spooled lines of boot 1 are not 1..N")
+try: rep = json.loads(report)
+except (TypeError, ValueError): fail(f"no JSON report from the delivery run: {report}")
+# everything delivered came out of the recovered spool, and the spool counted exactly that
+recovered, torn = rep.get("recovered_records"), rep.get("torn_bytes")
+if rep.get("produced_now") != 0 or recovered != top:
+    fail(f"the spool recovered {recovered} records but 1-{top} were delivered: {report}")
+print(f"PASS: {len(spooled)} alerts reported spooled before the cut (last seq {max(spooled)}), 1-{top} delivered "
+      f"exactly once after it ({top - max(spooled)} more written but not yet reported); the spool recovered "
+      f"{recovered} records and cut {torn} torn bytes")
+')
+    if [[ -n $why ]]; then
+        log "[power-cut] FAIL: $why (${secs} s); tail of $logf:"; tail -n 25 "$logf" >&2; return 1
+    elif [[ -z $cut_at ]]; then
+        log "[power-cut] FAIL: no reset sent (${secs} s, no 'spooled' line?); tail of $logf:"; tail -n 25 "$logf" >&2
+        return 1
+    elif [[ $verdict != PASS:* ]]; then
+        log "[power-cut] ${verdict:-FAIL: no verdict} (${secs} s, log $logf)"; return 1
+    fi
+    # the file system the second boot unmounted must be consistent (its journal replayed at the mount)
+    if ! e2fsck -fn "$img" > "$CACHE/run/e2fsck.log" 2>&1; then
+        log "[power-cut] FAIL: e2fsck -fn finds the spool disk damaged after recovery:"; cat "$CACHE/run/e2fsck.log" >&2
+        return 1
+    fi
+    log "[power-cut] $verdict (${secs} s, log $logf)"
+}
+
 overall=0
 for m in "${MACHINES[@]}"; do boot "$m" || overall=1; done
+if [[ -n $POWER_CUT ]]; then power_cut || overall=1; fi
 log "total $((SECONDS - T0)) s; $( ((overall)) && echo FAILED || echo PASSED )"
 exit $overall

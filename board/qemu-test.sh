@@ -123,7 +123,8 @@ run_user() {
 # System mode is owned by board/qemu-system.sh (another script); this is only the hand-over.
 # Extra arguments after the mode are passed on to it.
 # Whole-system pass: the hardware tests (tests/hardware.rs: gpio backend on gpio-sim, ack button, rppal on
-# raspi3b, the V4L2 source capturing from vivid, the hardware watchdog on virt's i6300esb) and the real binary, cross-built for aarch64 and run by board/qemu-system.sh on virt and raspi3b.
+# raspi3b, the V4L2 source capturing from vivid, the hardware watchdog on virt's i6300esb), the real binary, and a
+# power cut of virt while the spool is written (--power-cut), cross-built for aarch64 and run by board/qemu-system.sh.
 run_system() {
   local sys json
   sys=$(dirname "$0")/qemu-system.sh
@@ -137,8 +138,11 @@ run_system() {
   "$XB_CARGO" test --locked --no-run --target "$XB_TRIPLE" --features "$features" --test hardware \
     --message-format=json-render-diagnostics >"$json"
   # The watchdog's reboot test resets the virt machine (i6300esb): run alone and last, the reset checked by the rig.
+  # Then the power cut: ember-tools spools alerts on an ext4 disk until the rig resets virt from the QEMU monitor;
+  # after the reboot every alert it said was spooled must reach a collector exactly once.
   bash "$sys" --tests-json "$json" --bin "$XB_TARGET_DIR/$XB_TRIPLE/debug/ember-edge" --machine all \
-    --reboot-test watchdog::a_stalled_fusion_loop_reboots_the_board "$@"
+    --reboot-test watchdog::a_stalled_fusion_loop_reboots_the_board \
+    --power-cut "$XB_TARGET_DIR/$XB_TRIPLE/debug/ember-tools" "$@"
 }
 
 mode=${1:-}
