@@ -436,7 +436,7 @@ fn start_snapshots(
         .map(|cam| crate::snapshot::Camera { name: cam.name.clone(), ring: Arc::clone(&cam.ring) })
         .collect();
     let max_len =
-        c.cameras.iter().map(|cam| crate::frame::PixelFormat::Rgb24.frame_len(cam.max_width, cam.max_height)).max();
+        c.cameras.iter().map(|cam| crate::frame::PixelFormat::Rgb24.frame_len(cam.max_width(), cam.max_height())).max();
     crate::snapshot::Snapshots::start(
         dir,
         c.uplink.snapshots_max_bytes,

@@ -236,8 +236,6 @@ source = "mjpeg"
 url = "http://{camera}/video"
 fps = 5.0
 detector = "grid"
-max_width = {W}
-max_height = {H}
 [[zones]]
 name = "room"
 cameras = ["cam"]

@@ -143,11 +143,34 @@ fn a_v4l2_camera_without_the_feature_names_the_missing_feature() {
 #[cfg(feature = "v4l2")]
 #[test]
 fn a_v4l2_camera_asking_for_more_than_max_size_is_refused() {
-    let text =
-        "[[cameras]]\nname = \"c\"\nsource = \"v4l2\"\nwidth = 1280\n\n[[zones]]\nname = \"z\"\ncameras = [\"c\"]\n";
+    let text = "[[cameras]]\nname = \"c\"\nsource = \"v4l2\"\nwidth = 1280\nmax_width = 640\n\n[[zones]]\nname = \"z\"\n\
+                cameras = [\"c\"]\n";
     let p = ember_edge::config::load_str("site.toml", text, Path::new(".")).unwrap_err();
     assert_eq!(p.len(), 1, "{p:#?}");
     assert!(p[0].to_string().contains("width must be 16..=max_width (640), got 1280"), "{p:#?}");
+}
+
+/// Without `max_width`/`max_height`, a raw camera's pool fits the size it asks for, and a JPEG camera takes 1080p.
+#[cfg(feature = "v4l2")]
+#[test]
+fn the_largest_frame_defaults_to_what_the_camera_can_send() {
+    let text = "[[cameras]]\nname = \"raw\"\nsource = \"v4l2\"\nwidth = 1280\nheight = 720\n\n[[cameras]]\n\
+                name = \"jpeg\"\nsource = \"v4l2\"\nformat = \"mjpeg\"\n\n[[zones]]\nname = \"z\"\n\
+                cameras = [\"raw\", \"jpeg\"]\n";
+    let c = ember_edge::config::load_str("site.toml", text, Path::new(".")).unwrap().config;
+    assert_eq!(c.cameras[0].max_size(), [1280, 720]);
+    assert_eq!(c.cameras[1].max_size(), [1920, 1080]);
+}
+
+/// An IP camera at its defaults takes 1080p frames; an explicit size still rules.
+#[test]
+fn an_mjpeg_camera_takes_1080p_by_default() {
+    let text = "[[cameras]]\nname = \"ip\"\nsource = \"mjpeg\"\nurl = \"http://127.0.0.1:1/video\"\n\n[[cameras]]\n\
+                name = \"small\"\nsource = \"mjpeg\"\nurl = \"http://127.0.0.1:1/video\"\nmax_height = 720\n\n\
+                [[zones]]\nname = \"z\"\ncameras = [\"ip\", \"small\"]\n";
+    let c = ember_edge::config::load_str("site.toml", text, Path::new(".")).unwrap().config;
+    assert_eq!(c.cameras[0].max_size(), [1920, 1080]);
+    assert_eq!(c.cameras[1].max_size(), [1920, 720]);
 }
 
 /// Problems of a config text, as `FILE:LINE:COL: message` lines; empty when it loads.

@@ -27,6 +27,8 @@ const WORKING_VALUES: &[&str] = &[
     "cameras[0].fps",
     "cameras[0].min_fps",
     "cameras[0].replay_size",
+    "cameras[0].max_width",
+    "cameras[0].max_height",
     "cameras[1].url",
     "sensors.devices[0].loc_id",
     "sensors.devices[0].serial",

@@ -97,7 +97,7 @@ pub fn build(cam: &Camera, ctx: CameraCtx<'_>) -> anyhow::Result<BuiltCamera> {
             let set = ReplaySet::open(cam.path.as_deref().unwrap_or_default(), resolve)
                 .map_err(|e| anyhow::anyhow!("camera {}: {e}", cam.name))?;
             let (name, max_width, max_height, out) =
-                (cam.name.clone(), cam.max_width, cam.max_height, Arc::clone(&out));
+                (cam.name.clone(), cam.max_width(), cam.max_height(), Arc::clone(&out));
             let (max_jpeg_bytes, size, max_denom) = (cam.max_jpeg_bytes, cam.replay_size, analysis_cap(cam));
             let yuyv = cam.replay_format == ReplayFormat::Yuyv;
             SourceTask {
@@ -138,6 +138,7 @@ pub fn build(cam: &Camera, ctx: CameraCtx<'_>) -> anyhow::Result<BuiltCamera> {
                 // missing camera shows in the metrics and the log, it does not restart the service.
                 stale_after: Some(Duration::from_secs(5)),
                 run: Box::new(move |part, stop| {
+                    let [max_width, max_height] = cam.max_size();
                     let v4l2 = super::v4l2::V4l2Camera {
                         camera: index,
                         name: cam.name,
@@ -147,8 +148,8 @@ pub fn build(cam: &Camera, ctx: CameraCtx<'_>) -> anyhow::Result<BuiltCamera> {
                         height: cam.height as u32,
                         fps: cam.fps,
                         rate,
-                        max_width: cam.max_width,
-                        max_height: cam.max_height,
+                        max_width,
+                        max_height,
                         max_denom,
                         pool,
                         out,
@@ -176,15 +177,15 @@ pub fn analysis_cap(cam: &Camera) -> usize {
 /// Bytes of each pooled frame buffer: JPEG cameras hold analysis-scale RGB frames; a raw YUYV camera holds
 /// its frames as they come.
 fn frame_len(cam: &Camera) -> usize {
-    let analysis = super::jpeg::analysis_len(cam.max_width, cam.max_height, analysis_cap(cam));
+    let analysis = super::jpeg::analysis_len(cam.max_width(), cam.max_height(), analysis_cap(cam));
     match cam.source {
         CameraSource::V4l2 if cam.format == CaptureFormat::Yuyv => {
-            analysis.max(PixelFormat::Yuyv.frame_len(cam.max_width, cam.max_height))
+            analysis.max(PixelFormat::Yuyv.frame_len(cam.max_width(), cam.max_height()))
         }
         // A replayed webcam in YUYV is decoded at full size and converted in place.
         CameraSource::Replay if cam.replay_format == ReplayFormat::Yuyv => {
-            let [w, h] = cam.replay_size.unwrap_or([cam.max_width, cam.max_height]);
-            analysis.max(PixelFormat::Rgb24.frame_len(cam.max_width.max(w), cam.max_height.max(h)))
+            let [w, h] = cam.replay_size.unwrap_or(cam.max_size());
+            analysis.max(PixelFormat::Rgb24.frame_len(cam.max_width().max(w), cam.max_height().max(h)))
         }
         _ => analysis,
     }

@@ -110,12 +110,14 @@ pub struct Camera {
     /// this, and climbs back by 1 fps per second when there is headroom. Default fps / 5 (at least 0.2).
     #[serde(default)]
     pub min_fps: Option<f64>,
-    /// Largest frame width accepted; sizes the frame pool. Default 640.
-    #[serde(default = "default_width")]
-    pub max_width: usize,
-    /// Largest frame height accepted. Default 480.
-    #[serde(default = "default_height")]
-    pub max_height: usize,
+    /// Largest frame width accepted; sizes the frame pool. Default: 1920 for a camera that delivers JPEGs
+    /// (`mjpeg`, `replay`, `v4l2` with `format = "mjpeg"`), whose frames are pooled at analysis scale, so the room
+    /// costs little; `width` for a raw YUYV camera, whose frames are pooled whole; 640 for a replay in YUYV.
+    #[serde(default)]
+    pub max_width: Option<usize>,
+    /// Largest frame height accepted. Default: 1080, `height` or 480, as for `max_width`.
+    #[serde(default)]
+    pub max_height: Option<usize>,
     /// Which detector scores this camera's frames: "grid", "model" or "embereye". Default "grid", which reads
     /// every pixel format; "embereye" reads RGB only.
     #[serde(default = "default_detector")]
@@ -134,6 +136,29 @@ pub struct Camera {
 }
 
 impl Camera {
+    /// The largest frame accepted, `[max_width, max_height]` or their defaults for this source.
+    pub fn max_size(&self) -> [usize; 2] {
+        let default = match delivered_format(self) {
+            DeliveredFormat::Yuyv if self.source == CameraSource::V4l2 => [self.width, self.height],
+            DeliveredFormat::Yuyv => self.replay_size.unwrap_or([default_width(), default_height()]),
+            DeliveredFormat::Rgb if self.source == CameraSource::V4l2 => {
+                [self.width.max(JPEG_MAX[0]), self.height.max(JPEG_MAX[1])]
+            }
+            DeliveredFormat::Rgb => JPEG_MAX,
+        };
+        [self.max_width.unwrap_or(default[0]), self.max_height.unwrap_or(default[1])]
+    }
+
+    /// The largest frame width accepted (see [`Camera::max_size`]).
+    pub fn max_width(&self) -> usize {
+        self.max_size()[0]
+    }
+
+    /// The largest frame height accepted (see [`Camera::max_size`]).
+    pub fn max_height(&self) -> usize {
+        self.max_size()[1]
+    }
+
     /// The floor of the adaptive rate.
     pub fn min_fps(&self) -> f64 {
         self.min_fps.unwrap_or((self.fps / 5.0).max(0.2)).min(self.fps)
@@ -186,6 +211,9 @@ pub fn is_mjpeg_file(p: &Path) -> bool {
 fn default_fps() -> f64 {
     5.0
 }
+/// The default largest frame of a JPEG camera: 1080p, what most IP cameras send.
+const JPEG_MAX: [usize; 2] = [1920, 1080];
+
 fn default_width() -> usize {
     640
 }
@@ -254,11 +282,12 @@ pub(super) fn validate(cameras: &[Camera], base_dir: &Path, push: &mut impl FnMu
         {
             push(at("min_fps"), format!("min_fps must be in (0, fps = {}], got {m}", cam.fps));
         }
-        if !(16..=4096).contains(&cam.max_width) {
-            push(at("max_width"), format!("max_width must be 16..=4096, got {}", cam.max_width));
+        let [max_width, max_height] = cam.max_size();
+        if !(16..=4096).contains(&max_width) {
+            push(at("max_width"), format!("max_width must be 16..=4096, got {max_width}"));
         }
-        if !(16..=4096).contains(&cam.max_height) {
-            push(at("max_height"), format!("max_height must be 16..=4096, got {}", cam.max_height));
+        if !(16..=4096).contains(&max_height) {
+            push(at("max_height"), format!("max_height must be 16..=4096, got {max_height}"));
         }
         validate_camera_source(cam, base_dir, &at, push);
         if cam.replay_format != ReplayFormat::Rgb && cam.source != CameraSource::Replay {
@@ -268,7 +297,7 @@ pub(super) fn validate(cameras: &[Camera], base_dir: &Path, push: &mut impl FnMu
             );
         }
         if let Some([w, h]) = cam.replay_size
-            && !(16..=cam.max_width).contains(&w) | !(16..=cam.max_height).contains(&h)
+            && !(16..=max_width).contains(&w) | !(16..=max_height).contains(&h)
         {
             push(
                 at("replay_size"),
@@ -287,11 +316,11 @@ pub(super) fn validate(cameras: &[Camera], base_dir: &Path, push: &mut impl FnMu
             if cam.device.is_empty() {
                 push(at("device"), "device must name a V4L2 node such as /dev/video0".into());
             }
-            if !(16..=cam.max_width).contains(&cam.width) {
-                push(at("width"), format!("width must be 16..=max_width ({}), got {}", cam.max_width, cam.width));
+            if !(16..=max_width).contains(&cam.width) {
+                push(at("width"), format!("width must be 16..=max_width ({max_width}), got {}", cam.width));
             }
-            if !(16..=cam.max_height).contains(&cam.height) {
-                push(at("height"), format!("height must be 16..=max_height ({}), got {}", cam.max_height, cam.height));
+            if !(16..=max_height).contains(&cam.height) {
+                push(at("height"), format!("height must be 16..=max_height ({max_height}), got {}", cam.height));
             }
         }
         let format = delivered_format(cam);

@@ -82,7 +82,7 @@ impl Live {
                         }
                     }
                 }
-                let max_len = crate::frame::PixelFormat::Rgb24.frame_len(cam.max_width, cam.max_height);
+                let max_len = crate::frame::PixelFormat::Rgb24.frame_len(cam.max_width(), cam.max_height());
                 // A viewer holds at most one buffer (while writing it), so this many never runs dry.
                 let slots = t.max_viewers_per_camera.min(t.max_viewers) + SPARE_SLOTS;
                 Arc::new(CameraLive::new(
