@@ -128,6 +128,11 @@ impl JpegDecoder {
         Self { max_denom: cap.clamp(1, 8), ..Self::new() }
     }
 
+    /// Sets the largest denominator [`Self::decode_analysis`] uses (as [`Self::with_max_denom`]).
+    pub fn set_max_denom(&mut self, cap: usize) {
+        self.max_denom = cap.clamp(1, 8);
+    }
+
     /// Decodes a frame for the detector into `out` at [`analysis_denom`] of its size: in the DCT domain when the
     /// stream allows it (see `camera::scaled`), else at full size and averaged down. The same rules as
     /// [`Self::decode_rgb`]: EOI required, limits checked on the full size before any pixel work, no panic.

@@ -406,6 +406,8 @@ impl crate::camera::Tap<Frame> for CameraLive {
     }
 
     fn offer_jpeg(&self, f: &Frame, jpeg: &[u8]) {
+        // Every frame's JPEG, viewers or not: the alarm snapshot shows the camera's own picture.
+        self.ring.offer_jpeg(f.meta.seq, jpeg);
         if !self.take_frame(f) {
             return;
         }

@@ -99,7 +99,7 @@ pub fn ring_counter(reg: &Registry, camera: &str) -> Counter {
 
 impl Snapshots {
     /// Opens (creating) the store in `dir`, removes half-written leftovers, trims it to its bounds and starts
-    /// the writer thread. `max_len`: the largest analysed frame in bytes (RGB), for the writer's buffers.
+    /// the writer thread. `max_len`: the largest camera frame in bytes (RGB), for the writer's buffers.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         dir: PathBuf,
@@ -209,6 +209,7 @@ struct Work {
     rgb: Vec<u8>,
     jpeg: Vec<u8>,
     grid: Box<[f32; PIXELS]>,
+    decoder: crate::camera::jpeg::JpegDecoder,
 }
 
 impl Shared {
@@ -218,6 +219,7 @@ impl Shared {
             rgb: Vec::with_capacity(max_len.max(GRID_W * GRID_H * THERMAL_CELL * THERMAL_CELL * 3)),
             jpeg: Vec::with_capacity(64 * 1024),
             grid: Box::new([0.0; PIXELS]),
+            decoder: crate::camera::jpeg::JpegDecoder::new(),
         };
         while let Ok(r) = rx.recv() {
             match self.write(&mut w, &r) {
@@ -257,14 +259,33 @@ impl Shared {
             // Without the deciding frame, the frames kept are all "before": numbering starts at 1.
             let first = usize::from(!exact);
             let mut seqs = Vec::with_capacity(n);
+            // Whether the deciding frame is the camera's own JPEG (see `ring`), or the detector's reduced frame.
+            let mut camera_jpeg = false;
             for k in 0..n {
                 let Some(h) = w.held.get(k) else { break };
-                to_rgb(h, &mut w.rgb);
-                info.bytes += encode(&mut w.jpeg, &w.rgb, h.w, h.h, &tmp.join(format!("frames/{}.jpg", k + first)))?;
+                let path = tmp.join(format!("frames/{}.jpg", k + first));
+                // A JPEG camera's frame is kept byte for byte, at its full size.
+                if h.jpeg.is_empty() {
+                    to_rgb(h, &mut w.rgb);
+                    info.bytes += encode(&mut w.jpeg, &w.rgb, h.w, h.h, &path)?;
+                } else {
+                    std::fs::write(&path, &h.jpeg)?;
+                    info.bytes += h.jpeg.len() as u64;
+                    camera_jpeg |= k == 0;
+                }
                 seqs.push(h.seq);
                 if k == 0 && exact {
-                    overlay::draw_detections(&mut Canvas { px: &mut w.rgb, w: h.w, h: h.h }, &h.boxes);
-                    info.bytes += encode(&mut w.jpeg, &w.rgb, h.w, h.h, &tmp.join("snapshot.jpg"))?;
+                    // The boxes on the camera's picture at a view size (VGA or less), or on the analysed frame.
+                    let (fw, fh) = match view_rgb(&mut w.decoder, &h.jpeg, &mut w.rgb) {
+                        Some(wh) => wh,
+                        None => {
+                            to_rgb(h, &mut w.rgb);
+                            (h.w, h.h)
+                        }
+                    };
+                    // Boxes are in frame fractions: they land alike on a picture of any size.
+                    overlay::draw_detections(&mut Canvas { px: &mut w.rgb, w: fw, h: fh }, &h.boxes);
+                    info.bytes += encode(&mut w.jpeg, &w.rgb, fw, fh, &tmp.join("snapshot.jpg"))?;
                     info.camera = true;
                     let boxes: Vec<_> = h
                         .boxes
@@ -281,6 +302,7 @@ impl Shared {
             meta["frame"] = f.frame.into();
             meta["frames"] = serde_json::json!(seqs);
             meta["first_frame"] = first.into();
+            meta["camera_jpeg"] = camera_jpeg.into();
         }
         if let Some(d) = r.device
             && let Some(devices) = &self.devices
@@ -349,6 +371,26 @@ fn to_rgb(h: &Held, out: &mut Vec<u8>) {
             out.extend_from_slice(&h.px);
         }
     }
+}
+
+/// Pixels of the boxed snapshot at most: a VGA frame. The camera's JPEG is kept whole beside it, and decoding a
+/// 1080p frame at full size only to draw boxes would take 6 MB of RGB plus the decoder's buffers.
+const VIEW_PIXELS: usize = 640 * 480;
+
+/// A camera JPEG decoded into `out` at the largest DCT scale (1, 1/2, 1/4, 1/8) of at most [`VIEW_PIXELS`]; its
+/// size, or None when there is none or it does not decode (the caller draws on the analysed frame).
+fn view_rgb(dec: &mut crate::camera::jpeg::JpegDecoder, jpeg: &[u8], out: &mut Vec<u8>) -> Option<(usize, usize)> {
+    if jpeg.is_empty() {
+        return None;
+    }
+    let (w, h) = dec.dimensions(jpeg).ok()?;
+    let denom = [1, 2, 4, 8].into_iter().find(|&d| w.div_ceil(d) * h.div_ceil(d) <= VIEW_PIXELS).unwrap_or(8);
+    dec.set_max_denom(denom);
+    out.clear();
+    out.resize(w.div_ceil(denom) * h.div_ceil(denom) * 3, 0);
+    let d = dec.decode_analysis(jpeg, out, w, h).ok()?;
+    out.truncate(d.width * d.height * 3);
+    Some((d.width, d.height))
 }
 
 /// Encodes RGB pixels as a JPEG into `buf` and writes it to `path`; returns its size.

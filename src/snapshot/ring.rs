@@ -2,6 +2,9 @@
 //! reserved once at the camera's largest frame size and reused, so keeping frames costs no allocation per frame.
 //! The detect task pushes each analysed frame before fusion hears its score, so the frame that decides an alarm is
 //! always in the ring by the time the decision is made; the snapshot writer copies them out when it runs.
+//! A JPEG camera's frames are analysed at reduced scale, so its capture thread also leaves each frame's own JPEG
+//! bytes here (`offer_jpeg`), and the newest kept frame holds it: the alarm snapshot shows the camera's
+//! full picture of the deciding frame, not the detector's small one.
 
 use std::sync::Mutex;
 
@@ -20,6 +23,8 @@ pub struct Held {
     pub format: PixelFormat,
     pub seq: u64,
     pub boxes: Boxes,
+    /// The camera's own JPEG of this frame (full size), or empty: a raw camera, or the JPEG was not kept.
+    pub jpeg: Vec<u8>,
 }
 
 impl Held {
@@ -32,6 +37,7 @@ impl Held {
             format: PixelFormat::Rgb24,
             seq: 0,
             boxes: Boxes::default(),
+            jpeg: Vec::new(),
         }
     }
 
@@ -47,6 +53,15 @@ impl Held {
     }
 }
 
+/// Camera JPEGs by frame number: the one waiting for its frame to be analysed, and the newest kept frame's (the
+/// snapshot writer runs within milliseconds of the decision, the next frame comes 1/fps later; each JPEG held
+/// is resident memory, several hundred KB at 1080p, so older frames keep only their analysed pixels). Two
+/// buffers, grown to the camera's JPEG size once and then swapped: nothing allocated per frame once grown.
+struct Jpegs {
+    pending: (u64, Vec<u8>),
+    kept: (u64, Vec<u8>),
+}
+
 struct Slots {
     held: Vec<Held>,
     /// The slot the next frame overwrites (the oldest).
@@ -57,6 +72,7 @@ struct Slots {
 
 pub struct FrameRing {
     slots: Mutex<Slots>,
+    jpegs: Mutex<Jpegs>,
     /// Frames not kept: the writer was copying out at that moment, or the frame was larger than reserved.
     skipped: Counter,
 }
@@ -64,7 +80,40 @@ pub struct FrameRing {
 impl FrameRing {
     pub fn new(max_len: usize, skipped: Counter) -> FrameRing {
         let held = (0..RING).map(|_| Held::with_capacity(max_len)).collect();
-        FrameRing { slots: Mutex::new(Slots { held, next: 0, filled: 0 }), skipped }
+        let jpegs = Jpegs { pending: (0, Vec::new()), kept: (0, Vec::new()) };
+        FrameRing { slots: Mutex::new(Slots { held, next: 0, filled: 0 }), jpegs: Mutex::new(jpegs), skipped }
+    }
+
+    /// Leaves frame `seq`'s own JPEG for [`FrameRing::push`] to keep. Runs on the capture thread, which hands
+    /// the frame to detection right after: a frame's JPEG is replaced only by the next frame's, 1/fps later.
+    pub fn offer_jpeg(&self, seq: u64, jpeg: &[u8]) {
+        let mut j = self.jpegs.lock().unwrap_or_else(|p| p.into_inner());
+        j.pending.1.clear();
+        // Exactly the size: doubling would leave up to twice the JPEG resident in each buffer.
+        j.pending.1.reserve_exact(jpeg.len());
+        j.pending.1.extend_from_slice(jpeg);
+        j.pending.0 = seq;
+    }
+
+    /// Frame `seq` was kept: its JPEG (if still pending) becomes the kept one, whose buffer waits for the next
+    /// frame's.
+    fn keep_jpeg(&self, seq: u64) {
+        let mut j = self.jpegs.lock().unwrap_or_else(|p| p.into_inner());
+        if seq == 0 || j.pending.0 != seq {
+            return;
+        }
+        let Jpegs { pending, kept } = &mut *j;
+        std::mem::swap(kept, pending);
+        pending.0 = 0;
+    }
+
+    /// Frame `seq`'s JPEG into `out` (cleared when it is not held).
+    fn copy_jpeg(&self, seq: u64, out: &mut Vec<u8>) {
+        out.clear();
+        let j = self.jpegs.lock().unwrap_or_else(|p| p.into_inner());
+        if seq != 0 && j.kept.0 == seq {
+            out.extend_from_slice(&j.kept.1);
+        }
     }
 
     /// Keeps an analysed frame and its boxes over the oldest one. Runs on the detect task: it never waits (while
@@ -82,6 +131,9 @@ impl FrameRing {
         if !ok {
             self.skipped.inc();
             return;
+        }
+        if f.meta.from_jpeg {
+            self.keep_jpeg(f.meta.seq);
         }
         s.next = (i + 1) % RING;
         s.filled = (s.filled + 1).min(RING);
@@ -101,6 +153,7 @@ impl FrameRing {
             }
             let Some(o) = out.get_mut(n) else { break };
             if o.copy_from(&h.px, h.w, h.h, h.format, h.seq, &h.boxes) {
+                self.copy_jpeg(h.seq, &mut o.jpeg);
                 exact |= n == 0 && h.seq == seq;
                 n += 1;
             }
@@ -138,6 +191,32 @@ mod tests {
         assert_eq!((n, exact), (0, false), "frame 1 was overwritten");
         let (n, exact) = ring.copy_out(99, &mut out);
         assert_eq!((n, exact, out[0].seq), (4, false, 6));
+    }
+
+    #[test]
+    fn the_newest_kept_frame_holds_its_own_jpeg() {
+        let pool = FramePool::new(1, 4 * 2 * 3);
+        let ring = FrameRing::new(4 * 2 * 3, Counter::default());
+        let mut out: Vec<Held> = (0..RING).map(|_| Held::with_capacity(24)).collect();
+        for seq in 1..=3 {
+            ring.offer_jpeg(seq, &[0xFF, 0xD8, seq as u8]);
+            let mut f = frame(&pool, seq, 0);
+            f.meta.from_jpeg = seq != 3;
+            ring.push(&f, &Boxes::default());
+        }
+        assert_eq!(ring.copy_out(3, &mut out).0, 3);
+        assert!(out[0].jpeg.is_empty(), "frame 3 came from a raw camera");
+        assert_eq!(out[1].jpeg, [0xFF, 0xD8, 2], "the newest JPEG frame keeps its JPEG");
+        assert!(out[2].jpeg.is_empty(), "frame 1's buffer went to frame 2");
+        // A JPEG replaced by the next frame's before its own frame was kept is simply not there.
+        ring.offer_jpeg(5, &[5]);
+        ring.offer_jpeg(6, &[6]);
+        let mut f = frame(&pool, 5, 0);
+        f.meta.from_jpeg = true;
+        ring.push(&f, &Boxes::default());
+        assert_eq!(ring.copy_out(5, &mut out).0, 4);
+        assert!(out[0].jpeg.is_empty());
+        assert_eq!(out[2].jpeg, [0xFF, 0xD8, 2]);
     }
 
     #[test]

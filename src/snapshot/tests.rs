@@ -108,3 +108,47 @@ fn the_store_keeps_its_bound_oldest_out_and_counts_and_reopens() {
     assert!(!dir.join(".9.tmp").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_jpeg_cameras_snapshot_is_its_own_full_size_picture() {
+    let dir = temp("jpeg");
+    let (fw, fh) = (4 * W, 4 * H);
+    let mut camera_jpeg = Vec::new();
+    let grey = vec![90u8; fw * fh * 3];
+    jpeg_encoder::Encoder::new(&mut camera_jpeg, 90)
+        .encode(&grey, fw as u16, fh as u16, jpeg_encoder::ColorType::Rgb)
+        .unwrap_or_else(|e| panic!("encode: {e}"));
+    // The analysed frame is the reduced one; the camera's JPEG of it waits in the ring until the frame is kept.
+    let pool = FramePool::new(1, W * H * 3);
+    let ring = Arc::new(FrameRing::new(W * H * 3, Counter::default()));
+    for seq in 1..=2 {
+        ring.offer_jpeg(seq, &camera_jpeg);
+        let Some(mut f) = pool.take() else { panic!("pool empty") };
+        f.buffer_mut().fill(90);
+        f.meta =
+            FrameMeta { width: W, height: H, format: PixelFormat::Rgb24, seq, from_jpeg: true, ..FrameMeta::default() };
+        let mut b = Boxes::default();
+        b.set(seq, 0.8, &[DetBox { x0: 0.5, y0: 0.5, x1: 0.9, y1: 0.9, score: 0.8, class: 0 }]);
+        ring.push(&f, &b);
+    }
+    let reg = Registry::new();
+    let cams = vec![Camera { name: "cam".into(), ring }];
+    let s = Snapshots::start(dir.clone(), 1 << 20, 4, cams, None, Vec::new(), fw * fh * 3, &reg);
+    s.request(Request { event: 3, frame: Some(FrameRef { camera: 0, frame: 2 }), device: None });
+    let info = wait_for(&s, 3);
+    assert_eq!((info.camera, info.frames), (true, 2));
+    let Some((_, plain)) = s.file(3, "frames/0.jpg") else { panic!("no frames/0.jpg") };
+    assert_eq!(plain, camera_jpeg, "the camera's bytes, untouched");
+    let Some((_, boxed)) = s.file(3, "snapshot.jpg") else { panic!("no snapshot.jpg") };
+    let mut px = vec![0u8; fw * fh * 3];
+    let got = crate::camera::jpeg::JpegDecoder::new().decode_rgb(&boxed, &mut px, fw, fh);
+    assert_eq!(got.ok(), Some((fw, fh)), "the boxes are drawn on the full-size picture");
+    let at = |x: usize, y: usize| &px[(y * fw + x) * 3..(y * fw + x) * 3 + 3];
+    let edge = at(fw / 2, fh * 3 / 4);
+    assert!(edge[0] > 180 && edge[1] < 120, "box edge {edge:?}");
+    assert!(at(fw * 3 / 4, fh * 3 / 4).iter().all(|&c| (70..=110).contains(&c)));
+    let Some((_, json)) = s.file(3, "snapshot.json") else { panic!("no json") };
+    let meta: serde_json::Value = serde_json::from_slice(&json).unwrap_or_default();
+    assert_eq!(meta["camera_jpeg"], true);
+    let _ = std::fs::remove_dir_all(&dir);
+}
