@@ -8,7 +8,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,7 +16,6 @@ use common::{free_port, http_get, metric, scaled};
 use ember_edge::camera::jpeg::JpegDecoder;
 use ember_edge::camera::multipart::MultipartParser;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ember-edge");
 const W: usize = 1920;
 const H: usize = 1080;
 /// The appliance's budget (docs/BENCHMARKS.md), in kB as /proc reports it.
@@ -108,19 +106,6 @@ fn serve(frames: Arc<Vec<Vec<u8>>>, stop: Arc<AtomicBool>) -> (SocketAddr, Arc<A
         }
     });
     (addr, sent)
-}
-
-/// The appliance, killed when dropped so a failing assertion never leaves it running.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Stops the camera and removes the site's folder when the test ends, passed or failed.
@@ -246,17 +231,7 @@ events_dir = "events"
     )
     .unwrap();
     let log_path = dir.join("appliance.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let app = Proc(
-        Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let app = common::spawn_run(&config, &log_path);
     let pid = app.0.id();
     let log_text = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let deadline = Instant::now() + scaled(Duration::from_secs(30));

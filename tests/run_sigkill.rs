@@ -8,23 +8,13 @@ mod common;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{exactly_once, free_port, http_get, http_post, metric, written};
+use common::{
+    Proc, exactly_once, free_port, http_get, http_post, metric, sigkill, spawn_collector, spawn_run, written,
+};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ember-edge");
-const TOOLS: &str = env!("CARGO_BIN_EXE_ember-tools");
 const STATE: &str = "ember_zone_state{zone=\"room\"}";
-
-/// A child process that is killed when dropped, so a failing assertion never leaves an appliance running.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        sigkill(&mut self.0);
-    }
-}
 
 fn start_run(config: &Path, telemetry: SocketAddr) -> Proc {
     // The appliance's log goes to a file beside the config, shown if it does not come up.
@@ -32,18 +22,7 @@ fn start_run(config: &Path, telemetry: SocketAddr) -> Proc {
     // Under qemu-user a start can hang in the emulator (seen rarely, never natively); one retry there, reported.
     let attempts = if std::env::var_os("EMBER_TEST_QEMU_USER").is_some() { 2 } else { 1 };
     for attempt in 1..=attempts {
-        let log = std::fs::File::create(&log_path).unwrap();
-        let mut c = Proc(
-            Command::new(BIN)
-                .arg("run")
-                .arg("--config")
-                .arg(config)
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
+        let mut c = spawn_run(config, &log_path);
         // /health is ok only once every listener is bound (503 "starting" before).
         let deadline = Instant::now() + common::scaled(Duration::from_secs(20));
         loop {
@@ -71,16 +50,6 @@ fn wait_state(telemetry: SocketAddr, want: f64) {
         assert!(Instant::now() < deadline, "zone never reached state {want}");
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-fn sigkill(c: &mut Child) {
-    // Once reaped, the pid may belong to someone else: never signal it again.
-    if matches!(c.try_wait(), Ok(Some(_))) {
-        return;
-    }
-    // SAFETY: kill(2) on our own, unreaped child.
-    unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
-    let _ = c.wait();
 }
 
 /// A site in a fresh folder: the appliance's config (device 7, one smoke device, spool "spool" with fsync on
@@ -125,15 +94,7 @@ fsync = "always"
 }
 
 fn collector(cport: u16, out: &Path) -> Proc {
-    Proc(
-        Command::new(TOOLS)
-            .args(["collect", "--listen", &format!("127.0.0.1:{cport}"), "--out"])
-            .arg(out)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+    spawn_collector(cport, out)
 }
 
 /// `POST /api/zones/room/reset` that fails quietly (the appliance may be killed at any moment).

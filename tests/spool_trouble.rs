@@ -12,26 +12,15 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, http_get, http_post, metric};
+use common::{Proc, free_port, http_get, http_post, metric, spawn_collector};
 use ember_edge::telemetry::clock;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ember-edge");
-const TOOLS: &str = env!("CARGO_BIN_EXE_ember-tools");
 const STATE: &str = "ember_zone_state{zone=\"room\"}";
 const TROUBLE: &str = "ember_uplink_spool_trouble";
-
-/// A child process that is killed when dropped, so a failing assertion never leaves one running.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Site {
     dir: PathBuf,
@@ -84,15 +73,7 @@ fsync = "always"
 }
 
 fn collect(s: &Site) -> Proc {
-    Proc(
-        Command::new(TOOLS)
-            .args(["collect", "--listen", &format!("127.0.0.1:{}", s.collector_port), "--out"])
-            .arg(&s.out)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+    spawn_collector(s.collector_port, &s.out)
 }
 
 /// Starts the appliance and waits until it serves `/health` with anything but "starting".

@@ -1,6 +1,6 @@
 //! Shared helpers for the integration tests: where the fixtures are (`fixtures`, also the unit tests'), a
-//! simulated-site config on ephemeral ports, a tiny HTTP client, and a byte sink the in-process collector can
-//! write JSON lines into.
+//! simulated-site config on ephemeral ports, a tiny HTTP client, a byte sink the in-process collector can
+//! write JSON lines into, and the binaries as child processes that never outlive a failed test.
 #![allow(dead_code)]
 
 pub mod fixtures;
@@ -187,4 +187,49 @@ pub fn eval_frames_with(dir: &std::path::Path, detector: &str, extra: &[&str]) -
 /// A number field of a JSON report.
 pub fn num(v: &serde_json::Value, k: &str) -> f64 {
     v[k].as_f64().unwrap_or_else(|| panic!("missing {k} in {v}"))
+}
+
+/// A child process killed and reaped when dropped, so a failing assertion never leaves one running.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        sigkill(&mut self.0);
+    }
+}
+
+/// SIGKILL and reap `c`, unless it is already reaped: its pid may belong to someone else by then.
+pub fn sigkill(c: &mut std::process::Child) {
+    if matches!(c.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+/// `ember-edge run --config CONFIG` (log level info), its log written to `log`.
+pub fn spawn_run(config: &std::path::Path, log: &std::path::Path) -> Proc {
+    let log = std::fs::File::create(log).unwrap_or_else(|e| panic!("log {}: {e}", log.display()));
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ember-edge"))
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("ember-edge run: {e}"));
+    Proc(child)
+}
+
+/// `ember-tools collect` on 127.0.0.1:`port`, writing what it receives to `out`.
+pub fn spawn_collector(port: u16, out: &std::path::Path) -> Proc {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ember-tools"))
+        .args(["collect", "--listen", &format!("127.0.0.1:{port}"), "--out"])
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("ember-tools collect: {e}"));
+    Proc(child)
 }

@@ -76,16 +76,6 @@ fn zone_is(state: &'static str) -> impl Fn(&Msg) -> bool {
     move |m| m.topic == ZONE && m.json()["state"] == state
 }
 
-struct Appliance(Child);
-
-impl Drop for Appliance {
-    fn drop(&mut self) {
-        if !matches!(self.0.try_wait(), Ok(Some(_))) {
-            signal(&mut self.0, libc::SIGKILL);
-        }
-    }
-}
-
 #[test]
 fn home_assistant_discovery_states_buttons_and_last_will() {
     let d = std::env::temp_dir().join(format!("ember-mqtt-ha-{}", std::process::id()));
@@ -132,17 +122,7 @@ diagnostics_secs = 1
         ),
     )
     .unwrap();
-    let log = std::fs::File::create(d.join("appliance.log")).unwrap();
-    let mut app = Appliance(
-        Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let mut app = super::common::spawn_run(&config, &d.join("appliance.log"));
     let telemetry: SocketAddr = format!("127.0.0.1:{tport}").parse().unwrap();
 
     // The discovery message, against what Home Assistant's device-based discovery requires.
