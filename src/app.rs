@@ -167,6 +167,7 @@ impl App {
         let live = crate::live::Live::new(c, &registry, &health, &devices, &clock, app.stop.clone());
         live.start().map_err(|e| anyhow::anyhow!("cannot start the live-view encoders: {e}"))?;
         events.attach_snapshots(start_snapshots(loaded, &events_dir, &live, &devices, &registry));
+        live.attach_events(events.clone());
         let state = web::HttpState::with_live(
             Arc::clone(&registry),
             Arc::clone(&health),

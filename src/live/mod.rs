@@ -41,6 +41,8 @@ pub struct Live {
     clock: Arc<crate::telemetry::clock::ClockWatch>,
     stop: CancellationToken,
     pub counters: ViewerCounters,
+    /// The event log, whose snapshot store Home Assistant's alarm picture comes from (`attach_events`).
+    events: std::sync::OnceLock<crate::events::EventLog>,
 }
 
 pub struct ViewerCounters {
@@ -139,7 +141,13 @@ impl Live {
             clock: Arc::clone(clock),
             stop,
             counters,
+            events: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Gives Home Assistant's view the event log, for the newest alarm picture (once; later calls are ignored).
+    pub fn attach_events(&self, events: crate::events::EventLog) {
+        let _ = self.events.set(events);
     }
 
     /// Starts one encoder thread per camera; they end when the stop token is cancelled.
@@ -272,6 +280,14 @@ impl crate::uplink::ha_link::SiteView for Live {
         out.camera_fps.clear();
         out.camera_fps
             .extend(self.cameras.iter().map(|c| (self.camera_state(c) == "live").then(|| c.measured_fps() as f32)));
+    }
+
+    fn newest_picture(&self) -> Option<u64> {
+        self.events.get()?.snapshots()?.newest_picture()
+    }
+
+    fn picture(&self, id: u64) -> Option<Vec<u8>> {
+        self.events.get()?.snapshots()?.file(id, "snapshot.jpg").map(|(_, b)| b)
     }
 
     fn health_bits(&self) -> u32 {

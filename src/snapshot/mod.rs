@@ -182,6 +182,12 @@ impl Snapshots {
             .collect()
     }
 
+    /// The id of the newest snapshot with a camera picture (`snapshot.jpg`), if any.
+    pub fn newest_picture(&self) -> Option<u64> {
+        let index = self.shared.index.lock().unwrap_or_else(|p| p.into_inner());
+        index.iter().rev().find(|i| i.camera).map(|i| i.id)
+    }
+
     /// The bytes of one file of event `id`'s snapshot (`snapshot.jpg`, `snapshot.json`, `thermal.jpg`,
     /// `frames/N.jpg`) with its content type; None when there is no such file.
     pub fn file(&self, id: u64, name: &str) -> Option<(&'static str, Vec<u8>)> {

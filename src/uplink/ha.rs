@@ -56,6 +56,8 @@ pub struct HaModel {
     pub sources: Vec<HaSource>,
     pub buttons: Vec<HaButton>,
     pub diagnostics: Duration,
+    /// An image entity shows the newest alarm snapshot (a site with cameras).
+    pub picture: bool,
 }
 
 /// The diagnostic readings, None where unknown (Home Assistant shows "unknown").
@@ -144,6 +146,7 @@ impl HaModel {
             sources,
             buttons,
             diagnostics: Duration::from_secs(m.diagnostics_secs.max(1)),
+            picture: !c.cameras.is_empty(),
         }
     }
 
@@ -179,6 +182,11 @@ impl HaModel {
 
     pub fn event_topic(&self) -> String {
         format!("{}/event", self.base)
+    }
+
+    /// Where the newest alarm snapshot's JPEG goes (retained), for the image entity.
+    pub fn picture_topic(&self) -> String {
+        format!("{}/snapshot", self.base)
     }
 
     /// What the appliance subscribes to for buttons; None when no button is configured.
@@ -251,6 +259,13 @@ impl HaModel {
         add("spool_depth".into(), diag("Alerts not yet delivered", "spool_depth", "alerts"));
         for (i, s) in self.sources.iter().filter(|s| s.camera).enumerate() {
             add(format!("{}_fps", s.slug), diag(&format!("Camera {} fps", s.name), &format!("camera_fps[{i}]"), "fps"));
+        }
+        if self.picture {
+            add(
+                "snapshot".into(),
+                json!({"p": "image", "name": "Alarm snapshot", "image_topic": self.picture_topic(),
+                    "content_type": "image/jpeg", "icon": "mdi:fire-alert"}),
+            );
         }
         add(
             "operator".into(),

@@ -23,6 +23,14 @@ pub trait SiteView: Send + Sync {
     fn diagnostics(&self, out: &mut Diagnostics);
     /// The site's `wire::health` bits for heartbeats (`STALE`, `NIGHT`, `DELAY`); the uplink adds its own.
     fn health_bits(&self) -> u32;
+    /// The event id of the newest alarm snapshot with a camera picture; None while there is none.
+    fn newest_picture(&self) -> Option<u64> {
+        None
+    }
+    /// That snapshot's picture (`snapshot.jpg`, the deciding frame with the boxes).
+    fn picture(&self, _id: u64) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// Everything the uplink needs for Home Assistant, built once at start-up.
@@ -54,7 +62,7 @@ impl HaSetup {
     }
 }
 
-/// How often source connectivity is looked at (published only when it changes).
+/// How often source connectivity and the newest alarm picture are looked at (published only when they change).
 const SOURCE_POLL: Duration = Duration::from_secs(1);
 
 /// Hands one publish to the client: false when its queue is full.
@@ -68,6 +76,8 @@ pub(super) struct HaLink<'a> {
     next_poll: Instant,
     rng: XorShift64,
     diag: Diagnostics,
+    /// The snapshot last published on the picture topic (None: not yet on this connection).
+    picture: Option<u64>,
 }
 
 impl<'a> HaLink<'a> {
@@ -79,6 +89,7 @@ impl<'a> HaLink<'a> {
             next_poll: Instant::now(),
             rng: XorShift64::from_clock(setup.model.device_id as u64),
             diag: Diagnostics::default(),
+            picture: None,
         }
     }
 
@@ -101,6 +112,8 @@ impl<'a> HaLink<'a> {
         }
         self.sources.iter_mut().for_each(|s| *s = None);
         ok &= self.poll_sources(out);
+        self.picture = None;
+        ok &= self.poll_picture(out);
         self.schedule.sent_all(now);
         ok &= self.diagnostics(out, spool);
         if !ok {
@@ -131,6 +144,22 @@ impl<'a> HaLink<'a> {
             }
         }
         ok
+    }
+
+    /// Publishes the newest alarm picture when it is not the one last sent (retained: Home Assistant shows it
+    /// after a restart too). Read from the snapshot store here, on the uplink task, a few tens of KB per alarm.
+    fn poll_picture(&mut self, out: &mut Sink<'_>) -> bool {
+        let m = &self.setup.model;
+        let Some(id) = m.picture.then(|| self.setup.view.newest_picture()).flatten() else { return true };
+        if self.picture == Some(id) {
+            return true;
+        }
+        let Some(jpeg) = self.setup.view.picture(id) else { return true };
+        if !out(m.picture_topic(), QoS::AtLeastOnce, true, jpeg) {
+            return false;
+        }
+        self.picture = Some(id);
+        true
     }
 
     fn diagnostics(&mut self, out: &mut Sink<'_>, spool: u64) -> bool {
@@ -197,6 +226,7 @@ impl<'a> HaLink<'a> {
         if now >= self.next_poll {
             self.next_poll = now + SOURCE_POLL;
             self.poll_sources(out);
+            self.poll_picture(out);
         }
         if self.schedule.take_diagnostics(now) {
             self.diagnostics(out, spool);

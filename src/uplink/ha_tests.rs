@@ -142,3 +142,21 @@ fn a_large_site_fits_in_one_discovery_packet() {
     assert!(d.len() > 10 * 1024, "beyond rumqttc's default limit: {}", d.len());
     assert!(d.len() < MAX_PAYLOAD / 4, "{}", d.len());
 }
+
+#[test]
+fn a_site_with_cameras_has_an_image_entity_for_the_alarm_picture() {
+    let m = HaModel::from_config(&config(&[]));
+    let d = m.discovery();
+    let image = &d["cmps"]["snapshot"];
+    assert_eq!(image["p"], "image");
+    assert_eq!(image["image_topic"], m.picture_topic());
+    assert_eq!(m.picture_topic(), "ember/7/snapshot");
+    assert_eq!(image["content_type"], "image/jpeg");
+    let mut c = config(&[]);
+    c.cameras.clear();
+    for z in &mut c.zones {
+        z.cameras.clear();
+    }
+    let d = HaModel::from_config(&c).discovery();
+    assert!(d["cmps"].get("snapshot").is_none(), "no cameras, no picture");
+}

@@ -1,11 +1,11 @@
 //! Home Assistant discovery from the appliance itself (`ember-edge run`) through a real mosquitto: the retained
 //! discovery message checked against what Home Assistant requires, its re-send after a birth message, the zone
 //! following pre-alarm, alarm and an acknowledge pressed in Home Assistant, a button that is not configured
-//! refused, and availability going `offline` (the last will) when the appliance is SIGKILLed.
+//! refused, and availability going `offline` (the last will) when the appliance is SIGKILLed; and the newest
+//! alarm snapshot published, retained, for Home Assistant's image entity.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,6 @@ use serde_json::Value;
 use super::common::{free_port, http_get, metric};
 use super::{broker, signal};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ember-edge");
 const DISCOVERY: &str = "homeassistant/device/ember_edge_7/config";
 const ZONE: &str = "ember/7/zone/room";
 
@@ -37,7 +36,8 @@ impl Msg {
 
 fn subscriber(port: u16, id: &str, topics: &[&str]) -> (Client, Receiver<Msg>) {
     let mut opts = MqttOptions::new(id, "127.0.0.1", port);
-    opts.set_keep_alive(Duration::from_secs(5));
+    // Room for the alarm picture (tens of KB); rumqttc's default is 10 KiB.
+    opts.set_keep_alive(Duration::from_secs(5)).set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut conn) = Client::new(opts, 64);
     for t in topics {
         client.subscribe(*t, QoS::AtLeastOnce).unwrap();
@@ -192,6 +192,70 @@ diagnostics_secs = 1
     // SIGKILL: the broker publishes the last will.
     signal(&mut app.0, libc::SIGKILL);
     next(&rx, 30, "availability offline", |m| m.topic == "ember/7/status" && m.text() == "offline");
+    signal(&mut b, libc::SIGTERM);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// The demo camera's alarm: its snapshot reaches Home Assistant's image entity as a JPEG, retained, and the
+/// discovery message declares that entity.
+#[test]
+fn home_assistant_shows_the_newest_alarm_picture() {
+    let d = std::env::temp_dir().join(format!("ember-mqtt-ha-picture-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let (port, tport) = (free_port(), free_port());
+    let conf = d.join("mosquitto.conf");
+    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n")).unwrap();
+    let mut b = broker(&conf, port);
+    let (_ha, rx) =
+        subscriber(port, "test-ha-picture", &["homeassistant/device/ember_edge_8/config", "ember/8/snapshot"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let config = d.join("site.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[site]
+device_id = 8
+name = "ha-picture"
+[telemetry]
+listen = "127.0.0.1:{tport}"
+[[cameras]]
+name = "cam"
+source = "replay"
+path = "builtin:demo"
+fps = 4.0
+[[zones]]
+name = "hall"
+cameras = ["cam"]
+[uplink]
+enabled = true
+transport = "mqtt"
+server = "127.0.0.1:{port}"
+reconnect_min_ms = 20
+events_dir = "events"
+[uplink.mqtt]
+home_assistant = true
+"#
+        ),
+    )
+    .unwrap();
+    let _app = super::common::spawn_run(&config, &d.join("appliance.log"));
+
+    let disc = next(&rx, 20, "discovery", |m| m.topic == "homeassistant/device/ember_edge_8/config").json();
+    let image = &disc["cmps"]["snapshot"];
+    assert_eq!(image["p"], "image", "{disc}");
+    assert_eq!(image["image_topic"], "ember/8/snapshot");
+    assert_eq!(image["content_type"], "image/jpeg");
+    let m = next(&rx, 60, "the alarm picture", |m| m.topic == "ember/8/snapshot");
+    assert_eq!(m.payload.get(..2), Some(&[0xFF, 0xD8][..]), "a JPEG");
+    let mut px = vec![0u8; 1024 * 1024 * 3];
+    let got = ember_edge::camera::jpeg::JpegDecoder::new().decode_rgb(&m.payload, &mut px, 1024, 1024);
+    assert!(got.is_ok(), "the picture decodes: {got:?}");
+    // Retained: Home Assistant starting later still shows it.
+    let (_late, late_rx) = subscriber(port, "test-ha-picture-late", &["ember/8/snapshot"]);
+    let m = next(&late_rx, 10, "the retained picture", |m| m.topic == "ember/8/snapshot");
+    assert!(m.retain && m.payload.starts_with(&[0xFF, 0xD8]), "retained JPEG");
     signal(&mut b, libc::SIGTERM);
     let _ = std::fs::remove_dir_all(&d);
 }
