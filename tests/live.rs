@@ -167,6 +167,43 @@ async fn plain_viewers_of_a_jpeg_camera_get_its_own_bytes_without_an_encode() {
     app.shutdown().await;
 }
 
+/// Overlay viewers of a JPEG camera get the decoded frame with the overlay drawn, one encode per frame, and
+/// nothing else: the soak (scripts/soak.sh) found the JPEG's bytes also drawn on as if they were pixels and
+/// encoded again, an encoder error and a WARN for every frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlay_viewers_of_a_jpeg_camera_cost_one_encode_per_frame_and_no_error() {
+    let app = start(&config("", 1)).await;
+    let addr = app.telemetry_addr;
+    tokio::task::spawn_blocking(move || {
+        let (status, mut s, _) = open_stream(addr, "/cameras/cam0/stream.mjpg?overlay=1", "");
+        assert_eq!(status, 200);
+        let mut parser = MultipartParser::new(1 << 22);
+        parser.set_boundary(b"frame");
+        let (mut buf, mut parts) = (vec![0u8; 65536], 0);
+        let mut px = vec![0u8; 640 * 640 * 3];
+        let deadline = Instant::now() + scaled(Duration::from_secs(20));
+        while parts < 10 {
+            assert!(Instant::now() < deadline, "{parts} overlay parts");
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "the overlay viewer was cut off");
+            let mut rest = &buf[..n];
+            while !rest.is_empty() {
+                let (used, part) = parser.push(rest);
+                if let Some(p) = part {
+                    ember_edge::camera::jpeg::JpegDecoder::new().decode_rgb(p, &mut px, 640, 640).unwrap();
+                    parts += 1;
+                }
+                rest = &rest[used..];
+            }
+        }
+        assert_eq!(metric(addr, "ember_live_encode_errors_total{camera=\"cam0\"}"), 0.0);
+        assert!(metric(addr, "ember_live_encodes_total{camera=\"cam0\"}") >= 10.0);
+    })
+    .await
+    .unwrap();
+    app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_limits_answer_503_per_camera_and_in_total() {
     let app = start(&config("", 2)).await;

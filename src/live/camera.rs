@@ -294,12 +294,17 @@ impl CameraLive {
                             }
                         }
                     }
-                } else if self.viewers[Variant::Plain as usize].load(Ordering::Relaxed) > 0 {
-                    self.encode(Variant::Plain, &buf.px, w, h);
-                }
-                if self.viewers[Variant::Overlay as usize].load(Ordering::Relaxed) > 0 {
-                    self.draw_overlay(&mut buf.px, w, h, &mut grid);
-                    self.encode(Variant::Overlay, &buf.px, w, h);
+                } else {
+                    if self.viewers[Variant::Plain as usize].load(Ordering::Relaxed) > 0 {
+                        self.encode(Variant::Plain, &buf.px, w, h);
+                    }
+                    // Only here: for a JPEG camera `buf.px` holds the JPEG's bytes, not pixels (the soak found
+                    // every overlay frame of an MJPEG camera drawn on those bytes and encoded a second time, which
+                    // the encoder refused: an error counted and a WARN logged per frame).
+                    if self.viewers[Variant::Overlay as usize].load(Ordering::Relaxed) > 0 {
+                        self.draw_overlay(&mut buf.px, w, h, &mut grid);
+                        self.encode(Variant::Overlay, &buf.px, w, h);
+                    }
                 }
             }
             self.state.lock().unwrap_or_else(|p| p.into_inner()).encoding = None;
