@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A soak with faults (docs/guide.md "Soak test", figures in docs/BENCHMARKS.md): the appliance (`ember-edge run`)
+# A soak with faults (docs/guide.md "Soak with faults", docs/design.md for how, figures in docs/BENCHMARKS.md): the appliance (`ember-edge run`)
 # with two MJPEG cameras, four sensor devices and its uplink, for --duration seconds while the cameras' server,
 # the devices, the collector, the MQTT broker (when mosquitto is installed) and the spool's disk (a small tmpfs,
 # as root) come and go at random times from a printed seed, live viewers connect and drop, and alerts flow all
