@@ -229,6 +229,18 @@ class Fault:
             self.down_secs += time.time() - self.since
 
 
+def fd_targets(pid):
+    """What each open fd of `pid` points at, sorted. An fd closed between listing and reading (a camera client
+    reconnecting, say) is skipped: the appliance never stops opening and closing sockets."""
+    out = []
+    for n in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.append(os.readlink(f"/proc/{pid}/fd/{n}"))
+        except FileNotFoundError:
+            pass
+    return sorted(out)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
@@ -436,7 +448,7 @@ enabled = false
 
     wait_until("a healthy appliance before the faults", lambda: http.get("/health")[0] == 200, 30)
     base = sample(http.metrics())
-    base_fds = sorted(os.readlink(f"/proc/{app.pid}/fd/{n}") for n in os.listdir(f"/proc/{app.pid}/fd"))
+    base_fds = fd_targets(app.pid)
     log(f"baseline: RSS {base['rss'] / 2**20:.1f} MiB, {base['fds']} fds")
 
     # The faults.
@@ -579,7 +591,7 @@ enabled = false
     _, events_body = http.get("/api/events?limit=1000&newest=1")
     _, status_body = http.get("/api/status")
     end = sample(m)
-    fd_list = sorted(os.readlink(f"/proc/{app.pid}/fd/{n}") for n in os.listdir(f"/proc/{app.pid}/fd"))
+    fd_list = fd_targets(app.pid)
     with open(os.path.join(out, "fds-at-rest.txt"), "w") as f:
         f.write("before the faults:\n" + "\n".join(base_fds) + "\n\nafter the drain:\n" + "\n".join(fd_list) + "\n")
 
