@@ -96,9 +96,10 @@ impl FrameRing {
     }
 
     /// Frame `seq` was kept: its JPEG (if still pending) becomes the kept one, whose buffer waits for the next
-    /// frame's.
+    /// frame's. On the detect task, so it does not wait either: while the capture thread or the writer is copying,
+    /// the frame keeps only its analysed pixels (the snapshot falls back on them).
     fn keep_jpeg(&self, seq: u64) {
-        let mut j = self.jpegs.lock().unwrap_or_else(|p| p.into_inner());
+        let Ok(mut j) = self.jpegs.try_lock() else { return };
         if seq == 0 || j.pending.0 != seq {
             return;
         }
