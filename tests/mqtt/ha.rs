@@ -76,15 +76,22 @@ fn zone_is(state: &'static str) -> impl Fn(&Msg) -> bool {
     move |m| m.topic == ZONE && m.json()["state"] == state
 }
 
-#[test]
-fn home_assistant_discovery_states_buttons_and_last_will() {
-    let d = std::env::temp_dir().join(format!("ember-mqtt-ha-{}", std::process::id()));
+/// A fresh folder `ember-mqtt-NAME-PID` and a mosquitto of its own on a free port.
+fn site_with_broker(name: &str) -> (std::path::PathBuf, u16, std::process::Child) {
+    let d = std::env::temp_dir().join(format!("ember-mqtt-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    let (port, sport, tport) = (free_port(), free_port(), free_port());
+    let port = free_port();
     let conf = d.join("mosquitto.conf");
     std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n")).unwrap();
-    let mut b = broker(&conf, port);
+    let b = broker(&conf, port);
+    (d, port, b)
+}
+
+#[test]
+fn home_assistant_discovery_states_buttons_and_last_will() {
+    let (d, port, mut b) = site_with_broker("ha");
+    let (sport, tport) = (free_port(), free_port());
     let (ha, rx) = subscriber(port, "test-ha", &["homeassistant/#", "ember/7/#"]);
     std::thread::sleep(Duration::from_millis(300));
 
@@ -200,13 +207,8 @@ diagnostics_secs = 1
 /// discovery message declares that entity.
 #[test]
 fn home_assistant_shows_the_newest_alarm_picture() {
-    let d = std::env::temp_dir().join(format!("ember-mqtt-ha-picture-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    let (port, tport) = (free_port(), free_port());
-    let conf = d.join("mosquitto.conf");
-    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n")).unwrap();
-    let mut b = broker(&conf, port);
+    let (d, port, mut b) = site_with_broker("ha-picture");
+    let tport = free_port();
     let (_ha, rx) =
         subscriber(port, "test-ha-picture", &["homeassistant/device/ember_edge_8/config", "ember/8/snapshot"]);
     std::thread::sleep(Duration::from_millis(300));
