@@ -136,6 +136,8 @@ fn the_appliance_starts_without_its_spool_sends_from_memory_and_spools_once_it_c
         c
     };
     let app = run(&s, quiet());
+    // The uplink tries its spool just after the listeners are up: under emulation /health can answer in between.
+    wait_for("the spool trouble on /health", || http_get(s.telemetry, "/health").0 == 503);
     let (status, body) = http_get(s.telemetry, "/health");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("trouble: alert spool"), "{body}");
