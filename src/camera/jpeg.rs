@@ -125,7 +125,9 @@ impl JpegDecoder {
 
     /// A decoder whose analysis frames are at most 1/`cap` scale (2 for a camera whose CNN reads crops).
     pub fn with_max_denom(cap: usize) -> Self {
-        Self { max_denom: cap.clamp(1, 8), ..Self::new() }
+        let mut d = Self::new();
+        d.set_max_denom(cap);
+        d
     }
 
     /// Sets the largest denominator [`Self::decode_analysis`] uses (as [`Self::with_max_denom`]).
