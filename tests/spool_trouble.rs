@@ -136,8 +136,8 @@ fn the_appliance_starts_without_its_spool_sends_from_memory_and_spools_once_it_c
         c
     };
     let app = run(&s, quiet());
-    // The uplink tries its spool just after the listeners are up: under emulation /health can answer in between.
-    wait_for("the spool trouble on /health", || http_get(s.telemetry, "/health").0 == 503);
+    // The first answer once the listeners are up already shows it: the uplink's health part is set before the
+    // appliance reports ready, not when its task first runs (under qemu-arm /health once answered 200 between).
     let (status, body) = http_get(s.telemetry, "/health");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("trouble: alert spool"), "{body}");
@@ -268,5 +268,21 @@ fn alerts_waiting_in_a_deleted_spool_folder_survive_a_restart() {
     assert_eq!(alerts.keys().map(|k| k.1).collect::<Vec<_>>(), [1, 2]);
     assert_eq!(metric(s.telemetry, "ember_uplink_lost_total"), 0.0);
     drop(app);
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+/// The same start in-process, checked before the scheduler has run any task: the spool's trouble is on the
+/// health report the moment the appliance says it is ready (a single-threaded runtime, so nothing else ran).
+#[tokio::test(flavor = "current_thread")]
+async fn the_spool_trouble_is_on_health_from_the_moment_the_appliance_is_ready() {
+    let s = site("ready");
+    let spool = s.dir.join("spool");
+    std::fs::write(&spool, b"a file where the spool folder should be").unwrap();
+    let text = std::fs::read_to_string(&s.config).unwrap().replace("\"spool\"", &format!("{:?}", spool));
+    let app = ember_edge::app::App::start(&common::load(&text), Default::default()).await.unwrap();
+    assert!(app.health.is_ready());
+    let failing = app.health.failing(tokio::time::Instant::now());
+    assert!(failing.iter().any(|f| f.contains("trouble: alert spool")), "{failing:?}");
+    app.shutdown().await;
     let _ = std::fs::remove_dir_all(&s.dir);
 }

@@ -183,8 +183,17 @@ struct Attempt {
 impl UplinkTask {
     /// Connects, sends, and reconnects until `stop`. Transitions keep being spooled while the link is down, so
     /// nothing backs up into fusion.
-    pub async fn run(self, part: PartHandle, stop: CancellationToken) -> anyhow::Result<()> {
+    ///
+    /// The outbox is built and its health part set when this is called, before the future first runs: the
+    /// appliance reports ready right after spawning its tasks, and a spool that could not be opened must show
+    /// on the first `/health` answer, not only once the scheduler has got round to this task.
+    pub fn run(
+        self,
+        part: PartHandle,
+        stop: CancellationToken,
+    ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
         let UplinkTask { transport, server, device_id, key, zone_names, input, spool, place, site, .. } = self;
+        let (reconnect_min, reconnect_max) = (self.reconnect_min, self.reconnect_max);
         let reconnects = self.counters.reconnects.clone();
         let tls_refused = self.counters.tls_refused.clone();
         let mut outbox = Outbox::new(spool, place, device_id, key, zone_names, self.heartbeat, self.counters);
@@ -193,43 +202,46 @@ impl UplinkTask {
             outbox.set_site(site);
         }
         let broker = match &transport {
-            Transport::Tcp => None,
-            Transport::Mqtt(m) => Some(mqtt::Broker::new(&server, m, device_id, tls_refused)?),
+            Transport::Tcp => Ok(None),
+            Transport::Mqtt(m) => mqtt::Broker::new(&server, m, device_id, tls_refused).map(Some),
         };
-        let mut backoff = Backoff::new(self.reconnect_min, self.reconnect_max);
-        loop {
-            part.beat();
-            let attempt = match &broker {
-                None => tcp::attempt(&server, &mut outbox, &input, &part, &stop).await,
-                Some(b) => b.attempt(&mut outbox, &input, &part, &stop).await,
-            };
-            outbox.on_disconnected();
-            if stop.is_cancelled() {
-                outbox.shutdown(tokio::time::Instant::now());
-                return Ok(());
-            }
-            let retry = backoff.failed(attempt.up_for);
-            log::log!(
-                retry.level(log::Level::Warn),
-                "uplink to {}{server}: {}; retrying in {:.1} s (failure {} in a row)",
-                if broker.is_some() { "MQTT broker " } else { "" },
-                attempt.why,
-                retry.delay.as_secs_f64(),
-                retry.failures
-            );
-            reconnects.inc();
-            let spool_meanwhile = async {
-                loop {
-                    let due = outbox.maintain_due(tokio::time::Instant::now());
-                    tokio::select! {
-                        t = input.pop() => { outbox.on_transition(&t); }
-                        _ = tokio::time::sleep_until(due) => outbox.maintain(tokio::time::Instant::now()),
-                    }
+        let mut backoff = Backoff::new(reconnect_min, reconnect_max);
+        async move {
+            let broker = broker?;
+            loop {
+                part.beat();
+                let attempt = match &broker {
+                    None => tcp::attempt(&server, &mut outbox, &input, &part, &stop).await,
+                    Some(b) => b.attempt(&mut outbox, &input, &part, &stop).await,
+                };
+                outbox.on_disconnected();
+                if stop.is_cancelled() {
+                    outbox.shutdown(tokio::time::Instant::now());
+                    return Ok(());
                 }
-            };
-            if !crate::retry::wait_doing(retry.delay, &stop, Some(&part), spool_meanwhile).await {
-                outbox.shutdown(tokio::time::Instant::now());
-                return Ok(());
+                let retry = backoff.failed(attempt.up_for);
+                log::log!(
+                    retry.level(log::Level::Warn),
+                    "uplink to {}{server}: {}; retrying in {:.1} s (failure {} in a row)",
+                    if broker.is_some() { "MQTT broker " } else { "" },
+                    attempt.why,
+                    retry.delay.as_secs_f64(),
+                    retry.failures
+                );
+                reconnects.inc();
+                let spool_meanwhile = async {
+                    loop {
+                        let due = outbox.maintain_due(tokio::time::Instant::now());
+                        tokio::select! {
+                            t = input.pop() => { outbox.on_transition(&t); }
+                            _ = tokio::time::sleep_until(due) => outbox.maintain(tokio::time::Instant::now()),
+                        }
+                    }
+                };
+                if !crate::retry::wait_doing(retry.delay, &stop, Some(&part), spool_meanwhile).await {
+                    outbox.shutdown(tokio::time::Instant::now());
+                    return Ok(());
+                }
             }
         }
     }
