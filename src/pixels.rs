@@ -18,11 +18,21 @@ pub fn rgb_to_yuv(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
 /// Inverse of [`rgb_to_yuv`] in integer arithmetic, clamped (what V4L2 webcams deliver as YUYV, back to RGB).
 #[inline]
 pub fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
+    luma_to_rgb(y, chroma_terms(u, v))
+}
+
+/// The chroma part of [`yuv_to_rgb`] (R, G, B offsets, ×256): a YUYV pair works it out once for both pixels.
+#[inline]
+pub fn chroma_terms(u: u8, v: u8) -> [i32; 3] {
+    let (d, e) = (i32::from(u) - 128, i32::from(v) - 128);
+    [409 * e, -100 * d - 208 * e, 516 * d]
+}
+
+/// [`yuv_to_rgb`] of luma `y` with the [`chroma_terms`] of its pixel.
+#[inline]
+pub fn luma_to_rgb(y: u8, terms: [i32; 3]) -> [u8; 3] {
     let c = 298 * (i32::from(y) - 16);
-    let d = i32::from(u) - 128;
-    let e = i32::from(v) - 128;
-    let clip = |n: i32| ((n + 128) >> 8).clamp(0, 255) as u8;
-    [clip(c + 409 * e), clip(c - 100 * d - 208 * e), clip(c + 516 * d)]
+    terms.map(|t| ((c + t + 128) >> 8).clamp(0, 255) as u8)
 }
 
 /// RGB24 → YUYV (BT.601 limited range, chroma of the left pixel of each pair, as the grid detector samples

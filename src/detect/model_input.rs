@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::pixels::yuv_to_rgb;
+use crate::pixels::{chroma_terms, luma_to_rgb};
 
 /// A pixel rectangle `[x0, x1) x [y0, y1)` of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,9 +49,10 @@ impl fmt::Display for PrepError {
 
 impl std::error::Error for PrepError {}
 
-/// Where a source pixel's RGB comes from.
+/// A frame the box filter reads: the RGB sums of row segments.
 trait Source {
-    fn rgb(&self, x: usize, y: usize) -> [u8; 3];
+    /// Sums of R, G and B over pixels `[xa, xb)` of row `y` (in range: the caller checked the region).
+    fn row_sum(&self, y: usize, xa: usize, xb: usize, sum: &mut [u32; 3]);
 }
 
 struct Rgb<'a> {
@@ -61,9 +62,17 @@ struct Rgb<'a> {
 
 impl Source for Rgb<'_> {
     #[inline]
-    fn rgb(&self, x: usize, y: usize) -> [u8; 3] {
-        let i = (y * self.width + x) * 3;
-        [self.px[i], self.px[i + 1], self.px[i + 2]]
+    fn row_sum(&self, y: usize, xa: usize, xb: usize, sum: &mut [u32; 3]) {
+        let row = &self.px[(y * self.width + xa) * 3..(y * self.width + xb) * 3];
+        let (mut r, mut g, mut b) = (0u32, 0u32, 0u32);
+        for p in row.chunks_exact(3) {
+            r += u32::from(p[0]);
+            g += u32::from(p[1]);
+            b += u32::from(p[2]);
+        }
+        sum[0] += r;
+        sum[1] += g;
+        sum[2] += b;
     }
 }
 
@@ -73,11 +82,27 @@ struct Yuyv<'a> {
 }
 
 impl Source for Yuyv<'_> {
+    /// Each pixel converted with BT.601 before it is added (clipping makes the mean of converted pixels differ
+    /// from converting the mean), the pair's chroma terms worked out once for both of its pixels.
     #[inline]
-    fn rgb(&self, x: usize, y: usize) -> [u8; 3] {
-        let i = (y * self.width + (x & !1)) * 2;
-        let luma = self.px[i + (x & 1) * 2];
-        yuv_to_rgb(luma, self.px[i + 1], self.px[i + 3])
+    fn row_sum(&self, y: usize, xa: usize, xb: usize, sum: &mut [u32; 3]) {
+        let row = &self.px[y * self.width * 2..(y + 1) * self.width * 2];
+        let (mut r, mut g, mut b) = (0u32, 0u32, 0u32);
+        for (i, q) in row[(xa & !1) * 2..xb.div_ceil(2) * 4].chunks_exact(4).enumerate() {
+            let terms = chroma_terms(q[1], q[3]);
+            let x = (xa & !1) + 2 * i;
+            for (k, &luma) in [q[0], q[2]].iter().enumerate() {
+                if (xa..xb).contains(&(x + k)) {
+                    let [pr, pg, pb] = luma_to_rgb(luma, terms);
+                    r += u32::from(pr);
+                    g += u32::from(pg);
+                    b += u32::from(pb);
+                }
+            }
+        }
+        sum[0] += r;
+        sum[1] += g;
+        sum[2] += b;
     }
 }
 
@@ -144,17 +169,15 @@ fn reduce(src: &impl Source, r: Region, out: &mut [u8], out_w: usize, out_h: usi
             let (xa, xb) = span(ox, rw, out_w);
             let mut sum = [0u32; 3];
             for y in r.y0 + ya..r.y0 + yb {
-                for x in r.x0 + xa..r.x0 + xb {
-                    let p = src.rgb(x, y);
-                    sum[0] += u32::from(p[0]);
-                    sum[1] += u32::from(p[1]);
-                    sum[2] += u32::from(p[2]);
-                }
+                src.row_sum(y, r.x0 + xa, r.x0 + xb, &mut sum);
             }
+            // One division per cell, not per channel: the rounded mean (s + n/2) / n is the floor of
+            // (s + n/2) · (1/n) in f64, nudged up by less than the 1/n gap to the next integer (n < 2^26 here).
             let n = ((yb - ya) * (xb - xa)) as u32;
+            let inv = 1.0 / f64::from(n);
             let o = (oy * out_w + ox) * 3;
-            for c in 0..3 {
-                out[o + c] = ((sum[c] + n / 2) / n) as u8;
+            for (c, &s) in out[o..o + 3].iter_mut().zip(&sum) {
+                *c = (f64::from(s + n / 2) * inv + 1e-9).min(255.0) as u8;
             }
         }
     }
@@ -180,6 +203,7 @@ pub fn synthetic_inputs(w: usize, h: usize) -> Vec<(&'static str, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pixels::yuv_to_rgb;
 
     fn rgb_frame(w: usize, h: usize, f: impl Fn(usize, usize) -> [u8; 3]) -> Vec<u8> {
         let mut v = Vec::with_capacity(w * h * 3);
@@ -265,6 +289,66 @@ mod tests {
         yuyv_to_input(&yuyv, w, h, None, &mut a, 3, 2).unwrap();
         rgb_to_input(&rgb, w, h, None, &mut b, 3, 2).unwrap();
         assert_eq!(a, b);
+    }
+
+    /// The plain definition: every pixel converted, summed, and divided per channel.
+    fn reference(px: &[u8], w: usize, yuyv: bool, r: Region, out_w: usize, out_h: usize) -> Vec<u8> {
+        let pixel = |x: usize, y: usize| {
+            if yuyv {
+                let i = (y * w + (x & !1)) * 2;
+                yuv_to_rgb(px[i + (x & 1) * 2], px[i + 1], px[i + 3])
+            } else {
+                let i = (y * w + x) * 3;
+                [px[i], px[i + 1], px[i + 2]]
+            }
+        };
+        let span = |i: usize, n: usize, o: usize| {
+            let a = i * n / o;
+            ((a).min(n - 1), ((i + 1) * n / o).max(a + 1).min(n))
+        };
+        let mut out = Vec::new();
+        for oy in 0..out_h {
+            let (ya, yb) = span(oy, r.y1 - r.y0, out_h);
+            for ox in 0..out_w {
+                let (xa, xb) = span(ox, r.x1 - r.x0, out_w);
+                let mut sum = [0u32; 3];
+                for y in r.y0 + ya..r.y0 + yb {
+                    for x in r.x0 + xa..r.x0 + xb {
+                        for (s, v) in sum.iter_mut().zip(pixel(x, y)) {
+                            *s += u32::from(v);
+                        }
+                    }
+                }
+                let n = ((yb - ya) * (xb - xa)) as u32;
+                out.extend(sum.map(|s| ((s + n / 2) / n) as u8));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn row_sums_and_one_division_per_cell_equal_the_plain_definition() {
+        let mut rng = crate::prng::XorShift64::new(7);
+        for round in 0..300 {
+            let (w, h) = (2 * (1 + rng.below(120)), 1 + rng.below(90));
+            let yuyv = round % 2 == 1;
+            let mut px = vec![0u8; w * h * if yuyv { 2 } else { 3 }];
+            rng.fill(&mut px);
+            // Saturated runs too, where BT.601 clips.
+            if round % 3 == 0 {
+                px.iter_mut().step_by(5).for_each(|b| *b = 255);
+            }
+            let (x0, y0) = (rng.below(w), rng.below(h));
+            let r = Region { x0, y0, x1: x0 + 1 + rng.below(w - x0), y1: y0 + 1 + rng.below(h - y0) };
+            let (ow, oh) = (1 + rng.below(64), 1 + rng.below(64));
+            let mut out = vec![0u8; ow * oh * 3];
+            if yuyv {
+                yuyv_to_input(&px, w, h, Some(r), &mut out, ow, oh).unwrap();
+            } else {
+                rgb_to_input(&px, w, h, Some(r), &mut out, ow, oh).unwrap();
+            }
+            assert_eq!(out, reference(&px, w, yuyv, r, ow, oh), "round {round}: {w}x{h} {r:?} -> {ow}x{oh}");
+        }
     }
 
     #[test]
