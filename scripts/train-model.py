@@ -85,12 +85,15 @@ def load_set(folder, cache_name):
     return rows
 
 
-def candidate_boxes(a):
-    """Stand-in for the grid detector's candidate regions: 8x8-pixel cells with enough warm (flame-coloured)
+def candidate_boxes(a, grid=None):
+    """The grid detector's own candidate regions when `grid` holds them (relative boxes from `ember-tools eval
+    frames --dump-boxes`, see --boxes), widened as src/detect/cnn.rs crops them. Otherwise a stand-in for them: 8x8-pixel cells with enough warm (flame-coloured)
     pixels, joined 8-connected, largest first, each widened CROP_MARGIN around its centre (>= MIN_CROP a side),
     as src/detect/cnn.rs crops them. The grid detector itself is Rust and being retuned; the CNN must not depend
     on its weights, only on its candidates being warm, bright regions."""
     h, w = a.shape[:2]
+    if grid is not None:
+        return [widen(x0 * w, y0 * h, x1 * w, y1 * h, w, h, CROP_MARGIN) for x0, y0, x1, y1 in grid[:MAX_CROPS]]
     r, g, b = (a[..., i].astype(np.int16) for i in range(3))
     warm = (r > 140) & (r >= g) & (g >= b - 10) & (r - b > 50)
     cs = 8
@@ -208,7 +211,7 @@ def samples_of(rng, row, per_image):
     h, w = a.shape[:2]
     positive = row["fire"] or row["smoke"]
     out = []
-    boxes = candidate_boxes(a)
+    boxes = candidate_boxes(a, row.get("grid"))
     for k in range(per_image):
         src = a
         kind = "whole"
@@ -331,7 +334,7 @@ def frame_scores(model, rows, how):
         return [[float(a), float(b)] for a, b in predict_inputs(model, [to_input(r["px"]) for r in rows])]
     crops, owner = [], []
     for i, r in enumerate(rows):
-        for box in candidate_boxes(r["px"]):
+        for box in candidate_boxes(r["px"], r.get("grid")):
             crops.append(to_input(r["px"], box))
             owner.append(i)
     out = [[0.0, 0.0] for _ in rows]
@@ -486,6 +489,9 @@ def main():
     ap.add_argument("--folds", type=int, default=4, help="grouped k-fold CV on the train set (0 = skip)")
     ap.add_argument("--cv-only", action="store_true", help="only the CV (adds `cv` to an existing metrics.json)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--boxes", type=Path, help="the grid detector's regions of the training images "
+                    "(`ember-tools eval frames DIR --dump-boxes FILE`): crops come from them, not the stand-in")
+    ap.add_argument("--dev-boxes", type=Path, help="the same for the dev split (scoring only)")
     args = ap.parse_args()
 
     random.seed(SEED)
@@ -497,9 +503,18 @@ def main():
     t0 = time.time()
     rows = load_set(args.train, f"train-cache-{KEEP_SIDE}.pkl")
     dev = load_set(args.dev, f"dev-cache-{KEEP_SIDE}.pkl")
+    for path, frames in ((args.boxes, rows), (args.dev_boxes, dev)):
+        if path:
+            regions = {}
+            with open(path, newline="") as f:
+                for b in csv.DictReader(f):
+                    regions.setdefault(b["file"], []).append(tuple(float(b[k]) for k in ("x0", "y0", "x1", "y1")))
+            for r in frames:
+                r["grid"] = regions.get(r["file"], [])
     groups = sorted({r["group"] for r in rows})
     log(f"{len(rows)} training images, {len(groups)} scenes; {len(dev)} dev frames; augmenting x{args.per_image}")
-    cache = ROOT / "target" / f"train-aug-v2-{args.per_image}-{SEED}.npz"
+    crops_from = "grid" if args.boxes else "standin"
+    cache = ROOT / "target" / f"train-aug-v2-{args.per_image}-{SEED}-{crops_from}.npz"
     if cache.exists():
         z = np.load(cache, allow_pickle=True)
         x, y, idx, kinds = z["x"], z["y"], z["idx"], z["kinds"].item()
@@ -521,6 +536,7 @@ def main():
         "epochs": args.epochs,
         "width": args.width,
         "sample_kinds": kinds,
+        "crops_from": crops_from,
     })
 
     if args.cv_only:
@@ -587,7 +603,7 @@ def main():
     i8_pipe = []
     for r in dev:
         best = [0.0, 0.0]
-        for box in candidate_boxes(r["px"]):
+        for box in candidate_boxes(r["px"], r.get("grid")):
             s = tflite_run(tf, i8, to_input(r["px"], box))[0]
             if max(s) > max(best):
                 best = s
@@ -596,7 +612,7 @@ def main():
     metrics["dev_int8_candidates"] = {"summary": summary(dev, i8_pipe), "curve": curve(dev, i8_pipe)}
     print_curve(f"dev split (int8, whole frames): {metrics['dev_int8_whole']['summary']}",
                 metrics["dev_int8_whole"]["curve"])
-    print_curve(f"dev split (int8, Python stand-in candidates): {metrics['dev_int8_candidates']['summary']}",
+    print_curve(f"dev split (int8, {'grid detector' if args.dev_boxes else 'Python stand-in'} candidates): {metrics['dev_int8_candidates']['summary']}",
                 metrics["dev_int8_candidates"]["curve"])
 
     ref = {"tensorflow": tf.__version__, "input": {}, "models": {}}

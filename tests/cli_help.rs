@@ -12,7 +12,7 @@ const TOOLS: &str = env!("CARGO_BIN_EXE_ember-tools");
 const HIDDEN_SUBCOMMANDS: &[(&str, &[&str])] = &[("ember-edge", &["model", "check"])];
 
 /// Development flags hidden from `--help` that documentation may still name.
-const HIDDEN_FLAGS: &[&str] = &["--dump-features", "--yuyv"];
+const HIDDEN_FLAGS: &[&str] = &["--dump-features", "--dump-boxes", "--yuyv"];
 
 /// Development tools: in `ember-tools`, never in the appliance.
 const TOOL_SUBCOMMANDS: &[&str] = &["loadtest", "bench", "eval", "collect"];

@@ -42,6 +42,11 @@ pub struct Args {
     /// scripts/train-detector.py).
     #[arg(long, hide = true)]
     pub dump_features: Option<PathBuf>,
+    /// Development: write the grid detector's candidate regions the `model` detector crops (the largest
+    /// MAX_CROPS, relative coordinates, frames decoded as a model camera decodes them) to this CSV, so
+    /// scripts/train-model.py trains the CNN on the crops the appliance feeds it.
+    #[arg(long, hide = true)]
+    pub dump_boxes: Option<PathBuf>,
     /// `model`: the TFLite C-API library (libLiteRtRuntimeCApi.so). Default: $EMBER_TFLITE_LIB.
     #[arg(long, value_name = "LIB.so")]
     pub model_library: Option<PathBuf>,
@@ -156,7 +161,8 @@ pub fn evaluate(args: &Args) -> anyhow::Result<Outcome> {
         _ => ember_edge::detect::grid_weights::THRESHOLD,
     });
     // The cap a camera with this detector decodes at (camera::source::analysis_cap).
-    let mut dec = JpegDecoder::with_max_denom(if args.detector == Which::Model { 2 } else { 8 });
+    let model_decode = args.detector == Which::Model || args.dump_boxes.is_some();
+    let mut dec = JpegDecoder::with_max_denom(if model_decode { 2 } else { 8 });
     let ember = EmberEyeHsv::new();
     let mut grid = GridDetector::new(&[]);
     let mut rgb = Vec::new();
@@ -168,6 +174,16 @@ pub fn evaluate(args: &Args) -> anyhow::Result<Outcome> {
             );
             let names: Vec<String> = grid::FEATURE_NAMES.iter().map(|n| format!("f_{n}")).collect();
             writeln!(f, "file,fire,smoke,hard_negative,{}", names.join(","))?;
+            Some(f)
+        }
+        None => None,
+    };
+    let mut boxes = match &args.dump_boxes {
+        Some(p) => {
+            let mut f = std::io::BufWriter::new(
+                std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+            );
+            writeln!(f, "file,kind,x0,y0,x1,y1")?;
             Some(f)
         }
         None => None,
@@ -202,6 +218,12 @@ pub fn evaluate(args: &Args) -> anyhow::Result<Outcome> {
                 } else {
                     grid.score_rgb(&rgb, w, h)
                 };
+                if let Some(f) = boxes.as_mut() {
+                    for g in r.regions.iter().take(r.n_regions.min(ember_edge::detect::cnn::MAX_CROPS)) {
+                        let kind = if g.kind == grid::RegionKind::Smoke { "smoke" } else { "fire" };
+                        writeln!(f, "{},{kind},{:.5},{:.5},{:.5},{:.5}", l.file, g.x0, g.y0, g.x1, g.y1)?;
+                    }
+                }
                 if let Some(f) = dump.as_mut() {
                     let feats: Vec<String> = r.features.iter().map(|v| format!("{v:.6}")).collect();
                     writeln!(
@@ -219,7 +241,7 @@ pub fn evaluate(args: &Args) -> anyhow::Result<Outcome> {
         };
         scores.push((l, score));
     }
-    if let Some(mut f) = dump {
+    for mut f in [dump, boxes].into_iter().flatten() {
         f.flush()?;
     }
     if let Some(p) = &args.scores {
