@@ -491,6 +491,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--boxes", type=Path, help="the grid detector's regions of the training images "
                     "(`ember-tools eval frames DIR --dump-boxes FILE`): crops come from them, not the stand-in")
+    ap.add_argument("--cv-scores", type=Path, help="--cv-only: also write each training image's out-of-fold "
+                    "scores (whole image, pipeline) to this CSV")
     ap.add_argument("--dev-boxes", type=Path, help="the same for the dev split (scoring only)")
     args = ap.parse_args()
 
@@ -573,6 +575,12 @@ def main():
             })
             log(f"fold {k + 1}/{args.folds}: {len(test)} test images, {folds[-1]['whole']['summary']} "
                 f"({time.time() - t0:.0f}s)")
+        if args.cv_scores:
+            with open(args.cv_scores, "w") as f:
+                f.write("file,fire,smoke,hard_negative,whole,pipeline,fold\n")
+                for r, a, b in zip(rows, scores_whole, scores_pipe):
+                    f.write(f"{r['file']},{r['fire']},{r['smoke']},{r['hard']},{max(a):.6f},{max(b):.6f},"
+                            f"{fold_of[r['group']]}\n")
         metrics["cv"] = {
             "folds": args.folds,
             "per_fold": folds,
