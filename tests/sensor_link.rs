@@ -48,22 +48,20 @@ fn wait_metric(addr: SocketAddr, name: &str, want: f64) -> f64 {
 }
 
 fn wait_metric_for(addr: SocketAddr, name: &str, want: f64, limit: Duration) -> f64 {
-    let deadline = Instant::now() + common::scaled(limit);
-    loop {
-        let v = metric(addr, name);
-        if v >= want || Instant::now() > deadline {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_metric_until(addr, name, limit, |v| v >= want)
 }
 
 /// Waits for a gauge to equal `want` (it may pass through values on both sides first); returns the last value.
 fn wait_metric_settle(addr: SocketAddr, name: &str, want: f64) -> f64 {
-    let deadline = Instant::now() + common::scaled(Duration::from_secs(5));
+    wait_metric_until(addr, name, Duration::from_secs(5), |v| v == want)
+}
+
+/// Polls a metric until `done` holds or `limit` (scaled) passes; returns the last value read.
+fn wait_metric_until(addr: SocketAddr, name: &str, limit: Duration, done: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + common::scaled(limit);
     loop {
         let v = metric(addr, name);
-        if v == want || Instant::now() > deadline {
+        if done(v) || Instant::now() > deadline {
             return v;
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -158,11 +158,6 @@ fn reduce(src: &impl Source, r: Region, out: &mut [u8], out_w: usize, out_h: usi
         return Err(PrepError::OutputSize { need, have: out.len() });
     }
     let (rw, rh) = (r.x1 - r.x0, r.y1 - r.y0);
-    let span = |i: usize, n: usize, o: usize| {
-        let a = i * n / o;
-        let b = ((i + 1) * n / o).max(a + 1).min(n);
-        (a.min(n - 1), b)
-    };
     for oy in 0..out_h {
         let (ya, yb) = span(oy, rh, out_h);
         for ox in 0..out_w {
@@ -182,6 +177,14 @@ fn reduce(src: &impl Source, r: Region, out: &mut [u8], out_w: usize, out_h: usi
         }
     }
     Ok(())
+}
+
+/// Source span `[a, b)` of output cell `i` of `o` over `n` source pixels: `[i·n/o, (i+1)·n/o)`, at least one
+/// pixel (nearest-neighbour enlargement when `n < o`).
+fn span(i: usize, n: usize, o: usize) -> (usize, usize) {
+    let a = i * n / o;
+    let b = ((i + 1) * n / o).max(a + 1).min(n);
+    (a.min(n - 1), b)
 }
 
 /// The deterministic inputs of models/reference.json (same formulas as scripts/train-model.py).
@@ -301,10 +304,6 @@ mod tests {
                 let i = (y * w + x) * 3;
                 [px[i], px[i + 1], px[i + 2]]
             }
-        };
-        let span = |i: usize, n: usize, o: usize| {
-            let a = i * n / o;
-            ((a).min(n - 1), ((i + 1) * n / o).max(a + 1).min(n))
         };
         let mut out = Vec::new();
         for oy in 0..out_h {

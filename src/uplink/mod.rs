@@ -193,7 +193,6 @@ impl UplinkTask {
         stop: CancellationToken,
     ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
         let UplinkTask { transport, server, device_id, key, zone_names, input, spool, place, site, .. } = self;
-        let (reconnect_min, reconnect_max) = (self.reconnect_min, self.reconnect_max);
         let reconnects = self.counters.reconnects.clone();
         let tls_refused = self.counters.tls_refused.clone();
         let mut outbox = Outbox::new(spool, place, device_id, key, zone_names, self.heartbeat, self.counters);
@@ -205,7 +204,7 @@ impl UplinkTask {
             Transport::Tcp => Ok(None),
             Transport::Mqtt(m) => mqtt::Broker::new(&server, m, device_id, tls_refused).map(Some),
         };
-        let mut backoff = Backoff::new(reconnect_min, reconnect_max);
+        let mut backoff = Backoff::new(self.reconnect_min, self.reconnect_max);
         async move {
             let broker = broker?;
             loop {

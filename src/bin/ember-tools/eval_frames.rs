@@ -167,27 +167,10 @@ pub fn evaluate(args: &Args) -> anyhow::Result<Outcome> {
     let mut grid = GridDetector::new(&[]);
     let mut rgb = Vec::new();
     let mut yuyv = Vec::new();
-    let mut dump = match &args.dump_features {
-        Some(p) => {
-            let mut f = std::io::BufWriter::new(
-                std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
-            );
-            let names: Vec<String> = grid::FEATURE_NAMES.iter().map(|n| format!("f_{n}")).collect();
-            writeln!(f, "file,fire,smoke,hard_negative,{}", names.join(","))?;
-            Some(f)
-        }
-        None => None,
-    };
-    let mut boxes = match &args.dump_boxes {
-        Some(p) => {
-            let mut f = std::io::BufWriter::new(
-                std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
-            );
-            writeln!(f, "file,kind,x0,y0,x1,y1")?;
-            Some(f)
-        }
-        None => None,
-    };
+    let names: Vec<String> = grid::FEATURE_NAMES.iter().map(|n| format!("f_{n}")).collect();
+    let feature_header = format!("file,fire,smoke,hard_negative,{}", names.join(","));
+    let mut dump = args.dump_features.as_deref().map(|p| csv_file(p, &feature_header)).transpose()?;
+    let mut boxes = args.dump_boxes.as_deref().map(|p| csv_file(p, "file,kind,x0,y0,x1,y1")).transpose()?;
     let mut scores = Vec::with_capacity(labels.len());
     for l in labels {
         let path = args.dir.join(&l.file);
@@ -251,11 +234,17 @@ pub fn evaluate(args: &Args) -> anyhow::Result<Outcome> {
     Ok(Outcome { scores, report })
 }
 
-fn write_scores(path: &Path, scores: &[(Label, f32)]) -> anyhow::Result<()> {
+/// A new CSV file at `path`, its header line written.
+fn csv_file(path: &Path, header: &str) -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
     let mut f = std::io::BufWriter::new(
         std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
     );
-    writeln!(f, "file,fire,smoke,hard_negative,score")?;
+    writeln!(f, "{header}")?;
+    Ok(f)
+}
+
+fn write_scores(path: &Path, scores: &[(Label, f32)]) -> anyhow::Result<()> {
+    let mut f = csv_file(path, "file,fire,smoke,hard_negative,score")?;
     for (l, s) in scores {
         writeln!(f, "{},{},{},{},{s:.6}", l.file, u8::from(l.fire), u8::from(l.smoke), u8::from(l.hard))?;
     }
