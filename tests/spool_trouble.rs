@@ -233,6 +233,14 @@ fn alerts_a_full_disk_cannot_take_still_reach_the_collector_and_raise_trouble() 
     wait_for("a heartbeat reporting the trouble", || output(&s.out).1.iter().any(|h| h["spool_trouble"] == true));
     wait_for("the acks", || metric(s.telemetry, "ember_uplink_pending") == 0.0);
     assert_eq!(metric(s.telemetry, "ember_uplink_lost_total"), 0.0);
+    // With everything acknowledged nothing waits to be written, and the disk is still full: the trouble stays
+    // (it used to clear at the next retry and come back with the next alert), in every heartbeat from the first.
+    let beats = || output(&s.out).1.into_iter().skip_while(|h| h["spool_trouble"] != true).collect::<Vec<_>>();
+    let first = beats().len();
+    wait_for("three more heartbeats", || beats().len() >= first + 3);
+    assert!(beats().iter().all(|h| h["spool_trouble"] == true), "{:?}", beats());
+    assert_eq!(metric(s.telemetry, TROUBLE), 1.0);
+    assert_eq!(http_get(s.telemetry, "/health").0, 503);
     drop(app);
     let _ = std::fs::remove_dir_all(&s.dir);
 }

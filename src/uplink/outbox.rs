@@ -79,6 +79,9 @@ pub struct Outbox {
     dropped_before: u64,
     /// Why the spool is in trouble; None when it is well.
     trouble: Option<String>,
+    /// Whether the spool was in trouble at any moment since the last heartbeat: one that came and went between
+    /// two heartbeats still reaches the control room.
+    trouble_unreported: bool,
     /// `lost()` when last looked at, and whether a loss since is not yet resolved (see `refresh_part`).
     lost_seen: u64,
     loss_open: bool,
@@ -133,6 +136,7 @@ impl Outbox {
             lost: 0,
             dropped_before: 0,
             trouble: None,
+            trouble_unreported: false,
             lost_seen: 0,
             loss_open: false,
             shown: None,
@@ -463,12 +467,13 @@ impl Outbox {
             device_id: self.device_id,
             epoch: self.spool.as_ref().map_or(self.memory_epoch, Spool::epoch),
             ts_ms: wall_ms(now),
-            health: if self.trouble.is_some() { wire::health::SPOOL } else { 0 }
+            health: if self.trouble.is_some() || self.trouble_unreported { wire::health::SPOOL } else { 0 }
                 | if self.loss_open { wire::health::LOSS } else { 0 }
                 | self.site.as_ref().map_or(0, |s| s.health_bits()),
             spool_pending: self.pending().min(u32::MAX as usize) as u32,
             spool_dropped: self.lost().min(u32::MAX as u64) as u32,
         };
+        self.trouble_unreported = false;
         wire::encode(&msg, &self.key, out).ok()
     }
 
@@ -772,7 +777,47 @@ mod tests {
         let f = o.on_transition(&transition(ZoneState::Alarm)).expect("caught up");
         let (epoch, seq) = epoch_and_seq(f.bytes());
         assert!(epoch < 0x8000_0000 && seq == 4, "spooled again: ({epoch}, {seq})");
+        // The retry at 60 s failed after the last heartbeat: the next one still says so, once.
+        assert_eq!(heartbeat_of(&mut o, t0).0, wire::health::SPOOL);
         assert_eq!(heartbeat_of(&mut o, t0).0, 0);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A full disk used to clear its trouble at the first retry after the collector had acknowledged what
+    /// memory held (nothing left to write, so nothing failed), and raise it again at the next alert: /health
+    /// and the heartbeats flapped and, between alerts, said all was well. The retry now probes the disk.
+    #[test]
+    fn a_disk_that_still_refuses_writes_stays_in_trouble_once_memory_is_acknowledged() {
+        let (mut o, dir) = outbox("still-full");
+        o.on_transition(&transition(ZoneState::Alarm));
+        drop(o);
+        // Reopened, the spool starts a new segment at its next append; a folder in its place refuses it.
+        let (spool, _) = Spool::open(&dir, 1 << 20, Fsync::Never).unwrap();
+        let mut o = with_spool(Ok(spool), &dir, 1 << 20);
+        let blocker = dir.join(format!("{:016}.seg", 2));
+        std::fs::create_dir_all(&blocker).unwrap();
+        let t0 = Instant::now();
+        o.on_connected(t0);
+        all_unsent(&mut o, 64);
+        let f = o.on_transition(&transition(ZoneState::Normal)).expect("sent from memory");
+        assert!(o.trouble().is_some());
+        o.on_ack(1);
+        o.on_ack(f.seq);
+        assert_eq!((o.in_memory(), o.pending()), (0, 0));
+        for minute in 1..=3 {
+            o.maintain(t0 + Duration::from_secs(60 * minute));
+            assert!(o.trouble().is_some(), "still refused after {minute} min");
+            assert_eq!(o.counters().spool_trouble.get(), 1.0);
+            assert_eq!(heartbeat_of(&mut o, t0).0, wire::health::SPOOL);
+        }
+        std::fs::remove_dir(&blocker).unwrap();
+        o.maintain(t0 + Duration::from_secs(600));
+        assert_eq!((o.trouble(), o.counters().spool_trouble.get()), (None, 0.0));
+        // The probe leaves nothing behind: the segment it opened is empty, and the next alert is spooled.
+        assert_eq!(std::fs::metadata(&blocker).unwrap().len(), 0);
+        let f = o.on_transition(&transition(ZoneState::Alarm)).expect("sent");
+        assert!(epoch_and_seq(f.bytes()).0 < 0x8000_0000, "spooled, not held");
+        assert_eq!(on_disk(&dir).len(), 1);
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -338,28 +338,12 @@ impl Spool {
         while self.total_bytes + total > self.max_bytes && !self.segments.is_empty() {
             self.drop_oldest()?;
         }
-        let need_new = match self.segments.back() {
-            Some(s) => !self.active || s.bytes + total > self.segment_bytes,
-            None => true,
-        };
-        if need_new {
-            let id = self.segments.back().map(|s| s.id + 1).unwrap_or(1);
-            let path = self.dir.join(format!("{id:016}.seg"));
-            let file = OpenOptions::new().create(true).read(true).append(true).open(&path).map_err(io(&path))?;
-            // The new file's name must survive a power cut as well as its records: fsync the folder once per
-            // segment (ext4's journal happens to commit the entry with the file's own fsync, other file systems
-            // need this).
-            if self.fsync == Fsync::Always {
-                sync_dir(&self.dir)?;
-            }
-            self.active = true;
-            self.segments.push_back(Segment { id, path, file, records: Vec::new(), bytes: 0 });
-        }
+        self.open_segment_for(total)?;
+        let fsync = self.fsync;
         let Some(seg) = self.segments.back_mut() else {
             return Err(SpoolError::TooLarge(0));
         };
         // One write per record: a crash leaves either the whole record or a torn tail that `scan` drops.
-        let fsync = self.fsync;
         let written = (&seg.file)
             .write_all(&buf[..total as usize])
             .and_then(|()| if fsync == Fsync::Always { seg.file.sync_data() } else { Ok(()) });
@@ -381,6 +365,48 @@ impl Spool {
         // (board/qemu-system.sh --power-cut) takes every `synced=1` line as a promise that the alert survives.
         log::debug!(target: SPOOLED_LOG, "spooled seq={seq} synced={}", u8::from(fsync == Fsync::Always));
         Ok(())
+    }
+
+    /// Makes sure the last segment takes a record of `total` bytes: a new one when it is full or closed.
+    fn open_segment_for(&mut self, total: u64) -> Result<(), SpoolError> {
+        let need_new = match self.segments.back() {
+            Some(s) => !self.active || s.bytes + total > self.segment_bytes,
+            None => true,
+        };
+        if need_new {
+            let id = self.segments.back().map(|s| s.id + 1).unwrap_or(1);
+            let path = self.dir.join(format!("{id:016}.seg"));
+            let file = OpenOptions::new().create(true).read(true).append(true).open(&path).map_err(io(&path))?;
+            // The new file's name must survive a power cut as well as its records: fsync the folder once per
+            // segment (ext4's journal happens to commit the entry with the file's own fsync, other file systems
+            // need this).
+            if self.fsync == Fsync::Always {
+                sync_dir(&self.dir)?;
+            }
+            self.active = true;
+            self.segments.push_back(Segment { id, path, file, records: Vec::new(), bytes: 0 });
+        }
+        Ok(())
+    }
+
+    /// Whether the disk takes the largest record where the next one would go, without writing one: that many
+    /// zero bytes are appended and cut away again. After a failed write with nothing waiting to be written,
+    /// only this tells a disk that has room again from one that is still full. A power cut between the two
+    /// leaves a zero tail, which the next open discards as torn.
+    pub fn probe(&mut self) -> Result<(), SpoolError> {
+        self.open_segment_for((HEADER + MAX_RECORD) as u64)?;
+        let fsync = self.fsync;
+        let Some(seg) = self.segments.back_mut() else {
+            return Err(SpoolError::TooLarge(0));
+        };
+        let written = (&seg.file)
+            .write_all(&[0u8; HEADER + MAX_RECORD])
+            .and_then(|()| if fsync == Fsync::Always { seg.file.sync_data() } else { Ok(()) });
+        let cut = seg.file.set_len(seg.bytes);
+        if cut.is_err() {
+            self.active = false;
+        }
+        written.and(cut).map_err(io(&seg.path))
     }
 
     fn drop_oldest(&mut self) -> Result<(), SpoolError> {
@@ -639,10 +665,14 @@ mod tests {
             Some(7)
         });
         assert!(failed.is_err(), "the write past the limit must fail");
+        assert!(s.probe().is_err(), "the probe sees the same refusal");
+        assert_eq!(std::fs::metadata(&s.segments.back().unwrap().path).unwrap().len(), seg_len, "probe cut back");
         lim.rlim_cur = saved;
         // SAFETY: as above; back to the saved soft limit, which is within the hard limit.
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &lim) }, 0);
         assert_eq!(std::fs::metadata(&s.segments.back().unwrap().path).unwrap().len(), seg_len, "rolled back");
+        s.probe().unwrap();
+        assert_eq!(std::fs::metadata(&s.segments.back().unwrap().path).unwrap().len(), seg_len, "probe cut back");
         put(&mut s, "after0");
         put(&mut s, "after1");
         let got: Vec<String> = pending(&s).into_iter().map(|p| p.1).collect();

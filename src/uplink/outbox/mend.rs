@@ -108,6 +108,15 @@ impl Outbox {
                 Err(e) => return self.failed(now, format!("cannot write: {e}")),
             }
         }
+        // With nothing moved, nothing has shown that the disk takes writes again: a full disk would otherwise
+        // clear its trouble as soon as the collector acknowledged what memory held, and raise it again at the
+        // next alert, so /health and the heartbeats would flap and mostly say all is well.
+        if moved == 0
+            && self.trouble.is_some()
+            && let Err(e) = spool.probe()
+        {
+            return self.failed(now, format!("cannot write: {e}"));
+        }
         spool.advance_to(self.memory_next);
         if let Some(why) = self.trouble.take() {
             log::warn!("uplink spool writable again after '{why}': {moved} alerts moved from memory into it");
@@ -131,6 +140,7 @@ impl Outbox {
 
     pub(super) fn set_trouble(&mut self, why: String) {
         self.trouble = Some(why);
+        self.trouble_unreported = true;
         self.refresh_part();
     }
 
