@@ -10,12 +10,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=$root/target/backbone-venv
-py=${PYTHON:-python3}
 pins=(tensorflow-cpu==2.21.0 numpy==2.4.6 pillow==12.0.0 scikit-learn==1.9.1)
-if [ ! -f "$venv/.ok" ] || [ "$(cat "$venv/.ok")" != "${pins[*]}" ]; then
-  rm -rf "$venv"
-  "$py" -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "${pins[@]}"
-  printf '%s' "${pins[*]}" >"$venv/.ok"
-fi
+. "$root/scripts/pinned-venv.sh"
+pinned_venv "$venv" "${pins[@]}"
 exec "$venv/bin/python" "$root/scripts/train-backbone.py" "$@"

@@ -6,13 +6,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=$root/target/train-venv
-py=${PYTHON:-python3}
 # Pins: tensorflow-cpu 2.21.0 installs on CPython 3.11 (x86_64 manylinux wheels); keras comes with it.
 pins=(tensorflow-cpu==2.21.0 numpy==2.4.6 pillow==12.0.0)
-if [ ! -f "$venv/.ok" ] || [ "$(cat "$venv/.ok")" != "${pins[*]}" ]; then
-  rm -rf "$venv"
-  "$py" -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "${pins[@]}"
-  printf '%s' "${pins[*]}" >"$venv/.ok"
-fi
+. "$root/scripts/pinned-venv.sh"
+pinned_venv "$venv" "${pins[@]}"
 exec "$venv/bin/python" "$root/scripts/train-model.py" "$@"
