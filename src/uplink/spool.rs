@@ -142,6 +142,13 @@ pub fn peek_next_seq(dir: &Path) -> Option<u32> {
 pub const SPOOLED_LOG: &str = "ember_edge::uplink::spooled";
 
 /// Makes the folder's entries (a new segment's name) durable.
+/// One write at the end of an append-mode segment, synced with `Always`.
+fn append(file: &File, bytes: &[u8], fsync: Fsync) -> std::io::Result<()> {
+    let mut f = file;
+    f.write_all(bytes)?;
+    if fsync == Fsync::Always { file.sync_data() } else { Ok(()) }
+}
+
 fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
@@ -344,10 +351,7 @@ impl Spool {
             return Err(SpoolError::TooLarge(0));
         };
         // One write per record: a crash leaves either the whole record or a torn tail that `scan` drops.
-        let written = (&seg.file)
-            .write_all(&buf[..total as usize])
-            .and_then(|()| if fsync == Fsync::Always { seg.file.sync_data() } else { Ok(()) });
-        if let Err(e) = written {
+        if let Err(e) = append(&seg.file, &buf[..total as usize], fsync) {
             // A full disk writes part of a record and then fails. Left in place, those bytes would shift every
             // later record away from the offset the index gives it (resends would go out as garbage, and the next
             // start would drop them as torn). So cut the file back to its last whole record; if even that fails,
@@ -399,9 +403,7 @@ impl Spool {
         let Some(seg) = self.segments.back_mut() else {
             return Err(SpoolError::TooLarge(0));
         };
-        let written = (&seg.file)
-            .write_all(&[0u8; HEADER + MAX_RECORD])
-            .and_then(|()| if fsync == Fsync::Always { seg.file.sync_data() } else { Ok(()) });
+        let written = append(&seg.file, &[0u8; HEADER + MAX_RECORD], fsync);
         let cut = seg.file.set_len(seg.bytes);
         if cut.is_err() {
             self.active = false;
