@@ -20,6 +20,7 @@ nothing. Training data: ../shared/fixtures/train ONLY; ../shared/fixtures/frames
 """
 
 import argparse
+import base64
 import hashlib
 import importlib.util
 import io
@@ -64,8 +65,6 @@ def nsfwjs_weights():
         shard = t.extractfile(base + "group1-shard1of1.min.js").read().decode()
     # The wrappers are minified JS: model.json as an object literal, the shard as one base64 string.
     (b64,) = re.findall(r'"([A-Za-z0-9+/=]{100000,})"', shard)
-    import base64
-
     buf = base64.b64decode(b64)
     spec_re = re.compile(
         r'\{name:"([^"]+)",shape:\[([0-9,]*)\],dtype:"(\w+)"'
@@ -183,13 +182,8 @@ def main():
     tm.SIZE = args.size
     rows = tm.load_set(args.train, f"train-cache-{tm.KEEP_SIDE}.pkl")
     dev = tm.load_set(args.dev, f"dev-cache-{tm.KEEP_SIDE}.pkl")
-    for path, frames in ((args.boxes, rows), (args.dev_boxes, dev)):
-        regions = {}
-        with open(path, newline="") as f:
-            for b in __import__("csv").DictReader(f):
-                regions.setdefault(b["file"], []).append(tuple(float(b[k]) for k in ("x0", "y0", "x1", "y1")))
-        for r in frames:
-            r["grid"] = regions.get(r["file"], [])
+    tm.attach_boxes(args.boxes, rows)
+    tm.attach_boxes(args.dev_boxes, dev)
     weights = nsfwjs_weights()
     model, full = backbone(keras, weights, args.size)
     n_macs = macs(full, args.size)
@@ -202,18 +196,7 @@ def main():
     has = [bool(r["grid"]) for r in rows]
     has_d = [bool(r["grid"]) for r in dev]
 
-    # Grouped k-fold by scene, the folds of train-model.py (seeded, largest scenes dealt first).
-    import random
-
-    cnt = {}
-    for r in rows:
-        cnt[r["group"]] = cnt.get(r["group"], 0) + 1
-    g = sorted(cnt, key=lambda s: (-cnt[s], s))
-    random.Random(tm.SEED).shuffle(g)
-    size, fold_of = [0] * args.folds, {}
-    for s in sorted(g, key=lambda s: -cnt[s]):
-        k = min(range(args.folds), key=lambda i: size[i])
-        fold_of[s], size[k] = k, size[k] + cnt[s]
+    fold_of = tm.scene_folds(rows, args.folds)
     fold = np.array([fold_of[rows[i]["group"]] for i in owner])
     cv = {}
     for c in CS:
@@ -254,7 +237,7 @@ def main():
         "backbone": f"ImageNet MobileNetV2 (alpha 1.0) to {CUT}, from npm nsfwjs 4.3.0",
         "input": args.size,
         "train_images": len(rows),
-        "scenes": len(cnt),
+        "scenes": len(fold_of),
         "dev_frames": len(dev),
         "training_samples": len(x),
         "parameters": int(net.count_params()),
@@ -268,18 +251,7 @@ def main():
     tm.print_curve(f"dev split (int8, grid candidates): {metrics['dev_int8_candidates']['summary']}",
                    metrics["dev_int8_candidates"]["curve"])
 
-    ref = {"tensorflow": tf.__version__, "input": {}, "models": {}}
-    inputs = tm.reference_inputs()
-    for name, (desc, _) in inputs.items():
-        ref["input"][name] = desc
-    for fname, blob in (("fire-f32.tflite", f32), ("fire-int8.tflite", i8)):
-        entry = {"outputs": {}}
-        for name, (_, arr) in inputs.items():
-            out, raw, i, o = tm.tflite_run(tf, blob, arr.astype(np.uint8))
-            entry["outputs"][name] = {"scores": out, "raw": raw}
-            entry["input_tensor"], entry["output_tensor"] = tm.tensor_desc(i), tm.tensor_desc(o)
-        ref["models"][fname] = entry
-    (args.out / "reference.json").write_text(json.dumps(ref, indent=1) + "\n")
+    tm.write_reference(tf, args.out, f32, i8)
     metrics["seconds"] = round(time.time() - t0)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     log(f"done in {metrics['seconds']}s")

@@ -345,6 +345,32 @@ def frame_scores(model, rows, how):
     return out
 
 
+def attach_boxes(path, frames):
+    """Sets each frame's `grid`: its regions in `path` (`ember-tools eval frames --dump-boxes`), [] for none."""
+    regions = {}
+    with open(path, newline="") as f:
+        for b in csv.DictReader(f):
+            regions.setdefault(b["file"], []).append(tuple(float(b[k]) for k in ("x0", "y0", "x1", "y1")))
+    for r in frames:
+        r["grid"] = regions.get(r["file"], [])
+
+
+def scene_folds(rows, folds):
+    """Grouped k-fold by scene, {scene: fold}: scenes shuffled with the seed, dealt largest first into the
+    emptiest fold. Every model's CV uses these, so their numbers compare."""
+    cnt = {}
+    for r in rows:
+        cnt[r["group"]] = cnt.get(r["group"], 0) + 1
+    g = sorted(cnt, key=lambda s: (-cnt[s], s))
+    random.Random(SEED).shuffle(g)
+    size, fold_of = [0] * folds, {}
+    for s in sorted(g, key=lambda s: -cnt[s]):
+        k = min(range(folds), key=lambda i: size[i])
+        fold_of[s] = k
+        size[k] += cnt[s]
+    return fold_of
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Metrics
 
@@ -478,6 +504,22 @@ def tensor_desc(d):
     }
 
 
+def write_reference(tf, out_dir, f32, i8):
+    """reference.json: TensorFlow's own interpreter on the deterministic inputs, per exported model."""
+    ref = {"tensorflow": tf.__version__, "input": {}, "models": {}}
+    inputs = reference_inputs()
+    for name, (desc, _) in inputs.items():
+        ref["input"][name] = desc
+    for fname, blob in (("fire-f32.tflite", f32), ("fire-int8.tflite", i8)):
+        entry = {"outputs": {}}
+        for name, (_, arr) in inputs.items():
+            out, raw, i, o = tflite_run(tf, blob, arr.astype(np.uint8))
+            entry["outputs"][name] = {"scores": out, "raw": raw}
+            entry["input_tensor"], entry["output_tensor"] = tensor_desc(i), tensor_desc(o)
+        ref["models"][fname] = entry
+    (out_dir / "reference.json").write_text(json.dumps(ref, indent=1) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train", type=Path, default=ROOT.parent / "shared/fixtures/train")
@@ -507,12 +549,7 @@ def main():
     dev = load_set(args.dev, f"dev-cache-{KEEP_SIDE}.pkl")
     for path, frames in ((args.boxes, rows), (args.dev_boxes, dev)):
         if path:
-            regions = {}
-            with open(path, newline="") as f:
-                for b in csv.DictReader(f):
-                    regions.setdefault(b["file"], []).append(tuple(float(b[k]) for k in ("x0", "y0", "x1", "y1")))
-            for r in frames:
-                r["grid"] = regions.get(r["file"], [])
+            attach_boxes(path, frames)
     groups = sorted({r["group"] for r in rows})
     log(f"{len(rows)} training images, {len(groups)} scenes; {len(dev)} dev frames; augmenting x{args.per_image}")
     crops_from = "grid" if args.boxes else "standin"
@@ -542,19 +579,7 @@ def main():
     })
 
     if args.cv_only:
-        # Grouped k-fold by scene: scenes shuffled with the seed, dealt largest first into the emptiest fold.
-        g = sorted(groups, key=lambda s: (-sum(r["group"] == s for r in rows), s))
-        size = [0] * args.folds
-        fold_of = {}
-        cnt = {}
-        for r in rows:
-            cnt[r["group"]] = cnt.get(r["group"], 0) + 1
-        rnd = random.Random(SEED)
-        rnd.shuffle(g)
-        for s in sorted(g, key=lambda s: -cnt[s]):
-            k = min(range(args.folds), key=lambda i: size[i])
-            fold_of[s] = k
-            size[k] += cnt[s]
+        fold_of = scene_folds(rows, args.folds)
         folds = []
         scores_whole = [None] * len(rows)
         scores_pipe = [None] * len(rows)
@@ -623,17 +648,7 @@ def main():
     print_curve(f"dev split (int8, {'grid detector' if args.dev_boxes else 'Python stand-in'} candidates): {metrics['dev_int8_candidates']['summary']}",
                 metrics["dev_int8_candidates"]["curve"])
 
-    ref = {"tensorflow": tf.__version__, "input": {}, "models": {}}
-    for name, (desc, arr) in reference_inputs().items():
-        ref["input"][name] = desc
-    for fname, blob in (("fire-f32.tflite", f32), ("fire-int8.tflite", i8)):
-        entry = {"outputs": {}}
-        for name, (_, arr) in reference_inputs().items():
-            out, raw, i, o = tflite_run(tf, blob, arr.astype(np.uint8))
-            entry["outputs"][name] = {"scores": out, "raw": raw}
-            entry["input_tensor"], entry["output_tensor"] = tensor_desc(i), tensor_desc(o)
-        ref["models"][fname] = entry
-    (args.out / "reference.json").write_text(json.dumps(ref, indent=1) + "\n")
+    write_reference(tf, args.out, f32, i8)
     metrics["seconds"] = round(time.time() - t0)
     metrics_path.write_text(json.dumps(metrics, indent=1) + "\n")
     log(f"done in {metrics['seconds']}s")
